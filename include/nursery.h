@@ -1,0 +1,544 @@
+/*
+ * nursery.h - structured concurrency and futures for C on POSIX threads.
+ *
+ * Every task lives inside a nursery: a task group that is joined when its
+ * scope ends.  Every task's outcome can be captured in a result.  Waiting,
+ * deadlines and cancellation compose.  See nursery(7) for an overview.
+ *
+ * Conventions used on every function below:
+ *   - Errors are returned as int codes, pthread-style: 0 for success, an
+ *     errno value where one fits, or one of the NURSERY_E* codes.  Use
+ *     nursery_strerror() to print any of them.
+ *   - Blocking functions take an absolute deadline (nursery_time_t, on
+ *     CLOCK_MONOTONIC; NURSERY_FOREVER waits forever), fail with ETIMEDOUT
+ *     when it passes and with ECANCELED when the calling task is cancelled.
+ *   - Objects are opaque.  Each function says who owns what afterwards.
+ *   - Everything a task wrote before it finished happens-before anything
+ *     that observes it finished (join, wait, a done result).
+ */
+#ifndef NURSERY_H
+#define NURSERY_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NURSERY_VERSION_MAJOR 0
+#define NURSERY_VERSION_MINOR 1
+#define NURSERY_VERSION_PATCH 0
+
+/* libtool -version-info current:revision:age of the shared library. */
+#define NURSERY_ABI_CURRENT 0
+#define NURSERY_ABI_REVISION 0
+#define NURSERY_ABI_AGE 0
+
+#if defined(NURSERY_BUILDING) && defined(__GNUC__)
+#define NURSERY_API __attribute__((visibility("default")))
+#else
+#define NURSERY_API
+#endif
+
+#if defined(__GNUC__)
+#define NURSERY_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define NURSERY_PRINTF(f, a)
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A point in time: nanoseconds on CLOCK_MONOTONIC.  Deadlines are absolute. */
+typedef int64_t nursery_time_t;
+
+/* A deadline that never passes. */
+#define NURSERY_FOREVER INT64_MAX
+
+/* The current time on CLOCK_MONOTONIC.  Thread-safe, never blocks. */
+NURSERY_API nursery_time_t nursery_now(void);
+
+/* The deadline `ms` milliseconds (or `ns` nanoseconds) from now.  Saturates
+ * at NURSERY_FOREVER; a negative or zero amount gives a deadline that has
+ * already passed (a blocking call with it only polls).  Thread-safe. */
+NURSERY_API nursery_time_t nursery_after_ms(int64_t ms);
+NURSERY_API nursery_time_t nursery_after_ns(int64_t ns);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Library-specific error codes, outside the errno range. */
+enum {
+    NURSERY_EBASE = 0x4e000,
+    NURSERY_ENOTDONE,    /* the result is not done yet */
+    NURSERY_EFAILED,     /* the task failed (or was cancelled); see its error */
+    NURSERY_ECLOSED,     /* the nursery is closed (joined) */
+    NURSERY_ENOTSTARTED, /* the task returned without calling nursery_started() */
+    NURSERY_EEOC,        /* end of channel: every sender closed, nothing buffered */
+    NURSERY_EFORKED,     /* the object belongs to the parent of a fork() */
+    NURSERY_ELAST
+};
+
+/* A human-readable description of any code this library returns (errno
+ * values too).  The string is static; never NULL.  Thread-safe. */
+NURSERY_API const char *nursery_strerror(int code);
+
+/* An error: an int code, a message, the name of the task that failed (if it
+ * had one) and an optional user payload.  Reference-counted and immutable
+ * once recorded, so it can be read from any thread. */
+typedef struct nursery_error nursery_error_t;
+
+/* Creates an error with `code` (non-zero) and a printf-style message (NULL
+ * fmt: nursery_strerror(code)).  *out owns one reference.
+ * Returns 0, EINVAL (out NULL or code 0) or ENOMEM. */
+NURSERY_API int nursery_error_create(nursery_error_t **out, int code, const char *fmt, ...)
+    NURSERY_PRINTF(3, 4);
+
+/* Attaches a payload to an error that is not yet shared (before it is given
+ * to nursery_fail_with() or nursery_future_set_error()).  `destroy`, if not
+ * NULL, is called on the payload when the last reference goes.
+ * Returns 0, EINVAL (NULL error) or EALREADY (it already has a payload). */
+NURSERY_API int nursery_error_set_payload(nursery_error_t *err, void *payload,
+                                          void (*destroy)(void *payload));
+
+/* Accessors.  The strings belong to the error and live as long as it does.
+ * task_name is NULL when the task had no name; payload NULL when none. */
+NURSERY_API int nursery_error_code(const nursery_error_t *err);
+NURSERY_API const char *nursery_error_message(const nursery_error_t *err);
+NURSERY_API const char *nursery_error_task_name(const nursery_error_t *err);
+NURSERY_API void *nursery_error_payload(const nursery_error_t *err);
+
+/* Reference counting.  Both accept NULL.  Thread-safe. */
+NURSERY_API nursery_error_t *nursery_error_retain(nursery_error_t *err);
+NURSERY_API void nursery_error_release(nursery_error_t *err);
+
+/* Called from a task (or a nursery body): records an error as this task's
+ * outcome and returns `code`, so a task fails with
+ *     return nursery_fail(EIO, "cannot read %s", path);
+ * A task that returns a non-zero code without calling this fails with a
+ * plain error made from the code.  Returns `code` (or ENOMEM if the error
+ * could not be allocated; the task still fails with `code`). */
+NURSERY_API int nursery_fail(int code, const char *fmt, ...) NURSERY_PRINTF(2, 3);
+
+/* Like nursery_fail() with an error you built (for a payload); takes
+ * ownership of `err` and returns its code (EINVAL for NULL). */
+NURSERY_API int nursery_fail_with(nursery_error_t *err);
+
+/* The error most recently recorded in this thread by nursery_fail(),
+ * nursery_fail_with(), or a library call that reports a task's failure
+ * (nursery_start, nursery_capture_run).  Borrowed: valid until the next
+ * such call in this thread or the end of the current task.  NULL if none.
+ * When a task returns code C and this error has code C, it becomes the
+ * task's outcome: errors propagate like exceptions by returning the code. */
+NURSERY_API nursery_error_t *nursery_last_error(void);
+
+/* An error group, returned by nursery_join(): the primary error (the one
+ * that cancelled the nursery) first, then every other real error in
+ * arrival order.  At most NURSERY_ERRORS_KEPT errors are kept; later ones
+ * are only counted.  Tasks that ended only because they were cancelled are
+ * counted, not listed.  Owned by the caller of join; not thread-safe to
+ * free while another thread reads it. */
+typedef struct nursery_errors nursery_errors_t;
+
+#define NURSERY_ERRORS_KEPT 64
+
+/* Number of errors listed; error i, borrowed (NULL if i is out of range);
+ * the number of real errors not listed because of the cap; the number of
+ * tasks that ended cancelled.  All accept NULL (0 / NULL). */
+NURSERY_API size_t nursery_errors_count(const nursery_errors_t *group);
+NURSERY_API nursery_error_t *nursery_errors_get(const nursery_errors_t *group, size_t i);
+NURSERY_API size_t nursery_errors_dropped(const nursery_errors_t *group);
+NURSERY_API size_t nursery_errors_cancelled(const nursery_errors_t *group);
+
+/* Frees the group and releases its errors.  NULL is a no-op. */
+NURSERY_API void nursery_errors_free(nursery_errors_t *group);
+
+/* ------------------------------------------------------------------------ */
+/* Pools                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* A pool of worker threads that runs tasks.  A default pool is created on
+ * first use; explicit pools give control over threads and names. */
+typedef struct nursery_pool nursery_pool_t;
+
+/* Pool options.  Zero in any field means "the default". */
+typedef struct nursery_pool_options {
+    /* Threads kept running: default, the CPUs this process may run on. */
+    size_t threads;
+    /* Upper bound when the pool adds threads to replace workers blocked in a
+     * wait: default max(threads, 256).  Smaller than threads is EINVAL. */
+    size_t max_threads;
+    /* Name prefix of the worker threads (up to 11 bytes are used, a number
+     * is appended, visible in top -H and gdb).  Default "nursery". */
+    const char *name;
+    /* Stack size of each worker thread in bytes.  Default: the system's. */
+    size_t stack_size;
+} nursery_pool_options_t;
+
+/* Creates a pool.  `opts` may be NULL for defaults.  Threads start at once.
+ * Returns 0, EINVAL (out NULL, bad options), ENOMEM or EAGAIN (no thread
+ * could be created; nothing is left behind).  Thread-safe. */
+NURSERY_API int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts);
+
+/* Destroys a pool: stops and joins every thread, frees everything.
+ * Returns 0; EINVAL for NULL or the default pool; EBUSY if nurseries opened
+ * on it are not yet joined (nothing is changed); EDEADLK when called from
+ * one of its own threads (nothing is changed); NURSERY_EFORKED in the child
+ * of a fork() (the pool's threads do not exist there; it is not freed).
+ * Not to be called concurrently with another use of the same pool. */
+NURSERY_API int nursery_pool_destroy(nursery_pool_t *pool);
+
+/* The default pool, created on first use (sized to the CPUs the process may
+ * run on).  Returns 0 or ENOMEM/EAGAIN.  After fork(), the child gets a new
+ * default pool on first use.  It lives until the process exits.  */
+NURSERY_API int nursery_pool_default(nursery_pool_t **out);
+
+/* A snapshot of a pool's counters. */
+typedef struct nursery_pool_stats {
+    size_t threads;    /* worker threads alive */
+    size_t idle;       /* workers waiting for work */
+    size_t blocked;    /* workers blocked in a library wait */
+    size_t queued;     /* tasks queued, not started */
+    size_t running;    /* tasks running now */
+    uint64_t completed; /* tasks finished since creation */
+    uint64_t helped;    /* tasks run by a waiter while it waited for them */
+} nursery_pool_stats_t;
+
+/* Fills *out.  Returns 0 or EINVAL (NULL).  Thread-safe. */
+NURSERY_API int nursery_pool_stats(nursery_pool_t *pool, nursery_pool_stats_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Nurseries and tasks                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct nursery nursery_t;
+
+/* A task's outcome; see "Results" below. */
+typedef struct nursery_result nursery_result_t;
+
+/* A task: returns 0 and may store a value in *value (initially NULL), or
+ * returns a non-zero code to fail (see nursery_fail()). */
+typedef int (*nursery_fn)(void *arg, void **value);
+
+/* Task flags. */
+enum {
+    /* The task's error is kept in its result but does not cancel the
+     * nursery and is not reported by join. */
+    NURSERY_TASK_SUPPRESS_ERROR = 1u << 0,
+};
+
+/* Per-task options; NULL means all defaults. */
+typedef struct nursery_task_options {
+    /* The task's name, for errors, printing and debugging; copied. */
+    const char *name;
+    /* Called once on the argument after the task ends, or instead of the
+     * task when it never runs (cancelled before it started, or the start
+     * call failed), so no argument is ever leaked. */
+    void (*arg_destroy)(void *arg);
+    /* NURSERY_TASK_* flags. */
+    unsigned flags;
+} nursery_task_options_t;
+
+/* Opens a nursery on `pool` (NULL: the default pool).  The calling thread's
+ * code until nursery_join() is the nursery's body: it sees the nursery's
+ * cancellation (nursery_cancelled(), nursery_checkpoint(), blocking calls).
+ * Nurseries opened in one thread must be joined by that thread in reverse
+ * order of opening.  Returns 0, EINVAL (out NULL), ENOMEM, or
+ * NURSERY_EFORKED (pool from before a fork).  *out belongs to the caller
+ * until nursery_join() succeeds.  */
+NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
+
+/* Joins a nursery: waits until every task started in it has finished, then
+ * closes it and frees it.  While waiting, the caller runs tasks of this
+ * nursery that no worker has started yet.
+ *
+ * Returns 0 when no task failed; NURSERY_EFAILED when a task (or the body)
+ * failed: *errors gets the error group; ECANCELED when an enclosing scope
+ * (a nursery this one runs in) was cancelled and nothing failed.  In these
+ * three cases the nursery is freed.  Cancelling the nursery itself with
+ * nursery_cancel() is not an error.
+ *
+ * ETIMEDOUT when `deadline` passes first: nothing is freed, the tasks keep
+ * running and join must be called again (after nursery_cancel(), say).
+ * EINVAL for NULL or when called by a thread other than the opener or out
+ * of order (nothing is changed).
+ *
+ * `errors` may be NULL (the group is then freed); otherwise *errors is set
+ * to a group owned by the caller, or to NULL when there is nothing to
+ * report.  Join is not itself cut short by cancellation: the tasks are
+ * cancelled and join waits for them, as structured concurrency requires. */
+NURSERY_API int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **errors);
+
+/* Opens a nursery on `pool`, runs body(n, arg) in the calling thread, then
+ * joins.  A non-zero return from the body counts as a task failure.
+ * Returns what nursery_join() returns (never ETIMEDOUT), or the error of
+ * nursery_open().  */
+NURSERY_API int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void *arg,
+                            nursery_errors_t **errors);
+
+/* Cancels every task of the nursery and its body: queued tasks never run
+ * (their outcome is a cancellation, their arg_destroy runs), running ones
+ * see it at their next cancellation point, nurseries opened inside them are
+ * cancelled too.  Idempotent.  Returns 0 or EINVAL.  Thread-safe; the
+ * nursery must not have been joined. */
+NURSERY_API int nursery_cancel(nursery_t *n);
+
+/* Keeps a nursery handle valid after join (for a long-lived object that may
+ * still try to start tasks); starting a task in a joined nursery fails with
+ * NURSERY_ECLOSED.  Every retain needs one release.  Thread-safe. */
+NURSERY_API nursery_t *nursery_retain(nursery_t *n);
+NURSERY_API void nursery_release(nursery_t *n);
+
+/* Schedules fn(arg) in the nursery; never runs it in the calling thread
+ * before returning.  Returns 0; EINVAL (n or fn NULL); NURSERY_ECLOSED
+ * (joined nursery); ENOMEM.  On every failure nothing was queued and
+ * opts->arg_destroy has run on arg.  A task may be started into a nursery
+ * that is cancelled: it then ends cancelled without running.  Thread-safe:
+ * any thread (tasks included) may start tasks in an open nursery. */
+NURSERY_API int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg,
+                                   const nursery_task_options_t *opts);
+
+/* Starts fn(arg) in nursery `n` and blocks until the task calls
+ * nursery_started(value) (Trio's nursery.start).  Until then the task
+ * belongs to the caller: if the caller is cancelled, so is the task, and if
+ * the task fails or returns first, that outcome goes to the caller and not
+ * to `n`.  After started, the task belongs to `n`.
+ *
+ * Returns 0 with *started_value (may be NULL) set; the task's own error
+ * code if it failed before started (nursery_last_error() holds its error);
+ * NURSERY_ENOTSTARTED if it returned without calling started; ETIMEDOUT or
+ * ECANCELED if the deadline passed or the caller was cancelled first (the
+ * task is then cancelled and this call waits for it to end or start);
+ * EINVAL, NURSERY_ECLOSED, ENOMEM as nursery_start_soon().
+ * If `done` is not NULL, *done gets a capture of the task's final outcome
+ * (also on failure), owned by the caller (nursery_result_release). */
+NURSERY_API int nursery_start(nursery_t *n, nursery_fn fn, void *arg,
+                              const nursery_task_options_t *opts, nursery_time_t deadline,
+                              void **started_value, nursery_result_t **done);
+
+/* Called by a task begun with nursery_start(): hands `value` to the caller
+ * and moves the task into its target nursery.  Returns 0; EINVAL when the
+ * current task was not begun with nursery_start (or no task is running);
+ * EALREADY when called a second time. */
+NURSERY_API int nursery_started(void *value);
+
+/* ------------------------------------------------------------------------ */
+/* Results: captures and futures                                            */
+/* ------------------------------------------------------------------------ */
+
+/* The outcome of a task (a capture) or of an operation set by hand (a
+ * future): not done, or done with a value, or done with an error.  Shared
+ * by reference counting; it may outlive its nursery.  Every accessor is
+ * thread-safe.  (nursery_result_t is declared above.) */
+
+/* Creates a capture of fn(arg) that is not started: run it with
+ * nursery_capture_run().  *out owns one reference.  opts->arg_destroy runs
+ * when the capture has run, or when it is freed without having run.
+ * Returns 0, EINVAL or ENOMEM. */
+NURSERY_API int nursery_capture_create(nursery_result_t **out, nursery_fn fn, void *arg,
+                                       const nursery_task_options_t *opts);
+
+/* Runs a capture created by nursery_capture_create() now, in the calling
+ * thread, as part of the caller's task.  Returns 0 when it succeeded; the
+ * task's code when it failed (the error is in the result and in
+ * nursery_last_error()); EALREADY if the capture was already run or started
+ * (nothing happens); EINVAL (NULL, or a future). */
+NURSERY_API int nursery_capture_run(nursery_result_t *r);
+
+/* Starts fn(arg) in the nursery like nursery_start_soon() and captures its
+ * outcome: *out owns one reference to the result (release it when done).
+ * Errors as nursery_start_soon(); on failure *out is NULL. */
+NURSERY_API int nursery_capture_start_soon(nursery_t *n, nursery_fn fn, void *arg,
+                                           const nursery_task_options_t *opts,
+                                           nursery_result_t **out);
+
+/* aioresult's capture_start_and_done_results: starts, as a task of
+ * `start_nursery`, a call to nursery_start(run_nursery, fn, arg, ...).
+ * *start_result gets the started value (or the failure before started);
+ * *done_result the task's final outcome.  Both are owned by the caller.
+ * Returns 0, EINVAL, NURSERY_ECLOSED or ENOMEM (then nothing was started
+ * and both outputs are NULL). */
+NURSERY_API int nursery_capture_start_and_done(nursery_t *start_nursery, nursery_t *run_nursery,
+                                               nursery_fn fn, void *arg,
+                                               const nursery_task_options_t *opts,
+                                               nursery_result_t **start_result,
+                                               nursery_result_t **done_result);
+
+/* Creates an empty future, to be completed with nursery_future_set_value()
+ * or nursery_future_set_error().  *out owns one reference.  0/EINVAL/ENOMEM. */
+NURSERY_API int nursery_future_create(nursery_result_t **out);
+
+/* Completes a future with a value.  Returns 0; EALREADY if it is already
+ * done (the first outcome is kept); EINVAL for NULL or a capture. */
+NURSERY_API int nursery_future_set_value(nursery_result_t *r, void *value);
+
+/* Completes a future with an error; takes ownership of `err` in every case
+ * (it is released if the call fails).  Returns 0, EALREADY (first outcome
+ * kept) or EINVAL (NULL result or error, or a capture). */
+NURSERY_API int nursery_future_set_error(nursery_result_t *r, nursery_error_t *err);
+
+/* nursery_future_set_error() with an error made from a code and message. */
+NURSERY_API int nursery_future_fail(nursery_result_t *r, int code, const char *fmt, ...)
+    NURSERY_PRINTF(3, 4);
+
+/* Whether the result is done.  Never blocks.  NULL: false. */
+NURSERY_API bool nursery_result_is_done(const nursery_result_t *r);
+
+/* Waits until the result is done.  Never reports the task's own error:
+ * returns 0 once done, ETIMEDOUT, ECANCELED (the *waiting* task was
+ * cancelled; the awaited task is not), EDEADLK when called by the very task
+ * the result captures, EINVAL for NULL.  If the awaited capture has not
+ * started yet, the caller runs it. */
+NURSERY_API int nursery_result_wait(nursery_result_t *r, nursery_time_t deadline);
+
+/* The value of a done result.  Returns 0 with *value set; NURSERY_ENOTDONE;
+ * NURSERY_EFAILED when it failed or was cancelled (see
+ * nursery_result_error()); EINVAL for NULL arguments.  The value belongs to
+ * whoever the task's contract says; the result never frees it. */
+NURSERY_API int nursery_result_value(const nursery_result_t *r, void **value);
+
+/* The error of a done result: *err is the error (the same object on every
+ * call, borrowed for as long as you hold the result) or NULL for a success.
+ * Returns 0, NURSERY_ENOTDONE or EINVAL. */
+NURSERY_API int nursery_result_error(const nursery_result_t *r, nursery_error_t **err);
+
+/* Cancels the result's task alone (concurrent.futures' Future.cancel):
+ * not started yet, it never runs and is done at once with a cancellation
+ * error; running, it sees cancellation at its next cancellation point; the
+ * rest of its nursery is unaffected.  On a pending future it completes it
+ * with a cancellation error.  Returns 0, EALREADY if already done, EINVAL. */
+NURSERY_API int nursery_result_cancel(nursery_result_t *r);
+
+/* Writes a printable form, like aioresult's str(): "not done",
+ * "done: value 0x2a", "done: error 5 (message)", "done: cancelled"; with
+ * NURSERY_FORMAT_DETAILED also the kind and the task's name and argument.
+ * Returns the length it needed (snprintf-style; the output is truncated to
+ * size - 1 and NUL-terminated if size > 0), or -1 for a NULL result. */
+enum { NURSERY_FORMAT_DETAILED = 1 };
+NURSERY_API int nursery_result_format(const nursery_result_t *r, char *buf, size_t size,
+                                      int flags);
+
+/* Reference counting.  Both accept NULL.  Thread-safe. */
+NURSERY_API nursery_result_t *nursery_result_retain(nursery_result_t *r);
+NURSERY_API void nursery_result_release(nursery_result_t *r);
+
+/* ------------------------------------------------------------------------ */
+/* Waiting for several results                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Waits until every result is done (any mix of captures and futures; NULL
+ * entries are EINVAL).  n == 0 returns 0 at once.  Returns 0, ETIMEDOUT,
+ * ECANCELED, EINVAL.  Never reports the tasks' own errors; cancels nothing. */
+NURSERY_API int nursery_wait_all(nursery_result_t *const *results, size_t n,
+                                 nursery_time_t deadline);
+
+/* Waits until at least one result is done and sets *index to the one that
+ * finished first (the earliest completion among those done).  Registers one
+ * waiter on all the results and sleeps until the first completion; never
+ * polls.  Returns 0, EINVAL (n == 0, NULL array, entry or index),
+ * ETIMEDOUT, ECANCELED.  Cancels nothing. */
+NURSERY_API int nursery_wait_any(nursery_result_t *const *results, size_t n,
+                                 nursery_time_t deadline, size_t *index);
+
+/* ------------------------------------------------------------------------ */
+/* Cancellation                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Whether the calling task (or nursery body) is cancelled.  False outside
+ * any task.  Never blocks. */
+NURSERY_API bool nursery_cancelled(void);
+
+/* Returns ECANCELED if the calling task is cancelled, else 0. */
+NURSERY_API int nursery_checkpoint(void);
+
+/* Sleeps until `deadline`.  Returns 0 when it passed, ECANCELED as soon as
+ * the calling task is cancelled. */
+NURSERY_API int nursery_sleep(nursery_time_t deadline);
+
+/* ------------------------------------------------------------------------ */
+/* Channels                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A bounded multi-producer multi-consumer FIFO of void * items, reached
+ * through send and receive ends that are cloned and closed separately. */
+typedef struct nursery_sender nursery_sender_t;
+typedef struct nursery_receiver nursery_receiver_t;
+
+/* Creates a channel holding up to `capacity` items (0: every send waits for
+ * a receiver).  `item_destroy` (may be NULL) is called once on each item
+ * still buffered when the last receive end closes (an item a send could not
+ * deliver stays the sender's).  *tx and *rx are owned by the caller (free them with
+ * nursery_sender_free / nursery_receiver_free).  0, EINVAL, ENOMEM. */
+NURSERY_API int nursery_channel_create(size_t capacity, void (*item_destroy)(void *item),
+                                       nursery_sender_t **tx, nursery_receiver_t **rx);
+
+/* Sends an item, blocking while the channel is full.  Like every blocking
+ * call, it fails with ECANCELED in a cancelled task even when it could
+ * complete at once.  Returns 0; EPIPE (every receive end closed);
+ * NURSERY_ECLOSED (this end was closed, also while blocked in this call);
+ * ETIMEDOUT; ECANCELED; EINVAL.  On failure the item was not delivered and
+ * the caller still owns it. */
+NURSERY_API int nursery_channel_send(nursery_sender_t *tx, void *item, nursery_time_t deadline);
+
+/* Like send, but returns EAGAIN instead of blocking. */
+NURSERY_API int nursery_channel_try_send(nursery_sender_t *tx, void *item);
+
+/* Receives the oldest item, blocking while the channel is empty.  Returns
+ * 0 with *item set; NURSERY_EEOC when every send end is closed and nothing
+ * is buffered; NURSERY_ECLOSED (this end was closed, also while blocked in
+ * this call); ETIMEDOUT; ECANCELED (checked first, as for send);
+ * EINVAL. */
+NURSERY_API int nursery_channel_recv(nursery_receiver_t *rx, void **item, nursery_time_t deadline);
+
+/* Like recv, but returns EAGAIN instead of blocking. */
+NURSERY_API int nursery_channel_try_recv(nursery_receiver_t *rx, void **item);
+
+/* New ends on the same channel.  0, EINVAL, ENOMEM, NURSERY_ECLOSED (the
+ * end given was closed). */
+NURSERY_API int nursery_sender_clone(nursery_sender_t *tx, nursery_sender_t **out);
+NURSERY_API int nursery_receiver_clone(nursery_receiver_t *rx, nursery_receiver_t **out);
+
+/* Closes an end; it stays allocated (further use gives NURSERY_ECLOSED)
+ * until freed.  Wakes every blocked sender and receiver that the close
+ * affects.  Returns 0, NURSERY_ECLOSED if already closed, EINVAL. */
+NURSERY_API int nursery_sender_close(nursery_sender_t *tx);
+NURSERY_API int nursery_receiver_close(nursery_receiver_t *rx);
+
+/* Closes the end if still open and frees it.  NULL is a no-op.  Must not
+ * race with another use of the same end. */
+NURSERY_API void nursery_sender_free(nursery_sender_t *tx);
+NURSERY_API void nursery_receiver_free(nursery_receiver_t *rx);
+
+/* Channel statistics, like Trio's statistics(). */
+typedef struct nursery_channel_stats {
+    size_t buffered;         /* items buffered */
+    size_t capacity;         /* the capacity given at creation */
+    size_t open_senders;     /* send ends not closed */
+    size_t open_receivers;   /* receive ends not closed */
+    size_t waiting_senders;  /* senders blocked in send */
+    size_t waiting_receivers; /* receivers blocked in recv */
+} nursery_channel_stats_t;
+
+NURSERY_API int nursery_sender_stats(const nursery_sender_t *tx, nursery_channel_stats_t *out);
+NURSERY_API int nursery_receiver_stats(const nursery_receiver_t *rx,
+                                       nursery_channel_stats_t *out);
+
+/* Sends each result (a new reference, which the receiver must release) to
+ * `tx` in completion order, as aioresult's results_to_channel.  Blocks
+ * until every result is sent.  With close_on_complete, closes `tx` when it
+ * returns, also on cancellation or error, so a consumer's loop ends.
+ * Returns 0, ECANCELED, EPIPE, NURSERY_ECLOSED or EINVAL. */
+NURSERY_API int nursery_results_to_channel(nursery_result_t *const *results, size_t n,
+                                           nursery_sender_t *tx, bool close_on_complete);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NURSERY_H */

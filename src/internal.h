@@ -1,0 +1,282 @@
+/*
+ * internal.h - what the files of src/ share.  Nothing here is public.
+ *
+ * Lock order (a lock may be taken while holding the ones to its left):
+ *
+ *   start_slot.mu -> cancel_node.mu (parent before child)
+ *   result.mu -> cancel_node.mu
+ *   nursery.mu, result.mu, channel.mu, cancel_node.mu -> waiter.mu
+ *   pool.mu is a leaf apart from waiter.mu: nothing else is taken under it.
+ *
+ * Every blocking wait in the library goes through nursery__block() (park.c),
+ * so deadlines, cancellation, pool compensation and helping are written once.
+ */
+#ifndef NURSERY_INTERNAL_H
+#define NURSERY_INTERNAL_H
+
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include "nursery.h"
+#include "list.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define HIDDEN __attribute__((visibility("hidden")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+struct task;
+struct worker;
+
+/* ---- time.c ------------------------------------------------------------ */
+
+/* The deadline as a timespec for pthread_cond_timedwait on CLOCK_MONOTONIC. */
+HIDDEN struct timespec nursery__timespec(nursery_time_t t);
+
+/* ---- park.c: waiters, wait queues and the one blocking loop ------------- */
+
+/* A thread blocked in the library.  Lives on the blocked thread's stack for
+ * the duration of one wait.  `signalled` is a latch: a signal that comes
+ * before the thread parks is not lost. */
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool signalled; /* set by waiter_signal, cleared by waiter_park; mu */
+};
+
+HIDDEN void waiter_init(struct waiter *w);
+HIDDEN void waiter_destroy(struct waiter *w);
+HIDDEN void waiter_signal(struct waiter *w);
+/* Sleeps until signalled or the deadline.  Returns 0 or ETIMEDOUT. */
+HIDDEN int waiter_park(struct waiter *w, nursery_time_t deadline);
+
+/* The waiters registered on one object, protected by that object's lock.
+ * A waiter watching several objects has one link in each. */
+struct waitq {
+    struct list links;
+};
+struct wait_link {
+    struct list node;
+    struct waiter *waiter;
+};
+
+HIDDEN void waitq_init(struct waitq *q);
+HIDDEN void waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w);
+HIDDEN void waitq_remove(struct wait_link *link);
+HIDDEN void waitq_wake_all(struct waitq *q);
+HIDDEN size_t waitq_count(const struct waitq *q);
+
+/* What a blocking call waits for.  attach registers the waiter on the
+ * objects (under their locks); ready tells whether the wait is over (it may
+ * lock); detach unregisters; help, if not NULL, runs queued work the waiter
+ * is waiting for and returns true if it ran something. */
+struct block_ops {
+    bool (*ready)(void *ctx);
+    void (*attach)(void *ctx, struct waiter *w);
+    void (*detach)(void *ctx);
+    bool (*help)(void *ctx);
+};
+
+/* Do not return early when the calling task is cancelled. */
+#define BLOCK_UNCANCELLABLE 1
+
+/* Blocks until ops->ready(ctx), the deadline, or (unless
+ * BLOCK_UNCANCELLABLE) cancellation of the calling task.  Returns 0,
+ * ETIMEDOUT or ECANCELED.  A ready condition wins over the other two.  A
+ * pool worker that parks here is counted as blocked so the pool can add a
+ * thread. */
+HIDDEN int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline,
+                          int flags);
+
+/* ---- cancel.c: the cancel tree and the per-thread context -------------- */
+
+/* A node of the cancel tree: a nursery's scope or a task.  A node is
+ * cancelled if it or any ancestor is; the walk up makes that visible
+ * without touching children.  Children are attached to their parent only
+ * while they may need waking (a thread parked under them, or nurseries
+ * opened under them); cancelling walks the attached subtree and wakes the
+ * parked threads.  Invariant: a node is attached only after its parent is
+ * (nurseries attach at open, tasks on first need). */
+struct cancel_node {
+    _Atomic(struct cancel_node *) parent; /* changed only by its owner thread */
+    atomic_bool cancelled;                /* set once, never cleared */
+    bool attached;                        /* in parent->children; owner thread only */
+    pthread_mutex_t mu;                   /* protects children and waiters */
+    struct list children;                 /* attached child nodes */
+    struct list sibling;                  /* link in parent->children (parent->mu) */
+    struct waitq waiters;                 /* threads parked under this node */
+};
+
+HIDDEN void cancel_node_init(struct cancel_node *n, struct cancel_node *parent);
+/* Detaches from the parent; the node must have no attached children. */
+HIDDEN void cancel_node_fini(struct cancel_node *n);
+HIDDEN void cancel_node_cancel(struct cancel_node *n);
+HIDDEN bool cancel_node_cancelled(struct cancel_node *n);
+/* Attaches the node to its parent (idempotent).  Owner thread only. */
+HIDDEN void cancel_node_attach(struct cancel_node *n);
+/* Moves the node under a new parent.  Owner thread only. */
+HIDDEN void cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent);
+
+/* What the calling thread is doing, for cancellation and helping. */
+struct thread_ctx {
+    struct cancel_node *node;     /* innermost cancel node, NULL outside tasks and bodies */
+    struct task *task;            /* the task this thread runs now, or NULL */
+    struct worker *worker;        /* this thread's worker record on a pool thread */
+    nursery_error_t *last_error;  /* owned reference, see nursery_last_error() */
+};
+
+HIDDEN extern _Thread_local struct thread_ctx nursery__ctx;
+
+/* Replaces the thread's last error (takes ownership of err, may be NULL). */
+HIDDEN void nursery__set_last_error(nursery_error_t *err);
+
+/* ---- error.c ----------------------------------------------------------- */
+
+/* Creates an error from a code and an optional message; NULL on ENOMEM. */
+HIDDEN nursery_error_t *error_new(int code, const char *fmt, va_list ap);
+HIDDEN nursery_error_t *error_from_code(int code);
+/* Sets the task name if the error has none and is not yet shared. */
+HIDDEN void error_set_task_name(nursery_error_t *err, const char *name);
+
+/* An error group under construction inside a nursery (its lock held). */
+struct error_acc {
+    nursery_error_t *kept[NURSERY_ERRORS_KEPT]; /* owned references, arrival order */
+    size_t count;                               /* entries used in kept */
+    size_t dropped;                             /* real errors past the cap */
+};
+HIDDEN void error_acc_add(struct error_acc *acc, nursery_error_t *err);
+/* Turns the accumulator into a group (NULL if empty and no cancellations);
+ * releases everything on ENOMEM... returns NULL then. */
+HIDDEN nursery_errors_t *error_acc_finish(struct error_acc *acc, size_t cancelled);
+HIDDEN void error_acc_clear(struct error_acc *acc);
+
+/* ---- pool.c ------------------------------------------------------------ */
+
+/* Queues a started task: on the pool's queue and on its nursery's list of
+ * queued tasks.  Never fails. */
+HIDDEN void pool_submit(nursery_pool_t *p, struct task *t);
+/* Claims `t` if it is still queued (unlinks it and marks it running).
+ * Returns true if the caller must now run it. */
+HIDDEN bool pool_claim(nursery_pool_t *p, struct task *t);
+/* Claims the first queued task of the list (a nursery's queued list). */
+HIDDEN struct task *pool_claim_first(nursery_pool_t *p, struct list *queued);
+/* Ends a task claimed by a waiter and run on its stack (stats). */
+HIDDEN void pool_helped_done(nursery_pool_t *p);
+/* Whether the pool was created before a fork() in this (child) process. */
+HIDDEN bool pool_is_forked(const nursery_pool_t *p);
+/* The calling worker is about to park / has woken (no-ops off the pool). */
+HIDDEN void pool_block_enter(void);
+HIDDEN void pool_block_leave(void);
+/* Open-nursery accounting, for EBUSY on destroy. */
+HIDDEN int pool_nursery_opened(nursery_pool_t *p);
+HIDDEN void pool_nursery_closed(nursery_pool_t *p);
+
+/* ---- task.c ------------------------------------------------------------ */
+
+enum task_state {
+    TASK_IDLE,    /* a capture created but not started */
+    TASK_QUEUED,  /* waiting in a pool queue */
+    TASK_RUNNING, /* claimed by a worker or a helper */
+    TASK_DONE,
+};
+
+struct start_slot; /* nursery.c */
+
+struct task {
+    struct list qlink;           /* pool queue (pool->mu) */
+    struct list nlink;           /* nursery->queued (pool->mu) */
+    nursery_fn fn;
+    void *arg;
+    void (*arg_destroy)(void *arg);
+    char *name;                  /* owned copy, or NULL */
+    unsigned flags;              /* NURSERY_TASK_* */
+    _Atomic int state;           /* enum task_state; claims happen under pool->mu */
+    nursery_t *nursery;          /* set when started */
+    nursery_result_t *result;    /* the capture embedding this task, or NULL */
+    struct start_slot *start;    /* a nursery_start() caller waiting for started() */
+    struct cancel_node node;     /* parent set when started */
+};
+
+/* Fills a task from fn/arg/opts.  Returns 0 or ENOMEM (name copy). */
+HIDDEN int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_options_t *opts);
+/* Runs a claimed task in the calling thread (or skips it when cancelled),
+ * records its outcome, and finishes it: after this returns, t may be gone. */
+HIDDEN void task_run(struct task *t);
+/* Runs arg_destroy (once) on a task that will never run. */
+HIDDEN void task_discard(struct task *t);
+
+/* Set in task.flags once nursery_started() was called. */
+#define TASK_STARTED_FLAG (1u << 31)
+
+/* ---- nursery.c --------------------------------------------------------- */
+
+struct nursery {
+    nursery_pool_t *pool;
+    struct cancel_node node;   /* the nursery's scope; parent = opener's node */
+    struct cancel_node *outer; /* the opener's node before open, restored at join */
+    pthread_t opener;
+    _Atomic uint64_t pending;  /* tasks started, not finished, | NURSERY_CLOSED */
+    atomic_int refs;           /* opener until join, plus nursery_retain() */
+    atomic_size_t cancelled_tasks; /* tasks that ended only cancelled */
+    pthread_mutex_t mu;        /* protects errors, joiners, and pending's 1->0 */
+    struct waitq joiners;
+    struct error_acc errors;
+    struct list queued;        /* its queued tasks (pool->mu) */
+};
+
+#define NURSERY_CLOSED (UINT64_C(1) << 63)
+
+/* Marks a task's start in n: returns 0 or NURSERY_ECLOSED. */
+HIDDEN int nursery_task_begin(nursery_t *n);
+/* Called once per begun task when it has finished (last use of n). */
+HIDDEN void nursery_task_end(nursery_t *n);
+/* Records a task's failure (err borrowed) or cancellation. */
+HIDDEN void nursery_task_failed(nursery_t *n, nursery_error_t *err);
+HIDDEN void nursery_task_cancelled(nursery_t *n);
+/* Delivers a task's end to a nursery_start() caller still waiting for
+ * started(); err is borrowed (NULL: returned without started). */
+HIDDEN void start_slot_end(struct start_slot *slot, int code, nursery_error_t *err);
+/* Queues a prepared task into n (begin + submit) with its cancel node under
+ * `parent`.  On failure the task is discarded (arg_destroy has run). */
+HIDDEN int nursery_submit(nursery_t *n, struct task *t, struct cancel_node *parent);
+
+/* ---- result.c ---------------------------------------------------------- */
+
+struct nursery_result {
+    atomic_int refs;
+    bool is_capture;              /* fixed at creation */
+    atomic_bool done;             /* set once, under mu, after the outcome */
+    pthread_mutex_t mu;           /* outcome and waiters */
+    void *value;                  /* valid once done */
+    nursery_error_t *error;       /* owned; NULL for a success */
+    nursery_time_t completed_at;  /* when done was set, for wait_any's order */
+    nursery_pool_t *pool;         /* capture: the pool it was queued on, for helping */
+    struct waitq waiters;
+    struct task task;             /* captures only */
+};
+
+/* Completes a result.  Takes ownership of err.  Returns 0 or EALREADY (then
+ * err is released and the first outcome kept). */
+HIDDEN int result_complete(nursery_result_t *r, void *value, nursery_error_t *err);
+
+/* A cancellation error for a task (with its name). */
+HIDDEN nursery_error_t *error_cancelled(const char *task_name);
+/* An immortal ENOMEM error, for when recording an error ran out of memory. */
+HIDDEN nursery_error_t *error_oom(void);
+/* Runs (or claims and runs) a queued capture on the waiter's stack. */
+HIDDEN bool result_help(nursery_result_t *r);
+/* Internal nursery_start() on a prepared task (capture or not). */
+HIDDEN int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
+                               void **started_value);
+
+#endif

@@ -1,0 +1,424 @@
+/*
+ * nursery.c - nurseries: open, start tasks, join; and Trio's start/started.
+ *
+ * A nursery counts its pending tasks in one atomic word whose top bit is
+ * NURSERY_CLOSED.  Starting a task adds one without a lock; finishing one
+ * subtracts one without a lock too, except the step from 1 to 0, which is
+ * done under nursery.mu together with waking the joiner.  The joiner closes
+ * the nursery (0 -> CLOSED) under the same lock, so it can never free the
+ * nursery while the last task is still inside nursery_task_end().
+ *
+ * nursery.mu also protects the error group under construction and the
+ * joiner's wait queue.  The list of queued tasks belongs to the pool's lock.
+ *
+ * The opener's thread context points at the nursery's cancel node from open
+ * to join, which is how the body sees the nursery's cancellation; that is
+ * why nurseries are joined by their opener, innermost first.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+/* ---- task accounting --------------------------------------------------- */
+
+int nursery_task_begin(nursery_t *n)
+{
+    uint64_t old = atomic_fetch_add_explicit(&n->pending, 1, memory_order_relaxed);
+    if (unlikely(old & NURSERY_CLOSED)) {
+        atomic_fetch_sub_explicit(&n->pending, 1, memory_order_relaxed);
+        return NURSERY_ECLOSED;
+    }
+    return 0;
+}
+
+void nursery_task_end(nursery_t *n)
+{
+    uint64_t v = atomic_load_explicit(&n->pending, memory_order_relaxed);
+    for (;;) {
+        if (v == 1) {
+            /* The last one: under the lock, so the joiner cannot close and
+             * free the nursery until we are done with it. */
+            pthread_mutex_lock(&n->mu);
+            if (atomic_fetch_sub_explicit(&n->pending, 1, memory_order_release) == 1)
+                waitq_wake_all(&n->joiners);
+            pthread_mutex_unlock(&n->mu);
+            return;
+        }
+        /* release: the task's writes happen-before the joiner's close. */
+        if (atomic_compare_exchange_weak_explicit(&n->pending, &v, v - 1, memory_order_release,
+                                                  memory_order_relaxed))
+            return;
+    }
+}
+
+void nursery_task_failed(nursery_t *n, nursery_error_t *err)
+{
+    pthread_mutex_lock(&n->mu);
+    error_acc_add(&n->errors, err);
+    pthread_mutex_unlock(&n->mu);
+    cancel_node_cancel(&n->node);
+}
+
+void nursery_task_cancelled(nursery_t *n)
+{
+    atomic_fetch_add_explicit(&n->cancelled_tasks, 1, memory_order_relaxed);
+}
+
+int nursery_submit(nursery_t *n, struct task *t, struct cancel_node *parent)
+{
+    int rc = pool_is_forked(n->pool) ? NURSERY_EFORKED : nursery_task_begin(n);
+    if (unlikely(rc)) {
+        task_discard(t);
+        return rc;
+    }
+    t->nursery = n;
+    atomic_store_explicit(&t->node.parent, parent, memory_order_relaxed);
+    pool_submit(n->pool, t);
+    return 0;
+}
+
+/* ---- open and join ----------------------------------------------------- */
+
+int nursery_open(nursery_t **out, nursery_pool_t *pool)
+{
+    if (!out)
+        return EINVAL;
+    *out = NULL;
+    int rc = pool ? 0 : nursery_pool_default(&pool);
+    if (rc)
+        return rc;
+    nursery_t *n = calloc(1, sizeof(*n));
+    if (!n)
+        return ENOMEM;
+    rc = pool_nursery_opened(pool);
+    if (rc) {
+        free(n);
+        return rc;
+    }
+    n->pool = pool;
+    n->outer = nursery__ctx.node;
+    n->opener = pthread_self();
+    if (n->outer)
+        cancel_node_attach(n->outer);
+    cancel_node_init(&n->node, n->outer);
+    cancel_node_attach(&n->node);
+    atomic_init(&n->pending, 0);
+    atomic_init(&n->refs, 1);
+    atomic_init(&n->cancelled_tasks, 0);
+    pthread_mutex_init(&n->mu, NULL);
+    waitq_init(&n->joiners);
+    list_init(&n->queued);
+    nursery__ctx.node = &n->node;
+    *out = n;
+    return 0;
+}
+
+struct join_wait {
+    nursery_t *n;
+    struct wait_link link;
+};
+
+static bool join_ready(void *ctx)
+{
+    nursery_t *n = ((struct join_wait *)ctx)->n;
+    uint64_t idle = 0;
+    pthread_mutex_lock(&n->mu);
+    bool closed = atomic_compare_exchange_strong_explicit(&n->pending, &idle, NURSERY_CLOSED,
+                                                          memory_order_acquire,
+                                                          memory_order_relaxed);
+    pthread_mutex_unlock(&n->mu);
+    return closed;
+}
+
+static void join_attach(void *ctx, struct waiter *w)
+{
+    struct join_wait *jw = ctx;
+    pthread_mutex_lock(&jw->n->mu);
+    waitq_add(&jw->n->joiners, &jw->link, w);
+    pthread_mutex_unlock(&jw->n->mu);
+}
+
+static void join_detach(void *ctx)
+{
+    struct join_wait *jw = ctx;
+    pthread_mutex_lock(&jw->n->mu);
+    waitq_remove(&jw->link);
+    pthread_mutex_unlock(&jw->n->mu);
+}
+
+/* Restricted helping: only tasks of this nursery, never unrelated work. */
+static bool join_help(void *ctx)
+{
+    nursery_t *n = ((struct join_wait *)ctx)->n;
+    struct task *t = pool_claim_first(n->pool, &n->queued);
+    if (!t)
+        return false;
+    task_run(t);
+    pool_helped_done(n->pool);
+    return true;
+}
+
+static const struct block_ops join_ops = {
+    .ready = join_ready,
+    .attach = join_attach,
+    .detach = join_detach,
+    .help = join_help,
+};
+
+int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **errors)
+{
+    if (errors)
+        *errors = NULL;
+    if (!n || !pthread_equal(n->opener, pthread_self()) || nursery__ctx.node != &n->node)
+        return EINVAL;
+
+    /* Not cut short by cancellation: the tasks are cancelled through the
+     * tree and join waits for them. */
+    struct join_wait jw = {.n = n};
+    int rc = nursery__block(&join_ops, &jw, deadline, BLOCK_UNCANCELLABLE);
+    if (rc)
+        return rc;
+
+    nursery__ctx.node = n->outer;
+    bool outer_cancelled = n->outer && cancel_node_cancelled(n->outer);
+    pthread_mutex_lock(&n->mu);
+    bool failed = n->errors.count > 0 || n->errors.dropped > 0;
+    rc = failed ? NURSERY_EFAILED : outer_cancelled ? ECANCELED : 0;
+    nursery_errors_t *group = NULL;
+    if (rc)
+        group = error_acc_finish(&n->errors, atomic_load(&n->cancelled_tasks));
+    pthread_mutex_unlock(&n->mu);
+    if (errors)
+        *errors = group;
+    else
+        nursery_errors_free(group);
+
+    cancel_node_fini(&n->node);
+    pool_nursery_closed(n->pool);
+    nursery_release(n);
+    return rc;
+}
+
+/* The body counts as a task of the nursery: its failure is recorded the
+ * same way. */
+static void record_body_outcome(nursery_t *n, int code)
+{
+    if (code == 0)
+        return;
+    if (code == ECANCELED && cancel_node_cancelled(&n->node)) {
+        nursery__set_last_error(NULL);
+        return;
+    }
+    nursery_error_t *err = nursery__ctx.last_error;
+    if (err && nursery_error_code(err) == code)
+        nursery__ctx.last_error = NULL;
+    else if (!(err = error_from_code(code)))
+        err = error_oom();
+    nursery_task_failed(n, err);
+    nursery_error_release(err);
+}
+
+int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void *arg,
+                nursery_errors_t **errors)
+{
+    if (errors)
+        *errors = NULL;
+    if (!body)
+        return EINVAL;
+    nursery_t *n;
+    int rc = nursery_open(&n, pool);
+    if (rc)
+        return rc;
+    record_body_outcome(n, body(n, arg));
+    return nursery_join(n, NURSERY_FOREVER, errors);
+}
+
+int nursery_cancel(nursery_t *n)
+{
+    if (!n)
+        return EINVAL;
+    cancel_node_cancel(&n->node);
+    return 0;
+}
+
+nursery_t *nursery_retain(nursery_t *n)
+{
+    if (n)
+        atomic_fetch_add_explicit(&n->refs, 1, memory_order_relaxed);
+    return n;
+}
+
+void nursery_release(nursery_t *n)
+{
+    if (!n || atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    error_acc_clear(&n->errors);
+    pthread_mutex_destroy(&n->mu);
+    free(n);
+}
+
+/* ---- starting tasks ---------------------------------------------------- */
+
+int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
+{
+    struct task *t = NULL;
+    int rc = !n || !fn ? EINVAL : (t = malloc(sizeof(*t))) ? task_init(t, fn, arg, opts) : ENOMEM;
+    if (unlikely(rc)) {
+        if (opts && opts->arg_destroy)
+            opts->arg_destroy(arg);
+        if (t)
+            free(t->name);
+        free(t);
+        return rc;
+    }
+    return nursery_submit(n, t, &n->node);
+}
+
+/* ---- start / started --------------------------------------------------- */
+
+enum { SLOT_WAITING, SLOT_STARTED, SLOT_ENDED };
+
+/* Where a nursery_start() caller waits; on its stack. */
+struct start_slot {
+    pthread_mutex_t mu;     /* state, value, code, err, waiters */
+    atomic_int state;       /* SLOT_*: set once by the task, under mu */
+    void *value;            /* the started value */
+    int code;               /* the task's code when it ended before started */
+    nursery_error_t *err;   /* owned: its error then, or NULL */
+    struct waitq waiters;
+    struct wait_link link;  /* the caller's */
+};
+
+static void slot_settle(struct start_slot *slot, int state, void *value, int code,
+                        nursery_error_t *err)
+{
+    pthread_mutex_lock(&slot->mu);
+    slot->value = value;
+    slot->code = code;
+    slot->err = nursery_error_retain(err);
+    atomic_store_explicit(&slot->state, state, memory_order_release);
+    waitq_wake_all(&slot->waiters);
+    pthread_mutex_unlock(&slot->mu);
+}
+
+void start_slot_end(struct start_slot *slot, int code, nursery_error_t *err)
+{
+    slot_settle(slot, SLOT_ENDED, NULL, code, err);
+}
+
+static bool slot_ready(void *ctx)
+{
+    struct start_slot *slot = ctx;
+    return atomic_load_explicit(&slot->state, memory_order_acquire) != SLOT_WAITING;
+}
+
+static void slot_attach(void *ctx, struct waiter *w)
+{
+    struct start_slot *slot = ctx;
+    pthread_mutex_lock(&slot->mu);
+    waitq_add(&slot->waiters, &slot->link, w);
+    pthread_mutex_unlock(&slot->mu);
+}
+
+static void slot_detach(void *ctx)
+{
+    struct start_slot *slot = ctx;
+    pthread_mutex_lock(&slot->mu);
+    waitq_remove(&slot->link);
+    pthread_mutex_unlock(&slot->mu);
+}
+
+static const struct block_ops slot_ops = {
+    .ready = slot_ready,
+    .attach = slot_attach,
+    .detach = slot_detach,
+};
+
+int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
+                        void **started_value)
+{
+    struct start_slot slot = {.err = NULL};
+    pthread_mutex_init(&slot.mu, NULL);
+    atomic_init(&slot.state, SLOT_WAITING);
+    waitq_init(&slot.waiters);
+    t->start = &slot;
+
+    /* Until started, the task is cancelled with its caller. */
+    if (nursery__ctx.node)
+        cancel_node_attach(nursery__ctx.node);
+    int rc = nursery_submit(n, t, nursery__ctx.node);
+    if (rc) {
+        pthread_mutex_destroy(&slot.mu);
+        return rc;
+    }
+    rc = nursery__block(&slot_ops, &slot, deadline, 0);
+    if (rc) {
+        /* Gave up: cancel the task while it is still ours, then wait until
+         * it no longer refers to the slot. */
+        pthread_mutex_lock(&slot.mu);
+        if (atomic_load(&slot.state) == SLOT_WAITING)
+            cancel_node_cancel(&t->node);
+        pthread_mutex_unlock(&slot.mu);
+        nursery__block(&slot_ops, &slot, NURSERY_FOREVER, BLOCK_UNCANCELLABLE);
+    }
+    if (rc == 0 && atomic_load(&slot.state) == SLOT_STARTED) {
+        if (started_value)
+            *started_value = slot.value;
+    } else if (rc == 0) {
+        rc = slot.code ? slot.code : NURSERY_ENOTSTARTED;
+        if (!slot.err && !(slot.err = error_from_code(rc)))
+            slot.err = error_oom();
+        nursery__set_last_error(slot.err);
+        slot.err = NULL;
+    }
+    nursery_error_release(slot.err);
+    /* The task may still be inside slot_settle() after we saw the state
+     * change without the lock: wait until it has let go of the slot. */
+    pthread_mutex_lock(&slot.mu);
+    pthread_mutex_unlock(&slot.mu);
+    pthread_mutex_destroy(&slot.mu);
+    return rc;
+}
+
+int nursery_start(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_options_t *opts,
+                  nursery_time_t deadline, void **started_value, nursery_result_t **done)
+{
+    if (done)
+        *done = NULL;
+    if (!n || !fn) {
+        if (opts && opts->arg_destroy)
+            opts->arg_destroy(arg);
+        return EINVAL;
+    }
+    nursery_result_t *r = NULL;
+    int rc = nursery_capture_create(&r, fn, arg, opts);
+    if (rc)
+        return rc;
+    /* A capture serves both cases; the task holds its own reference. */
+    nursery_result_retain(r);
+    rc = nursery__start_task(n, &r->task, deadline, started_value);
+    if (rc == NURSERY_ECLOSED || rc == NURSERY_EFORKED)
+        nursery_result_release(r); /* the task never existed */
+    if (done && rc != NURSERY_ECLOSED && rc != NURSERY_EFORKED)
+        *done = r;
+    else
+        nursery_result_release(r);
+    return rc;
+}
+
+int nursery_started(void *value)
+{
+    struct task *t = nursery__ctx.task;
+    if (!t)
+        return EINVAL;
+    struct start_slot *slot = t->start;
+    if (!slot)
+        return (t->flags & TASK_STARTED_FLAG) ? EALREADY : EINVAL;
+    t->start = NULL;
+    t->flags |= TASK_STARTED_FLAG;
+    /* Move under the nursery before the caller (our old parent) can go. */
+    cancel_node_reparent(&t->node, &t->nursery->node);
+    slot_settle(slot, SLOT_STARTED, value, 0, NULL);
+    return 0;
+}

@@ -1,0 +1,166 @@
+/*
+ * park.c - how a thread blocks in this library: waiters, wait queues, and
+ * nursery__block(), the one wait loop behind every blocking call.
+ *
+ * A waiter lives on the blocked thread's stack.  The objects it waits for
+ * (results, nurseries, channels, cancel nodes) keep wait_links to it in
+ * wait queues protected by their own locks; a state change signals every
+ * linked waiter while holding the object's lock, and a waiter unlinks itself
+ * under that same lock before its stack frame goes, so no signal ever
+ * reaches a dead waiter.  `signalled` is a latch, so a signal that arrives
+ * between the waiter's check and its sleep is not lost.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+/* ---- waiters ----------------------------------------------------------- */
+
+void waiter_init(struct waiter *w)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&w->mu, NULL);
+    w->signalled = false;
+}
+
+void waiter_destroy(struct waiter *w)
+{
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+void waiter_signal(struct waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->signalled = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int waiter_park(struct waiter *w, nursery_time_t deadline)
+{
+    int rc = 0;
+    pthread_mutex_lock(&w->mu);
+    if (deadline == NURSERY_FOREVER) {
+        while (!w->signalled)
+            pthread_cond_wait(&w->cv, &w->mu);
+    } else {
+        struct timespec ts = nursery__timespec(deadline);
+        while (!w->signalled && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    if (w->signalled)
+        rc = 0;
+    w->signalled = false;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* ---- wait queues ------------------------------------------------------- */
+
+void waitq_init(struct waitq *q)
+{
+    list_init(&q->links);
+}
+
+void waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w)
+{
+    link->waiter = w;
+    list_push_back(&q->links, &link->node);
+}
+
+void waitq_remove(struct wait_link *link)
+{
+    list_remove(&link->node);
+}
+
+void waitq_wake_all(struct waitq *q)
+{
+    struct list *pos;
+    list_for_each(pos, &q->links)
+        waiter_signal(list_entry(pos, struct wait_link, node)->waiter);
+}
+
+size_t waitq_count(const struct waitq *q)
+{
+    size_t n = 0;
+    const struct list *pos;
+    list_for_each(pos, &q->links)
+        n++;
+    return n;
+}
+
+/* ---- the wait loop ----------------------------------------------------- */
+
+/* Parks the thread under its innermost cancel node so that cancellation of
+ * any enclosing scope wakes it. */
+struct cancel_watch {
+    struct cancel_node *node;
+    struct wait_link link;
+};
+
+static void cancel_watch_begin(struct cancel_watch *cw, struct waiter *w)
+{
+    cw->node = nursery__ctx.node;
+    if (!cw->node)
+        return;
+    cancel_node_attach(cw->node);
+    pthread_mutex_lock(&cw->node->mu);
+    waitq_add(&cw->node->waiters, &cw->link, w);
+    pthread_mutex_unlock(&cw->node->mu);
+}
+
+static void cancel_watch_end(struct cancel_watch *cw)
+{
+    if (!cw->node)
+        return;
+    pthread_mutex_lock(&cw->node->mu);
+    waitq_remove(&cw->link);
+    pthread_mutex_unlock(&cw->node->mu);
+}
+
+int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline, int flags)
+{
+    bool cancellable = !(flags & BLOCK_UNCANCELLABLE);
+    if (ops->ready(ctx))
+        return 0;
+
+    struct waiter w;
+    struct cancel_watch cw;
+    waiter_init(&w);
+    ops->attach(ctx, &w);
+    if (cancellable)
+        cancel_watch_begin(&cw, &w);
+
+    int rc;
+    for (;;) {
+        /* Registered before checking: a change after this check signals w. */
+        if (ops->ready(ctx)) {
+            rc = 0;
+            break;
+        }
+        if (ops->help && ops->help(ctx))
+            continue;
+        if (cancellable && nursery__ctx.node && cancel_node_cancelled(nursery__ctx.node)) {
+            rc = ECANCELED;
+            break;
+        }
+        if (deadline != NURSERY_FOREVER && nursery_now() >= deadline) {
+            rc = ETIMEDOUT;
+            break;
+        }
+        pool_block_enter();
+        waiter_park(&w, deadline);
+        pool_block_leave();
+    }
+
+    if (cancellable)
+        cancel_watch_end(&cw);
+    ops->detach(ctx);
+    waiter_destroy(&w);
+    return rc;
+}

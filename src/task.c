@@ -1,0 +1,138 @@
+/*
+ * task.c - running one task and recording its outcome.
+ *
+ * task_run() is the single place a task's function is called, whoever
+ * claimed it (a worker, a waiter helping, a canceller, capture_run): it
+ * installs the task as the thread's context, runs or skips the function,
+ * turns the return code into an outcome, and hands the outcome to its
+ * consumers in a fixed order:
+ *
+ *   1. a nursery_start() caller still waiting for started(), else the
+ *      nursery's error group (failures) or its cancelled count;
+ *   2. the capture's result;
+ *   3. arg_destroy;
+ *   4. the nursery's pending count - after which join may free the nursery,
+ *      so nothing touches it afterwards.
+ *
+ * So when join returns, every result of its tasks is done and every
+ * argument destroyed.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
+{
+    memset(t, 0, sizeof(*t));
+    t->fn = fn;
+    t->arg = arg;
+    list_init(&t->qlink);
+    list_init(&t->nlink);
+    atomic_init(&t->state, TASK_IDLE);
+    cancel_node_init(&t->node, NULL);
+    if (opts) {
+        t->arg_destroy = opts->arg_destroy;
+        t->flags = opts->flags & ~TASK_STARTED_FLAG;
+        if (opts->name && !(t->name = strdup(opts->name)))
+            return ENOMEM;
+    }
+    return 0;
+}
+
+void task_discard(struct task *t)
+{
+    void (*destroy)(void *) = t->arg_destroy;
+    t->arg_destroy = NULL;
+    if (destroy)
+        destroy(t->arg);
+}
+
+/* The error a failing task leaves: the one it recorded with nursery_fail()
+ * if the codes match (an error propagated like an exception), else one made
+ * from the code.  Never NULL. */
+static nursery_error_t *take_outcome_error(int code)
+{
+    nursery_error_t *err = nursery__ctx.last_error;
+    if (err && nursery_error_code(err) == code) {
+        nursery__ctx.last_error = NULL;
+        return err;
+    }
+    err = error_from_code(code);
+    return err ? err : error_oom();
+}
+
+static void task_finish(struct task *t, int code, void *value, nursery_error_t *err)
+{
+    nursery_t *n = t->nursery;
+    bool cancelled = code == ECANCELED && cancel_node_cancelled(&t->node);
+
+    if (err)
+        error_set_task_name(err, t->name);
+    if (t->start) {
+        start_slot_end(t->start, code, err);
+        t->start = NULL;
+    } else if (n && cancelled) {
+        nursery_task_cancelled(n);
+    } else if (n && code && !(t->flags & NURSERY_TASK_SUPPRESS_ERROR)) {
+        nursery_task_failed(n, err);
+    }
+
+    nursery_result_t *r = t->result;
+    if (r) {
+        /* result.mu keeps nursery_result_cancel() off a dying node. */
+        pthread_mutex_lock(&r->mu);
+        cancel_node_fini(&t->node);
+        atomic_store_explicit(&t->state, TASK_DONE, memory_order_relaxed);
+        pthread_mutex_unlock(&r->mu);
+    } else {
+        cancel_node_fini(&t->node);
+    }
+    task_discard(t);
+    if (r)
+        result_complete(r, value, err);
+    else
+        nursery_error_release(err);
+    if (n)
+        nursery_task_end(n);
+    if (r) {
+        nursery_result_release(r); /* the reference the task held */
+    } else {
+        free(t->name);
+        free(t);
+    }
+}
+
+void task_run(struct task *t)
+{
+    struct thread_ctx saved = nursery__ctx;
+    nursery__ctx.node = &t->node;
+    nursery__ctx.task = t;
+    nursery__ctx.last_error = NULL;
+
+    void *value = NULL;
+    int code;
+    nursery_error_t *err = NULL;
+    if (cancel_node_cancelled(&t->node)) {
+        /* Cancelled before it started: it never runs. */
+        code = ECANCELED;
+        if (t->result || t->start) {
+            err = error_cancelled(t->name);
+            if (!err)
+                err = error_oom();
+        }
+    } else {
+        code = t->fn(t->arg, &value);
+        if (code)
+            err = take_outcome_error(code);
+    }
+    if (code)
+        value = NULL;
+
+    nursery__set_last_error(NULL);
+    nursery__ctx.node = saved.node;
+    nursery__ctx.task = saved.task;
+    nursery__ctx.last_error = saved.last_error;
+    task_finish(t, code, value, err);
+}
