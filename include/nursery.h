@@ -122,8 +122,9 @@ NURSERY_API void nursery_error_release(nursery_error_t *err);
  * outcome and returns `code`, so a task fails with
  *     return nursery_fail(EIO, "cannot read %s", path);
  * A task that returns a non-zero code without calling this fails with a
- * plain error made from the code.  Returns `code` (or ENOMEM if the error
- * could not be allocated; the task still fails with `code`). */
+ * plain error made from the code.  Returns `code`; ENOMEM if the error
+ * could not be allocated (returning that fails the task with ENOMEM); 0
+ * for code 0, recording nothing. */
 NURSERY_API int nursery_fail(int code, const char *fmt, ...) NURSERY_PRINTF(2, 3);
 
 /* Like nursery_fail() with an error you built (for a payload); takes
@@ -291,7 +292,8 @@ NURSERY_API int nursery_cancel(nursery_t *n);
 
 /* Keeps a nursery handle valid after join (for a long-lived object that may
  * still try to start tasks); starting a task in a joined nursery fails with
- * NURSERY_ECLOSED.  Every retain needs one release.  Thread-safe. */
+ * NURSERY_ECLOSED.  Every retain needs one release.  Both accept NULL.
+ * Thread-safe. */
 NURSERY_API nursery_t *nursery_retain(nursery_t *n);
 NURSERY_API void nursery_release(nursery_t *n);
 
