@@ -7,11 +7,12 @@
  * turns the return code into an outcome, and hands the outcome to its
  * consumers in a fixed order:
  *
- *   1. a nursery_start() caller still waiting for started(), else the
- *      nursery's error group (failures) or its cancelled count;
- *   2. the capture's result;
- *   3. arg_destroy;
- *   4. the nursery's pending count - after which join may free the nursery,
+ *   1. the nursery's error group (failures) or its cancelled count, unless
+ *      a nursery_start() caller still waits for started();
+ *   2. arg_destroy;
+ *   3. the capture's result;
+ *   4. that nursery_start() caller, if any;
+ *   5. the nursery's pending count - after which join may free the nursery,
  *      so nothing touches it afterwards.
  *
  * So when join returns, every result of its tasks is done and every
@@ -70,13 +71,15 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
 
     if (err)
         error_set_task_name(err, t->name);
-    if (t->start) {
-        start_slot_end(t->start, code, err);
-        t->start = NULL;
-    } else if (n && cancelled) {
-        nursery_task_cancelled(n);
-    } else if (n && code && !(t->flags & NURSERY_TASK_SUPPRESS_ERROR)) {
-        nursery_task_failed(n, err);
+    /* A nursery_start() caller still waiting for started() gets the
+     * outcome instead of the nursery (below, once the task has ended). */
+    struct start_slot *start = t->start;
+    t->start = NULL;
+    if (n && !start) {
+        if (cancelled)
+            nursery_task_cancelled(n);
+        else if (code && !(t->flags & NURSERY_TASK_SUPPRESS_ERROR))
+            nursery_task_failed(n, err);
     }
 
     nursery_result_t *r = t->result;
@@ -91,9 +94,10 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
     }
     task_discard(t);
     if (r)
-        result_complete(r, value, err);
-    else
-        nursery_error_release(err);
+        result_complete(r, value, nursery_error_retain(err));
+    if (start)
+        start_slot_end(start, code, err);
+    nursery_error_release(err);
     if (n)
         nursery_task_end(n);
     if (r) {
