@@ -256,8 +256,10 @@ typedef struct nursery_task_options {
 NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
 
 /* Joins a nursery: waits until every task started in it has finished, then
- * closes it and frees it.  While waiting, the caller runs tasks of this
- * nursery that no worker has started yet.
+ * closes it and frees it.  With NURSERY_FOREVER, or when the caller is a
+ * pool worker, the caller runs tasks of this nursery that no worker has
+ * started yet while it waits (never other work), so nested joins progress
+ * even on a pool of one thread; a deadline is then checked between tasks.
  *
  * Returns 0 when no task failed; NURSERY_EFAILED when a task (or the body)
  * failed: *errors gets the error group; ECANCELED when an enclosing scope
@@ -395,8 +397,11 @@ NURSERY_API bool nursery_result_is_done(const nursery_result_t *r);
 /* Waits until the result is done.  Never reports the task's own error:
  * returns 0 once done, ETIMEDOUT, ECANCELED (the *waiting* task was
  * cancelled; the awaited task is not), EDEADLK when called by the very task
- * the result captures, EINVAL for NULL.  If the awaited capture has not
- * started yet, the caller runs it. */
+ * the result captures, EINVAL for NULL.  When the caller is a worker of
+ * the capture's pool, it runs the awaited task itself if no worker has
+ * started it yet, so nested waits progress even on a pool of one thread
+ * (the wait then ends when that task does, even past the deadline); any
+ * other waiter leaves the task to the pool. */
 NURSERY_API int nursery_result_wait(nursery_result_t *r, nursery_time_t deadline);
 
 /* The value of a done result.  Returns 0 with *value set; NURSERY_ENOTDONE;

@@ -79,7 +79,8 @@ HIDDEN size_t waitq_count(const struct waitq *q);
 /* What a blocking call waits for.  attach registers the waiter on the
  * objects (under their locks); ready tells whether the wait is over (it may
  * lock); detach unregisters; help, if not NULL, runs queued work the waiter
- * is waiting for and returns true if it ran something. */
+ * is waiting for and returns true if it ran something (it is called only
+ * in waits without a deadline and in pool workers). */
 struct block_ops {
     bool (*ready)(void *ctx);
     void (*attach)(void *ctx, struct waiter *w);
@@ -170,8 +171,11 @@ HIDDEN void pool_submit(nursery_pool_t *p, struct task *t);
 HIDDEN bool pool_claim(nursery_pool_t *p, struct task *t);
 /* Claims the first queued task of the list (a nursery's queued list). */
 HIDDEN struct task *pool_claim_first(nursery_pool_t *p, struct list *queued);
-/* Ends a task claimed by a waiter and run on its stack (stats). */
-HIDDEN void pool_helped_done(nursery_pool_t *p);
+/* Ends a task claimed outside the workers: by a waiter that ran it on its
+ * stack (helped), or by a canceller (stats). */
+HIDDEN void pool_claimed_done(nursery_pool_t *p, bool helped);
+/* Whether the calling thread is one of the pool's workers. */
+HIDDEN bool pool_is_current(const nursery_pool_t *p);
 /* Whether the pool was created before a fork() in this (child) process. */
 HIDDEN bool pool_is_forked(const nursery_pool_t *p);
 /* The calling worker is about to park / has woken (no-ops off the pool). */
@@ -273,7 +277,8 @@ HIDDEN int result_complete(nursery_result_t *r, void *value, nursery_error_t *er
 HIDDEN nursery_error_t *error_cancelled(const char *task_name);
 /* An immortal ENOMEM error, for when recording an error ran out of memory. */
 HIDDEN nursery_error_t *error_oom(void);
-/* Runs (or claims and runs) a queued capture on the waiter's stack. */
+/* Claims a queued capture and runs it on the waiter's stack, when the
+ * waiter is a worker of its pool (else the pool runs it).  True if it ran. */
 HIDDEN bool result_help(nursery_result_t *r);
 /* Internal nursery_start() on a prepared task (capture or not). */
 HIDDEN int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,

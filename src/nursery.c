@@ -155,7 +155,7 @@ static bool join_help(void *ctx)
     if (!t)
         return false;
     task_run(t);
-    pool_helped_done(n->pool);
+    pool_claimed_done(n->pool, true);
     return true;
 }
 

@@ -275,13 +275,18 @@ struct task *pool_claim_first(nursery_pool_t *p, struct list *queued)
     return t;
 }
 
-void pool_helped_done(nursery_pool_t *p)
+void pool_claimed_done(nursery_pool_t *p, bool helped)
 {
     pthread_mutex_lock(&p->mu);
     p->running--;
     p->completed++;
-    p->helped++;
+    p->helped += helped;
     pthread_mutex_unlock(&p->mu);
+}
+
+bool pool_is_current(const nursery_pool_t *p)
+{
+    return nursery__ctx.worker && nursery__ctx.worker->pool == p;
 }
 
 void pool_block_enter(void)

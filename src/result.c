@@ -266,14 +266,17 @@ int nursery_result_error(const nursery_result_t *r, nursery_error_t **err)
 
 bool result_help(nursery_result_t *r)
 {
-    if (!r->is_capture || !r->pool ||
+    /* A worker must help or its pool may have nobody left to run the task;
+     * any other thread leaves it to the pool, so that its wait stays
+     * responsive to cancellation and to the caller's own tasks. */
+    if (!r->is_capture || !r->pool || !pool_is_current(r->pool) ||
         atomic_load_explicit(&r->task.state, memory_order_relaxed) != TASK_QUEUED)
         return false;
     if (!pool_claim(r->pool, &r->task))
         return false;
     nursery_pool_t *pool = r->pool;
     task_run(&r->task);
-    pool_helped_done(pool);
+    pool_claimed_done(pool, true);
     return true;
 }
 
@@ -353,7 +356,7 @@ int nursery_result_cancel(nursery_result_t *r)
             atomic_store(&t->node.cancelled, true);
             nursery_pool_t *pool = r->pool;
             task_run(t);
-            pool_helped_done(pool);
+            pool_claimed_done(pool, false);
             return 0;
         }
         if (state == TASK_QUEUED)

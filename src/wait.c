@@ -76,21 +76,12 @@ static void any_detach(void *ctx)
     }
 }
 
-/* Runs one awaited capture that no worker has started yet. */
-static bool any_help(void *ctx)
-{
-    struct any_wait *aw = ctx;
-    for (size_t i = 0; i < aw->n; i++)
-        if (result_help(aw->results[i]))
-            return true;
-    return false;
-}
-
 static const struct block_ops any_ops = {
     .ready = any_ready,
     .attach = any_attach,
     .detach = any_detach,
-    .help = any_help,
+    /* No help: running one task to its end here would hide the others'
+     * completions, and wait_any is about the first of them. */
 };
 
 /* The done result that completed first (lowest index on a tie). */
