@@ -3,8 +3,7 @@
  *
  * Lock order (a lock may be taken while holding the ones to its left):
  *
- *   start_slot.mu -> cancel_node.mu (parent before child)
- *   result.mu -> cancel_node.mu
+ *   start_slot.mu -> result.mu -> cancel_node.mu (parent before child)
  *   nursery.mu, result.mu, channel.mu, cancel_node.mu -> waiter.mu
  *   pool.mu is a leaf apart from waiter.mu: nothing else is taken under it.
  *

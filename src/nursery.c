@@ -335,6 +335,16 @@ static const struct block_ops slot_ops = {
     .detach = slot_detach,
 };
 
+/* The task's node lives until task_finish tears it down under the
+ * capture's lock and marks the task done (every started task has one). */
+static void cancel_task_node(struct task *t)
+{
+    pthread_mutex_lock(&t->result->mu);
+    if (atomic_load(&t->state) != TASK_DONE)
+        cancel_node_cancel(&t->node);
+    pthread_mutex_unlock(&t->result->mu);
+}
+
 int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
                         void **started_value)
 {
@@ -358,7 +368,7 @@ int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
          * it no longer refers to the slot. */
         pthread_mutex_lock(&slot.mu);
         if (atomic_load(&slot.state) == SLOT_WAITING)
-            cancel_node_cancel(&t->node);
+            cancel_task_node(t);
         pthread_mutex_unlock(&slot.mu);
         nursery__block(&slot_ops, &slot, NURSERY_FOREVER, BLOCK_UNCANCELLABLE);
     }
