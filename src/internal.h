@@ -250,7 +250,8 @@ HIDDEN void nursery_task_cancelled(nursery_t *n);
  * started(); err is borrowed (NULL: returned without started). */
 HIDDEN void start_slot_end(struct start_slot *slot, int code, nursery_error_t *err);
 /* Queues a prepared task into n (begin + submit) with its cancel node under
- * `parent`.  On failure the task is discarded (arg_destroy has run). */
+ * `parent`.  On failure the task is discarded (arg_destroy has run) and its
+ * memory is still the caller's. */
 HIDDEN int nursery_submit(nursery_t *n, struct task *t, struct cancel_node *parent);
 
 /* ---- result.c ---------------------------------------------------------- */

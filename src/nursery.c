@@ -272,7 +272,13 @@ int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg, const nursery_tas
         free(t);
         return rc;
     }
-    return nursery_submit(n, t, &n->node);
+    rc = nursery_submit(n, t, &n->node);
+    if (unlikely(rc)) {
+        cancel_node_fini(&t->node);
+        free(t->name);
+        free(t);
+    }
+    return rc;
 }
 
 /* ---- start / started --------------------------------------------------- */
