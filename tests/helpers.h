@@ -142,8 +142,7 @@ static inline void task_expect_fail(const char *file, int line, const char *what
 }
 
 /* task_expect(cond) and task_expect_eq(a, b), for use inside tasks. */
-#define task_expect(cond)                                                                          \
-    ((cond) ? (void)0 : task_expect_fail(__FILE__, __LINE__, #cond, 0, 0))
+#define task_expect(cond) ((cond) ? (void)0 : task_expect_fail(__FILE__, __LINE__, #cond, 0, 0))
 #define task_expect_eq(a, b)                                                                       \
     do {                                                                                           \
         long long a_ = (long long)(a), b_ = (long long)(b);                                        \

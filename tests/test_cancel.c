@@ -1,0 +1,423 @@
+/*
+ * test_cancel.c - cancellation points (nursery_cancelled, checkpoint, sleep),
+ * how cancellation reaches tasks and bodies, and the time helpers.
+ */
+#include "helpers.h"
+
+#define MS INT64_C(1000000)
+#define SEC INT64_C(1000000000)
+
+/* ---- outside any task -------------------------------------------------- */
+
+START_TEST(cancelled_is_false_outside_tasks)
+{
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+
+    /* Also after a nursery that was cancelled has been joined: the body's
+     * context ends with the join. */
+    nursery_pool_t *pool = test_pool(1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    ck_assert(nursery_cancelled());
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+START_TEST(cancel_rejects_null)
+{
+    ck_assert_int_eq(nursery_cancel(NULL), EINVAL);
+}
+END_TEST
+
+/* ---- level-triggered cancellation in a task ----------------------------- */
+
+struct level_ctx {
+    latch_t running;        /* the task has passed its first checkpoint */
+    nursery_result_t *gate; /* never opened */
+    int before;             /* checkpoint before cancellation */
+    int gate_rc;            /* gate_wait once cancelled */
+    int after[3];           /* checkpoints after */
+    bool cancelled_after;   /* nursery_cancelled() after */
+    int sleep_rc;           /* a sleep after cancellation */
+    nursery_time_t sleep_took;
+};
+
+static int level_task(void *arg, void **value)
+{
+    (void)value;
+    struct level_ctx *c = arg;
+    c->before = nursery_checkpoint();
+    task_expect(!nursery_cancelled());
+    latch_count_down(&c->running);
+    c->gate_rc = gate_wait(c->gate);
+    for (int i = 0; i < 3; i++)
+        c->after[i] = nursery_checkpoint();
+    c->cancelled_after = nursery_cancelled();
+    nursery_time_t t0 = nursery_now();
+    c->sleep_rc = nursery_sleep(nursery_after_ms(TEST_HANG_MS));
+    c->sleep_took = nursery_now() - t0;
+    return ECANCELED;
+}
+
+START_TEST(cancellation_is_level_triggered)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct level_ctx c = {.gate = gate_new()};
+    latch_init(&c.running, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, level_task, &c, NULL), 0);
+    ck_assert(latch_wait(&c.running));
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0); /* idempotent */
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_tasks_ok();
+
+    ck_assert_int_eq(c.before, 0);
+    ck_assert_int_eq(c.gate_rc, ECANCELED);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(c.after[i], ECANCELED);
+    ck_assert(c.cancelled_after);
+    ck_assert_int_eq(c.sleep_rc, ECANCELED);
+    ck_assert_int_lt(c.sleep_took, 30 * SEC);
+    ck_assert(!nursery_result_is_done(c.gate));
+    nursery_result_release(c.gate);
+    latch_destroy(&c.running);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+START_TEST(body_sees_its_own_cancellation)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert(nursery_cancelled());
+        ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+    }
+    nursery_time_t t0 = nursery_now();
+    ck_assert_int_eq(nursery_sleep(nursery_after_ms(TEST_HANG_MS)), ECANCELED);
+    ck_assert_int_lt(nursery_now() - t0, 30 * SEC);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* ---- sleep -------------------------------------------------------------- */
+
+struct sleep_ctx {
+    latch_t sleeping;
+    int64_t ms; /* how long to sleep */
+    int rc;
+    nursery_time_t took;
+};
+
+static int sleeper(void *arg, void **value)
+{
+    (void)value;
+    struct sleep_ctx *c = arg;
+    latch_count_down(&c->sleeping);
+    nursery_time_t t0 = nursery_now();
+    c->rc = nursery_sleep(nursery_after_ms(c->ms));
+    c->took = nursery_now() - t0;
+    return c->rc;
+}
+
+START_TEST(sleep_waits_at_least_until_deadline)
+{
+    /* Outside any task. */
+    nursery_time_t t0 = nursery_now();
+    ck_assert_int_eq(nursery_sleep(nursery_after_ms(20)), 0);
+    nursery_time_t took = nursery_now() - t0;
+    ck_assert_int_ge(took, 20 * MS);
+    ck_assert_int_lt(took, 30 * SEC);
+
+    /* A deadline in the past only polls. */
+    t0 = nursery_now();
+    ck_assert_int_eq(nursery_sleep(nursery_after_ms(-1)), 0);
+    ck_assert_int_eq(nursery_sleep(0), 0);
+    ck_assert_int_lt(nursery_now() - t0, 30 * SEC);
+
+    /* In a task. */
+    nursery_pool_t *pool = test_pool(1);
+    struct sleep_ctx c = {.ms = 30};
+    latch_init(&c.sleeping, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, sleeper, &c, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(c.rc, 0);
+    ck_assert_int_ge(c.took, 30 * MS);
+    ck_assert_int_lt(c.took, 30 * SEC);
+    latch_destroy(&c.sleeping);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+START_TEST(sleep_returns_promptly_when_cancelled)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct sleep_ctx c = {.ms = 60000};
+    latch_init(&c.sleeping, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, sleeper, &c, NULL), 0);
+    ck_assert(latch_wait(&c.sleeping));
+    nursery_time_t t0 = nursery_now();
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_int_lt(nursery_now() - t0, 30 * SEC);
+    ck_assert_int_eq(c.rc, ECANCELED);
+    ck_assert_int_lt(c.took, 30 * SEC);
+    /* Ended only cancelled: counted, not listed. */
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), errs ? 1 : 0);
+    nursery_errors_free(errs);
+    latch_destroy(&c.sleeping);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* ---- how far cancellation reaches --------------------------------------- */
+
+struct started_count {
+    atomic_int ran;
+    atomic_int destroyed;
+};
+
+static int count_run(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&((struct started_count *)arg)->ran, 1);
+    return 0;
+}
+
+static void count_destroy(void *arg)
+{
+    atomic_fetch_add(&((struct started_count *)arg)->destroyed, 1);
+}
+
+START_TEST(task_started_into_cancelled_nursery_never_runs)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct started_count c = {0};
+    nursery_task_options_t opts = {.arg_destroy = count_destroy};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_run, &c, &opts), 0);
+    nursery_result_t *r = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(n, count_run, &c, &opts, &r), 0);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_int_eq(atomic_load(&c.ran), 0);
+    ck_assert_int_eq(atomic_load(&c.destroyed), 11);
+    /* Nothing failed: there may be no group; if there is, it counts them. */
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), errs ? 11 : 0);
+    nursery_errors_free(errs);
+
+    /* The capture is done with a cancellation. */
+    ck_assert(nursery_result_is_done(r));
+    void *v = NULL;
+    ck_assert_int_eq(nursery_result_value(r, &v), NURSERY_EFAILED);
+    nursery_error_t *err = NULL;
+    ck_assert_int_eq(nursery_result_error(r, &err), 0);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_int_eq(nursery_error_code(err), ECANCELED);
+    nursery_result_release(r);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* Eight nested bodies in one thread, each with a task waiting on a gate;
+ * cancelling the outermost reaches every task and the innermost body. */
+#define LEVELS 8
+
+struct level_task_ctx {
+    latch_t *waiting;
+    nursery_result_t *gate;
+    int rc;
+};
+
+static int wait_gate_task(void *arg, void **value)
+{
+    (void)value;
+    struct level_task_ctx *c = arg;
+    latch_count_down(c->waiting);
+    c->rc = gate_wait(c->gate);
+    return c->rc;
+}
+
+START_TEST(cancel_outer_reaches_nested_bodies_and_tasks)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_result_t *gate = gate_new();
+    latch_t waiting;
+    latch_init(&waiting, LEVELS);
+    struct level_task_ctx ctx[LEVELS];
+    nursery_t *n[LEVELS];
+    for (int i = 0; i < LEVELS; i++) {
+        ctx[i] = (struct level_task_ctx){.waiting = &waiting, .gate = gate, .rc = -1};
+        ck_assert_int_eq(nursery_open(&n[i], pool), 0);
+        ck_assert_int_eq(nursery_start_soon(n[i], wait_gate_task, &ctx[i], NULL), 0);
+    }
+    /* Every task is running (the pool adds threads as they block). */
+    ck_assert(latch_wait(&waiting));
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_cancel(n[0]), 0);
+    ck_assert(nursery_cancelled()); /* the innermost body */
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+
+    /* Inner nurseries end with ECANCELED (an enclosing scope was
+     * cancelled); the outermost, cancelled by hand, with 0. */
+    for (int i = LEVELS - 1; i >= 1; i--)
+        ck_assert_int_eq(nursery_join(n[i], NURSERY_FOREVER, NULL), ECANCELED);
+    ck_assert_int_eq(nursery_join(n[0], NURSERY_FOREVER, NULL), 0);
+    for (int i = 0; i < LEVELS; i++)
+        ck_assert_int_eq(ctx[i].rc, ECANCELED);
+    ck_assert(!nursery_cancelled());
+    nursery_result_release(gate);
+    latch_destroy(&waiting);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* nursery_cancel() from a plain thread that is no task. */
+static void *cancel_from_thread(void *arg)
+{
+    return INT2PTR(nursery_cancel(arg));
+}
+
+START_TEST(cancel_from_foreign_thread_wakes_task)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_result_t *gate = gate_new();
+    latch_t waiting;
+    latch_init(&waiting, 1);
+    struct level_task_ctx c = {.waiting = &waiting, .gate = gate, .rc = -1};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, wait_gate_task, &c, NULL), 0);
+    ck_assert(latch_wait(&waiting));
+    pthread_t t;
+    void *rc = INT2PTR(-1);
+    ck_assert_int_eq(pthread_create(&t, NULL, cancel_from_thread, n), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_int_eq(PTR2INT(rc), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(c.rc, ECANCELED);
+    nursery_result_release(gate);
+    latch_destroy(&waiting);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* ---- time --------------------------------------------------------------- */
+
+static nursery_time_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (nursery_time_t)ts.tv_sec * SEC + ts.tv_nsec;
+}
+
+START_TEST(now_is_monotonic_clock)
+{
+    nursery_time_t before = mono_ns();
+    nursery_time_t now = nursery_now();
+    nursery_time_t after = mono_ns();
+    ck_assert_int_le(before, now);
+    ck_assert_int_le(now, after);
+    nursery_time_t prev = nursery_now();
+    for (int i = 0; i < 1000; i++) {
+        nursery_time_t t = nursery_now();
+        ck_assert_int_ge(t, prev);
+        prev = t;
+    }
+}
+END_TEST
+
+START_TEST(after_builds_relative_deadlines)
+{
+    nursery_time_t t0 = nursery_now();
+    nursery_time_t d = nursery_after_ms(10);
+    nursery_time_t t1 = nursery_now();
+    ck_assert_int_ge(d, t0 + 10 * MS);
+    ck_assert_int_le(d, t1 + 10 * MS);
+
+    t0 = nursery_now();
+    d = nursery_after_ns(12345);
+    t1 = nursery_now();
+    ck_assert_int_ge(d, t0 + 12345);
+    ck_assert_int_le(d, t1 + 12345);
+
+    /* Zero or negative: already passed. */
+    ck_assert_int_le(nursery_after_ms(0), nursery_now());
+    ck_assert_int_lt(nursery_after_ms(-1), nursery_now());
+    ck_assert_int_lt(nursery_after_ns(-5), nursery_now());
+    ck_assert_int_lt(nursery_after_ms(INT64_MIN), nursery_now());
+    ck_assert_int_lt(nursery_after_ns(INT64_MIN), nursery_now());
+}
+END_TEST
+
+START_TEST(after_saturates_at_forever)
+{
+    ck_assert_int_eq(nursery_after_ns(INT64_MAX), NURSERY_FOREVER);
+    ck_assert_int_eq(nursery_after_ms(INT64_MAX), NURSERY_FOREVER);
+    /* ms * 1e6 would overflow int64 */
+    ck_assert_int_eq(nursery_after_ms(INT64_MAX / 1000), NURSERY_FOREVER);
+    ck_assert_int_eq(nursery_after_ms(INT64_MAX / 1000000 + 1), NURSERY_FOREVER);
+    /* now + ns would overflow */
+    ck_assert_int_eq(nursery_after_ns(INT64_MAX - 1), NURSERY_FOREVER);
+    /* A large but representable amount is not forever. */
+    nursery_time_t d = nursery_after_ms(INT64_C(1000) * 3600 * 24 * 365);
+    ck_assert_int_lt(d, NURSERY_FOREVER);
+    ck_assert_int_gt(d, nursery_now());
+}
+END_TEST
+
+static Suite *cancel_suite(void)
+{
+    Suite *s = suite_create("cancel");
+    TCase *tc = tcase_with_timeout(s, "points");
+    tcase_add_test(tc, cancelled_is_false_outside_tasks);
+    tcase_add_test(tc, cancel_rejects_null);
+    tcase_add_test(tc, cancellation_is_level_triggered);
+    tcase_add_test(tc, body_sees_its_own_cancellation);
+
+    tc = tcase_with_timeout(s, "sleep");
+    tcase_add_test(tc, sleep_waits_at_least_until_deadline);
+    tcase_add_test(tc, sleep_returns_promptly_when_cancelled);
+
+    tc = tcase_with_timeout(s, "reach");
+    tcase_add_test(tc, task_started_into_cancelled_nursery_never_runs);
+    tcase_add_test(tc, cancel_outer_reaches_nested_bodies_and_tasks);
+    tcase_add_test(tc, cancel_from_foreign_thread_wakes_task);
+
+    tc = tcase_with_timeout(s, "time");
+    tcase_add_test(tc, now_is_monotonic_clock);
+    tcase_add_test(tc, after_builds_relative_deadlines);
+    tcase_add_test(tc, after_saturates_at_forever);
+    return s;
+}
+
+int main(void)
+{
+    return run_suite(cancel_suite());
+}

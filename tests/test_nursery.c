@@ -1,0 +1,1202 @@
+/*
+ * test_nursery.c - open/join, start_soon, nesting, first-error cancellation,
+ * error groups, task flags, and Trio's start/started.
+ */
+#include "helpers.h"
+
+#include <string.h>
+
+static void count_call(void *p)
+{
+    atomic_fetch_add((atomic_int *)p, 1);
+}
+
+static int return_zero(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return 0;
+}
+
+static int count_task(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return 0;
+}
+
+/* A task that reports it is running, then waits on a gate and returns what
+ * the wait returned. */
+struct gated {
+    latch_t running;
+    nursery_result_t *gate;
+    atomic_int rc; /* gate_wait's code, -1 until then */
+};
+
+static void gated_init(struct gated *g, int tasks)
+{
+    latch_init(&g->running, tasks);
+    g->gate = gate_new();
+    atomic_init(&g->rc, -1);
+}
+
+static void gated_fini(struct gated *g)
+{
+    nursery_result_release(g->gate);
+    latch_destroy(&g->running);
+}
+
+static int gated_task(void *arg, void **value)
+{
+    (void)value;
+    struct gated *g = arg;
+    latch_count_down(&g->running);
+    int rc = gate_wait(g->gate);
+    atomic_store(&g->rc, rc);
+    return rc;
+}
+
+/* ---- open, join, start_soon --------------------------------------------- */
+
+static int empty_body(nursery_t *n, void *arg)
+{
+    ck_assert_ptr_nonnull(n);
+    *(int *)arg = 1;
+    return 0;
+}
+
+START_TEST(open_and_join_empty_nursery)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_t *n = NULL;
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_nonnull(n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+
+    /* An empty nursery joins even with a deadline that has passed. */
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_join(n, nursery_after_ms(-1), NULL), 0);
+
+    int ran = 0;
+    errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_run(pool, empty_body, &ran, &errs), 0);
+    ck_assert_int_eq(ran, 1);
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+#define MANY 1000
+
+static atomic_int many_runs[MANY];
+static atomic_int many_destroyed[MANY];
+
+static int mark_run(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&many_runs[PTR2INT(arg)], 1);
+    return 0;
+}
+
+static void mark_destroyed(void *arg)
+{
+    atomic_fetch_add(&many_destroyed[PTR2INT(arg)], 1);
+}
+
+START_TEST(start_soon_runs_every_task_exactly_once)
+{
+    nursery_pool_t *pool = test_pool(4);
+    nursery_task_options_t opts = {.arg_destroy = mark_destroyed};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    for (int i = 0; i < MANY; i++)
+        ck_assert_int_eq(nursery_start_soon(n, mark_run, INT2PTR(i), &opts), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    for (int i = 0; i < MANY; i++) {
+        ck_assert_int_eq(atomic_load(&many_runs[i]), 1);
+        ck_assert_int_eq(atomic_load(&many_destroyed[i]), 1);
+    }
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* The starter marks each task right after start_soon returns; a task that
+ * runs on the starter's thread without the mark ran inside start_soon. */
+struct inline_probe {
+    pthread_t starter;
+    atomic_bool start_returned;
+};
+
+static int check_not_inline(void *arg, void **value)
+{
+    (void)value;
+    struct inline_probe *p = arg;
+    task_expect(!pthread_equal(pthread_self(), p->starter) || atomic_load(&p->start_returned));
+    return 0;
+}
+
+START_TEST(start_soon_never_runs_task_in_caller)
+{
+    for (size_t threads = 1; threads <= 4; threads += 3) {
+        nursery_pool_t *pool = test_pool(threads);
+        static struct inline_probe probes[200];
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        for (int i = 0; i < 200; i++) {
+            probes[i].starter = pthread_self();
+            atomic_store(&probes[i].start_returned, false);
+            ck_assert_int_eq(nursery_start_soon(n, check_not_inline, &probes[i], NULL), 0);
+            atomic_store(&probes[i].start_returned, true);
+        }
+
+        /* A task that needs what its starter does next: if start_soon ran
+         * it, the gate would never open. */
+        struct gated g;
+        gated_init(&g, 1);
+        ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+        gate_open(g.gate);
+        ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+        ck_assert_int_eq(atomic_load(&g.rc), 0);
+        gated_fini(&g);
+        ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+    }
+    ck_assert_tasks_ok();
+}
+END_TEST
+
+struct body_arg {
+    atomic_int count;
+    nursery_t *seen;
+};
+
+static int starting_body(nursery_t *n, void *arg)
+{
+    struct body_arg *b = arg;
+    b->seen = n;
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_task, &b->count, NULL), 0);
+    return 0;
+}
+
+START_TEST(run_calls_body_then_joins)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct body_arg b = {.count = 0};
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_run(pool, starting_body, &b, &errs), 0);
+    ck_assert_ptr_nonnull(b.seen);
+    ck_assert_int_eq(atomic_load(&b.count), 10); /* joined: all done */
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* ---- nesting ------------------------------------------------------------ */
+
+struct spawner {
+    nursery_pool_t *pool;
+    nursery_t *outer;
+    atomic_int count;
+};
+
+/* Runs in an inner nursery, starts a task into the outer one. */
+static int inner_task(void *arg, void **value)
+{
+    (void)value;
+    struct spawner *s = arg;
+    atomic_fetch_add(&s->count, 1);
+    task_expect_eq(nursery_start_soon(s->outer, count_task, &s->count, NULL), 0);
+    return 0;
+}
+
+static int spawning_task(void *arg, void **value)
+{
+    (void)value;
+    struct spawner *s = arg;
+    atomic_fetch_add(&s->count, 1);
+    /* Into its own nursery. */
+    task_expect_eq(nursery_start_soon(s->outer, count_task, &s->count, NULL), 0);
+    /* Into a nursery of its own, whose task starts one into the outer. */
+    nursery_t *inner = NULL;
+    task_expect_eq(nursery_open(&inner, s->pool), 0);
+    task_expect_eq(nursery_start_soon(inner, inner_task, s, NULL), 0);
+    task_expect_eq(nursery_join(inner, NURSERY_FOREVER, NULL), 0);
+    return 0;
+}
+
+START_TEST(tasks_start_tasks_in_own_and_outer_nurseries)
+{
+    struct spawner s = {.pool = test_pool(2), .count = 0};
+    ck_assert_int_eq(nursery_open(&s.outer, s.pool), 0);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(nursery_start_soon(s.outer, spawning_task, &s, NULL), 0);
+    ck_assert_int_eq(nursery_join(s.outer, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    /* each spawning task: itself, one in its nursery, the inner task and
+     * the one that started into the outer nursery */
+    ck_assert_int_eq(atomic_load(&s.count), 40);
+    ck_assert_int_eq(nursery_pool_destroy(s.pool), 0);
+}
+END_TEST
+
+#define DEPTH 8
+
+struct chain {
+    nursery_pool_t *pool;
+    atomic_int deepest;
+    int join_rc[DEPTH];
+};
+
+struct chain_link {
+    struct chain *chain;
+    int level;
+};
+
+static int chain_task(void *arg, void **value)
+{
+    (void)value;
+    struct chain_link *l = arg;
+    struct chain *c = l->chain;
+    if (l->level == DEPTH) {
+        atomic_fetch_add(&c->deepest, 1);
+        return 0;
+    }
+    struct chain_link next = {.chain = c, .level = l->level + 1};
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, c->pool);
+    if (rc)
+        return rc;
+    task_expect_eq(nursery_start_soon(n, chain_task, &next, NULL), 0);
+    rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    c->join_rc[l->level] = rc;
+    return rc;
+}
+
+START_TEST(nurseries_nest_eight_levels_deep)
+{
+    struct chain c = {.pool = test_pool(2), .deepest = 0};
+    for (int i = 0; i < DEPTH; i++)
+        c.join_rc[i] = -1;
+    struct chain_link root = {.chain = &c, .level = 0};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, c.pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, chain_task, &root, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(atomic_load(&c.deepest), 1);
+    for (int i = 0; i < DEPTH; i++)
+        ck_assert_int_eq(c.join_rc[i], 0);
+    ck_assert_int_eq(nursery_pool_destroy(c.pool), 0);
+}
+END_TEST
+
+struct fan {
+    nursery_pool_t *pool;
+    atomic_int tasks;
+    atomic_int args_freed;
+};
+
+struct fan_arg {
+    struct fan *fan;
+    int depth;
+};
+
+static void fan_arg_free(void *arg)
+{
+    struct fan_arg *a = arg;
+    atomic_fetch_add(&a->fan->args_freed, 1);
+    free(a);
+}
+
+static int fan_out(void *arg, void **value)
+{
+    (void)value;
+    struct fan_arg *a = arg;
+    struct fan *f = a->fan;
+    atomic_fetch_add(&f->tasks, 1);
+    if (a->depth == 0)
+        return 0;
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, f->pool);
+    if (rc)
+        return rc;
+    nursery_task_options_t opts = {.arg_destroy = fan_arg_free};
+    for (int i = 0; i < 2; i++) {
+        struct fan_arg *child = malloc(sizeof(*child));
+        task_expect(child != NULL);
+        *child = (struct fan_arg){.fan = f, .depth = a->depth - 1};
+        task_expect_eq(nursery_start_soon(n, fan_out, child, &opts), 0);
+    }
+    rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    task_expect_eq(rc, 0);
+    return rc;
+}
+
+START_TEST(recursive_fan_out_completes_on_one_thread)
+{
+    /* One thread and no compensation: only joins running their own
+     * nursery's queued tasks can make progress. */
+    nursery_pool_options_t o = {.threads = 1, .max_threads = 1};
+    struct fan f = {.tasks = 0, .args_freed = 0};
+    ck_assert_int_eq(nursery_pool_create(&f.pool, &o), 0);
+    struct fan_arg *root = malloc(sizeof(*root));
+    *root = (struct fan_arg){.fan = &f, .depth = DEPTH};
+    nursery_task_options_t opts = {.arg_destroy = fan_arg_free};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, f.pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, fan_out, root, &opts), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    const int expected = (1 << (DEPTH + 1)) - 1; /* 511 */
+    ck_assert_int_eq(atomic_load(&f.tasks), expected);
+    ck_assert_int_eq(atomic_load(&f.args_freed), expected);
+
+    nursery_pool_stats_t st;
+    ck_assert_int_eq(nursery_pool_stats(f.pool, &st), 0);
+    ck_assert_uint_eq(st.threads, 1);
+    ck_assert_int_eq(nursery_pool_destroy(f.pool), 0);
+}
+END_TEST
+
+/* ---- failures and cancellation ------------------------------------------ */
+
+struct first_error {
+    latch_t running;
+    nursery_result_t *gate;
+    atomic_int queued_ran;
+    atomic_int queued_destroyed;
+    atomic_int first_destroyed;
+};
+
+static int fail_after_gate(void *arg, void **value)
+{
+    (void)value;
+    struct first_error *c = arg;
+    latch_count_down(&c->running);
+    task_expect_eq(gate_wait(c->gate), 0);
+    return nursery_fail(EIO, "boom %d", 1);
+}
+
+static void first_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct first_error *)arg)->first_destroyed, 1);
+}
+
+static int queued_task(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&((struct first_error *)arg)->queued_ran, 1);
+    return 0;
+}
+
+static void queued_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct first_error *)arg)->queued_destroyed, 1);
+}
+
+START_TEST(first_error_cancels_queued_tasks)
+{
+    /* One worker, no compensation: while the first task holds it, the
+     * others stay queued. */
+    nursery_pool_options_t o = {.threads = 1, .max_threads = 1};
+    nursery_pool_t *pool = NULL;
+    ck_assert_int_eq(nursery_pool_create(&pool, &o), 0);
+    struct first_error c = {.gate = gate_new()};
+    latch_init(&c.running, 1);
+
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    nursery_task_options_t first = {.name = "first", .arg_destroy = first_destroyed};
+    ck_assert_int_eq(nursery_start_soon(n, fail_after_gate, &c, &first), 0);
+    ck_assert(latch_wait(&c.running));
+    nursery_task_options_t queued = {.name = "queued", .arg_destroy = queued_destroyed};
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(nursery_start_soon(n, queued_task, &c, &queued), 0);
+
+    gate_open(c.gate);
+    /* The body sees the cancellation the failure causes. */
+    ck_assert_int_eq(nursery_sleep(nursery_after_ms(TEST_HANG_MS)), ECANCELED);
+    ck_assert(nursery_cancelled());
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), NURSERY_EFAILED);
+    ck_assert_tasks_ok();
+    ck_assert_ptr_nonnull(errs);
+    ck_assert_uint_eq(nursery_errors_count(errs), 1);
+    nursery_error_t *err = nursery_errors_get(errs, 0);
+    ck_assert_int_eq(nursery_error_code(err), EIO);
+    ck_assert_str_eq(nursery_error_message(err), "boom 1");
+    ck_assert_ptr_nonnull(nursery_error_task_name(err));
+    ck_assert_str_eq(nursery_error_task_name(err), "first");
+    ck_assert_uint_eq(nursery_errors_dropped(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 10);
+    nursery_errors_free(errs);
+
+    ck_assert_int_eq(atomic_load(&c.queued_ran), 0);
+    ck_assert_int_eq(atomic_load(&c.queued_destroyed), 10);
+    ck_assert_int_eq(atomic_load(&c.first_destroyed), 1);
+    nursery_result_release(c.gate);
+    latch_destroy(&c.running);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* Three failures in a forced order: the first cancels the nursery; the
+ * second and third fail (with real errors) after seeing cancellation, the
+ * third only once the second has ended (its arg_destroy has run). */
+struct ordered {
+    latch_t running;
+    latch_t second_ended;
+    nursery_result_t *first_gate;
+    nursery_result_t *never;
+};
+
+static int ordered_first(void *arg, void **value)
+{
+    (void)value;
+    struct ordered *o = arg;
+    latch_count_down(&o->running);
+    task_expect_eq(gate_wait(o->first_gate), 0);
+    return nursery_fail(EIO, "first");
+}
+
+static int ordered_second(void *arg, void **value)
+{
+    (void)value;
+    struct ordered *o = arg;
+    latch_count_down(&o->running);
+    task_expect_eq(gate_wait(o->never), ECANCELED);
+    return nursery_fail(EPIPE, "second");
+}
+
+static void second_ended(void *arg)
+{
+    latch_count_down(&((struct ordered *)arg)->second_ended);
+}
+
+static int ordered_third(void *arg, void **value)
+{
+    (void)value;
+    struct ordered *o = arg;
+    latch_count_down(&o->running);
+    task_expect_eq(gate_wait(o->never), ECANCELED);
+    task_expect(latch_wait(&o->second_ended));
+    return nursery_fail(ENOSPC, "third");
+}
+
+START_TEST(join_reports_primary_error_first_then_arrival_order)
+{
+    nursery_pool_t *pool = test_pool(3);
+    struct ordered o = {.first_gate = gate_new(), .never = gate_new()};
+    latch_init(&o.running, 3);
+    latch_init(&o.second_ended, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    /* Started in an order unrelated to the order they fail in. */
+    nursery_task_options_t third = {.name = "t3"};
+    nursery_task_options_t second = {.name = "t2", .arg_destroy = second_ended};
+    nursery_task_options_t first = {.name = "t1"};
+    ck_assert_int_eq(nursery_start_soon(n, ordered_third, &o, &third), 0);
+    ck_assert_int_eq(nursery_start_soon(n, ordered_second, &o, &second), 0);
+    ck_assert_int_eq(nursery_start_soon(n, ordered_first, &o, &first), 0);
+    ck_assert(latch_wait(&o.running));
+    gate_open(o.first_gate);
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), NURSERY_EFAILED);
+    ck_assert_tasks_ok();
+    ck_assert_uint_eq(nursery_errors_count(errs), 3);
+    const int codes[] = {EIO, EPIPE, ENOSPC};
+    const char *names[] = {"t1", "t2", "t3"};
+    const char *messages[] = {"first", "second", "third"};
+    for (size_t i = 0; i < 3; i++) {
+        nursery_error_t *err = nursery_errors_get(errs, i);
+        ck_assert_int_eq(nursery_error_code(err), codes[i]);
+        ck_assert_str_eq(nursery_error_message(err), messages[i]);
+        ck_assert_str_eq(nursery_error_task_name(err), names[i]);
+    }
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 0);
+    ck_assert_uint_eq(nursery_errors_dropped(errs), 0);
+    nursery_errors_free(errs);
+    nursery_result_release(o.first_gate);
+    nursery_result_release(o.never);
+    latch_destroy(&o.running);
+    latch_destroy(&o.second_ended);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+#define CAP_TASKS (NURSERY_ERRORS_KEPT + 50)
+
+struct cap {
+    latch_t running;
+    nursery_result_t *gate;
+};
+
+static int fail_when_released(void *arg, void **value)
+{
+    (void)value;
+    struct cap *c = arg;
+    latch_count_down(&c->running);
+    int rc = gate_wait(c->gate); /* 0, or ECANCELED once a sibling failed */
+    task_expect(rc == 0 || rc == ECANCELED);
+    return nursery_fail(EIO, "failure");
+}
+
+START_TEST(error_group_is_capped)
+{
+    /* Every task blocks until all are running: the pool adds threads. */
+    nursery_pool_options_t o = {.threads = 2, .max_threads = CAP_TASKS + 8};
+    nursery_pool_t *pool = NULL;
+    ck_assert_int_eq(nursery_pool_create(&pool, &o), 0);
+    struct cap c = {.gate = gate_new()};
+    latch_init(&c.running, CAP_TASKS);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    for (int i = 0; i < CAP_TASKS; i++)
+        ck_assert_int_eq(nursery_start_soon(n, fail_when_released, &c, NULL), 0);
+    ck_assert(latch_wait(&c.running));
+    gate_open(c.gate);
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), NURSERY_EFAILED);
+    ck_assert_tasks_ok();
+    size_t count = nursery_errors_count(errs);
+    size_t dropped = nursery_errors_dropped(errs);
+    size_t cancelled = nursery_errors_cancelled(errs);
+    ck_assert_uint_eq(count, NURSERY_ERRORS_KEPT);
+    ck_assert_uint_eq(count + dropped + cancelled, CAP_TASKS);
+    /* All were running when released: each one failed for real. */
+    ck_assert_uint_eq(cancelled, 0);
+    ck_assert_uint_eq(dropped, 50);
+    for (size_t i = 0; i < count; i++)
+        ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, i)), EIO);
+    ck_assert_ptr_null(nursery_errors_get(errs, count));
+    nursery_errors_free(errs);
+    nursery_result_release(c.gate);
+    latch_destroy(&c.running);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int fail_eio(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return nursery_fail(EIO, "suppressed");
+}
+
+START_TEST(suppressed_error_does_not_cancel_nursery)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    atomic_int count = 0;
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    /* A sibling that is running when the error happens. */
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running));
+
+    nursery_task_options_t quiet = {.name = "quiet", .flags = NURSERY_TASK_SUPPRESS_ERROR};
+    nursery_result_t *r = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(n, fail_eio, NULL, &quiet, &r), 0);
+    ck_assert_int_eq(nursery_result_wait(r, nursery_after_ms(TEST_HANG_MS)), 0);
+    nursery_error_t *err = NULL;
+    ck_assert_int_eq(nursery_result_error(r, &err), 0);
+    ck_assert_int_eq(nursery_error_code(err), EIO);
+    ck_assert_str_eq(nursery_error_message(err), "suppressed");
+
+    ck_assert(!nursery_cancelled());
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_task, &count, NULL), 0);
+    gate_open(g.gate);
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(atomic_load(&g.rc), 0);
+    ck_assert_int_eq(atomic_load(&count), 5);
+    nursery_result_release(r);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int fail_now(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return nursery_fail(EIO, "task failed");
+}
+
+struct watching_body {
+    int sleep_rc;
+    bool cancelled;
+};
+
+static int watching_body(nursery_t *n, void *arg)
+{
+    struct watching_body *w = arg;
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_start_soon(n, fail_now, NULL, NULL), 0);
+    w->sleep_rc = nursery_sleep(nursery_after_ms(TEST_HANG_MS));
+    w->cancelled = nursery_cancelled();
+    return 0;
+}
+
+START_TEST(body_sees_cancellation_after_task_fails)
+{
+    nursery_pool_t *pool = test_pool(1);
+    struct watching_body w = {.sleep_rc = -1};
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_run(pool, watching_body, &w, &errs), NURSERY_EFAILED);
+    ck_assert_int_eq(w.sleep_rc, ECANCELED);
+    ck_assert(w.cancelled);
+    ck_assert_uint_eq(nursery_errors_count(errs), 1);
+    ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EIO);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int failing_body(nursery_t *n, void *arg)
+{
+    struct gated *g = arg;
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, g, NULL), 0);
+    ck_assert(latch_wait(&g->running));
+    return EPROTO; /* a plain code, no nursery_fail() */
+}
+
+START_TEST(body_error_counts_as_failure)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_run(pool, failing_body, &g, &errs), NURSERY_EFAILED);
+    /* The body's failure cancelled the running task. */
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    ck_assert_uint_eq(nursery_errors_count(errs), 1);
+    ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EPROTO);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+    nursery_errors_free(errs);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* A task opens an inner nursery whose task waits on a gate; the outer
+ * nursery is cancelled. */
+struct inner_wait {
+    nursery_pool_t *pool;
+    struct gated g;
+    int inner_join_rc;
+};
+
+static int open_inner(void *arg, void **value)
+{
+    (void)value;
+    struct inner_wait *w = arg;
+    nursery_t *inner = NULL;
+    int rc = nursery_open(&inner, w->pool);
+    if (rc)
+        return rc;
+    task_expect_eq(nursery_start_soon(inner, gated_task, &w->g, NULL), 0);
+    w->inner_join_rc = nursery_join(inner, NURSERY_FOREVER, NULL);
+    return w->inner_join_rc;
+}
+
+START_TEST(outer_cancel_reaches_inner_nursery_tasks)
+{
+    struct inner_wait w = {.pool = test_pool(2), .inner_join_rc = -1};
+    gated_init(&w.g, 1);
+    nursery_t *outer = NULL;
+    ck_assert_int_eq(nursery_open(&outer, w.pool), 0);
+    ck_assert_int_eq(nursery_start_soon(outer, open_inner, &w, NULL), 0);
+    ck_assert(latch_wait(&w.g.running));
+    ck_assert_int_eq(nursery_cancel(outer), 0);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(outer, NURSERY_FOREVER, &errs), 0);
+    ck_assert_tasks_ok();
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(atomic_load(&w.g.rc), ECANCELED);
+    ck_assert_int_eq(w.inner_join_rc, ECANCELED);
+    gated_fini(&w.g);
+    ck_assert_int_eq(nursery_pool_destroy(w.pool), 0);
+}
+END_TEST
+
+/* ---- misuse ------------------------------------------------------------- */
+
+START_TEST(start_soon_on_joined_nursery_is_eclosed)
+{
+    nursery_pool_t *pool = test_pool(1);
+    atomic_int destroyed = 0;
+    nursery_task_options_t opts = {.arg_destroy = count_call};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+
+    /* The argument is the counter: a task that ran would add one more. */
+    ck_assert_int_eq(nursery_start_soon(n, count_task, &destroyed, &opts), NURSERY_ECLOSED);
+    ck_assert_int_eq(atomic_load(&destroyed), 1);
+    nursery_result_t *r = INT2PTR(1);
+    ck_assert_int_eq(nursery_capture_start_soon(n, count_task, &destroyed, &opts, &r),
+                     NURSERY_ECLOSED);
+    ck_assert_ptr_null(r);
+    ck_assert_int_eq(atomic_load(&destroyed), 2);
+    void *v = NULL;
+    ck_assert_int_eq(nursery_start(n, count_task, &destroyed, &opts, NURSERY_FOREVER, &v, NULL),
+                     NURSERY_ECLOSED);
+    ck_assert_int_eq(atomic_load(&destroyed), 3);
+    nursery_release(n);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+START_TEST(null_arguments_are_einval)
+{
+    nursery_pool_t *pool = test_pool(1);
+    atomic_int destroyed = 0;
+    nursery_task_options_t opts = {.arg_destroy = count_call};
+    ck_assert_int_eq(nursery_open(NULL, pool), EINVAL);
+    ck_assert_int_eq(nursery_join(NULL, NURSERY_FOREVER, NULL), EINVAL);
+    ck_assert_int_eq(nursery_start_soon(NULL, return_zero, &destroyed, &opts), EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 1);
+
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, NULL, &destroyed, &opts), EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 2);
+    nursery_result_t *r = INT2PTR(1);
+    ck_assert_int_eq(nursery_capture_start_soon(n, NULL, &destroyed, &opts, &r), EINVAL);
+    ck_assert_ptr_null(r);
+    ck_assert_int_eq(atomic_load(&destroyed), 3);
+    ck_assert_int_eq(nursery_start(n, NULL, &destroyed, &opts, NURSERY_FOREVER, NULL, NULL),
+                     EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 4);
+    ck_assert_int_eq(
+        nursery_start(NULL, return_zero, &destroyed, &opts, NURSERY_FOREVER, NULL, NULL), EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 5);
+    /* Without options there is nothing to destroy, and still no crash. */
+    ck_assert_int_eq(nursery_start_soon(n, NULL, NULL, NULL), EINVAL);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_run(pool, NULL, NULL, NULL), EINVAL);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static void *join_elsewhere(void *arg)
+{
+    return INT2PTR(nursery_join(arg, NURSERY_FOREVER, NULL));
+}
+
+START_TEST(join_by_other_thread_or_out_of_order_is_einval)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    pthread_t t;
+    void *rc = NULL;
+    ck_assert_int_eq(pthread_create(&t, NULL, join_elsewhere, n), 0);
+    ck_assert_int_eq(pthread_join(t, &rc), 0);
+    ck_assert_int_eq(PTR2INT(rc), EINVAL);
+
+    /* Nested: the inner one must be joined first. */
+    nursery_t *inner = NULL;
+    ck_assert_int_eq(nursery_open(&inner, pool), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), EINVAL);
+    ck_assert_int_eq(nursery_join(inner, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+START_TEST(join_times_out_then_cancel_and_join)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running));
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, nursery_after_ms(-1), &errs), ETIMEDOUT);
+    ck_assert_ptr_null(errs);
+    nursery_time_t t0 = nursery_now();
+    ck_assert_int_eq(nursery_join(n, nursery_after_ms(20), &errs), ETIMEDOUT);
+    ck_assert_int_ge(nursery_now() - t0, 20 * INT64_C(1000000));
+    ck_assert_int_eq(atomic_load(&g.rc), -1); /* still waiting */
+
+    /* Cancelling the nursery itself is not an error. */
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* ---- start / started ----------------------------------------------------- */
+
+struct server {
+    nursery_result_t *gate;
+    atomic_bool finished;
+    int started_rc[2];
+};
+
+static int serve(void *arg, void **value)
+{
+    struct server *s = arg;
+    s->started_rc[0] = nursery_started(INT2PTR(42));
+    int rc = gate_wait(s->gate); /* the caller has returned by now */
+    atomic_store(&s->finished, true);
+    *value = INT2PTR(43);
+    return rc;
+}
+
+START_TEST(start_returns_started_value_while_task_runs)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct server s = {.gate = gate_new(), .started_rc = {-1, -1}};
+    nursery_task_options_t opts = {.name = "server"};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    void *v = NULL;
+    nursery_result_t *done = NULL;
+    ck_assert_int_eq(nursery_start(n, serve, &s, &opts, nursery_after_ms(TEST_HANG_MS), &v, &done),
+                     0);
+    ck_assert_ptr_eq(v, INT2PTR(42));
+    ck_assert_ptr_nonnull(done);
+    ck_assert(!nursery_result_is_done(done));
+    ck_assert(!atomic_load(&s.finished));
+    gate_open(s.gate);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert(atomic_load(&s.finished));
+    ck_assert_int_eq(s.started_rc[0], 0);
+    ck_assert(nursery_result_is_done(done));
+    ck_assert_int_eq(nursery_result_value(done, &v), 0);
+    ck_assert_ptr_eq(v, INT2PTR(43));
+    nursery_result_release(done);
+    nursery_result_release(s.gate);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int fail_before_started(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return nursery_fail(EIO, "early %d", 1);
+}
+
+START_TEST(start_reports_failure_before_started_to_caller)
+{
+    nursery_pool_t *pool = test_pool(2);
+    atomic_int destroyed = 0;
+    nursery_task_options_t opts = {.name = "early", .arg_destroy = count_call};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    /* Repeated: the task has ended when start returns, whatever the timing. */
+    for (int i = 1; i <= 30; i++) {
+        void *v = NULL;
+        nursery_result_t *done = NULL;
+        ck_assert_int_eq(
+            nursery_start(n, fail_before_started, &destroyed, &opts, NURSERY_FOREVER, &v, &done),
+            EIO);
+        nursery_error_t *last = nursery_last_error();
+        ck_assert_ptr_nonnull(last);
+        ck_assert_int_eq(nursery_error_code(last), EIO);
+        ck_assert_str_eq(nursery_error_message(last), "early 1");
+        ck_assert_ptr_nonnull(nursery_error_task_name(last));
+        ck_assert_str_eq(nursery_error_task_name(last), "early");
+        int d = atomic_load(&destroyed);
+        ck_assert_msg(d == i, "arg_destroy ran %d times after %d failed starts", d, i);
+
+        ck_assert_ptr_nonnull(done);
+        ck_assert_msg(nursery_result_is_done(done), "done result not done after start failed");
+        nursery_error_t *err = NULL;
+        ck_assert_int_eq(nursery_result_error(done, &err), 0);
+        ck_assert_int_eq(nursery_error_code(err), EIO);
+        nursery_result_release(done);
+    }
+
+    /* The target nursery never saw the failures. */
+    ck_assert(!nursery_cancelled());
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int return_without_started(void *arg, void **value)
+{
+    (void)arg;
+    *value = INT2PTR(9);
+    return 0;
+}
+
+START_TEST(start_of_task_returning_without_started_is_enotstarted)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    void *v = NULL;
+    nursery_result_t *done = NULL;
+    ck_assert_int_eq(
+        nursery_start(n, return_without_started, NULL, NULL, NURSERY_FOREVER, &v, &done),
+        NURSERY_ENOTSTARTED);
+    ck_assert_ptr_nonnull(nursery_last_error());
+    ck_assert_int_eq(nursery_error_code(nursery_last_error()), NURSERY_ENOTSTARTED);
+    /* The task itself succeeded. */
+    ck_assert(nursery_result_is_done(done));
+    ck_assert_int_eq(nursery_result_value(done, &v), 0);
+    ck_assert_ptr_eq(v, INT2PTR(9));
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    nursery_result_release(done);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int start_twice(void *arg, void **value)
+{
+    (void)value;
+    struct server *s = arg;
+    s->started_rc[0] = nursery_started(INT2PTR(1));
+    s->started_rc[1] = nursery_started(INT2PTR(2));
+    return 0;
+}
+
+START_TEST(started_twice_is_ealready)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct server s = {.started_rc = {-1, -1}};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    void *v = NULL;
+    ck_assert_int_eq(nursery_start(n, start_twice, &s, NULL, NURSERY_FOREVER, &v, NULL), 0);
+    ck_assert_ptr_eq(v, INT2PTR(1));
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(s.started_rc[0], 0);
+    ck_assert_int_eq(s.started_rc[1], EALREADY);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int call_started(void *arg, void **value)
+{
+    (void)value;
+    *(int *)arg = nursery_started(NULL);
+    return 0;
+}
+
+START_TEST(started_outside_start_is_einval)
+{
+    ck_assert_int_eq(nursery_started(NULL), EINVAL); /* no task at all */
+    nursery_pool_t *pool = test_pool(1);
+    int rc = -1;
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_started(NULL), EINVAL); /* a body */
+    ck_assert_int_eq(nursery_start_soon(n, call_started, &rc, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(rc, EINVAL); /* a task begun with start_soon */
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* The caller of nursery_start is a task of nursery `callers`; the started
+ * task waits on a gate without calling started; `callers` is cancelled. */
+struct cancelled_start {
+    nursery_t *target;
+    struct gated g;
+    int start_rc;
+    nursery_result_t *done;
+};
+
+static int start_and_wait(void *arg, void **value)
+{
+    (void)value;
+    struct cancelled_start *c = arg;
+    void *v = NULL;
+    c->start_rc = nursery_start(c->target, gated_task, &c->g, NULL, NURSERY_FOREVER, &v, &c->done);
+    return 0;
+}
+
+START_TEST(start_caller_cancelled_cancels_the_task)
+{
+    nursery_pool_t *pool = test_pool(2);
+    for (int i = 0; i < 20; i++) {
+        struct cancelled_start c = {.start_rc = -1};
+        gated_init(&c.g, 1);
+        nursery_t *callers = NULL;
+        ck_assert_int_eq(nursery_open(&c.target, pool), 0);
+        ck_assert_int_eq(nursery_open(&callers, pool), 0);
+        ck_assert_int_eq(nursery_start_soon(callers, start_and_wait, &c, NULL), 0);
+        ck_assert(latch_wait(&c.g.running));
+        ck_assert_int_eq(nursery_cancel(callers), 0);
+        ck_assert_int_eq(nursery_join(callers, NURSERY_FOREVER, NULL), 0);
+        ck_assert_int_eq(c.start_rc, ECANCELED);
+        ck_assert_int_eq(atomic_load(&c.g.rc), ECANCELED);
+        /* start waited for the task to end: its final outcome is known. */
+        ck_assert_ptr_nonnull(c.done);
+        ck_assert_msg(nursery_result_is_done(c.done), "done result not done after start "
+                                                      "returned ECANCELED");
+        nursery_error_t *err = NULL;
+        ck_assert_int_eq(nursery_result_error(c.done, &err), 0);
+        ck_assert_ptr_nonnull(err);
+        ck_assert_int_eq(nursery_error_code(err), ECANCELED);
+
+        /* The target nursery is unaffected. */
+        ck_assert(!nursery_cancelled());
+        nursery_errors_t *errs = INT2PTR(1);
+        ck_assert_int_eq(nursery_join(c.target, NURSERY_FOREVER, &errs), 0);
+        ck_assert_ptr_null(errs);
+        nursery_result_release(c.done);
+        gated_fini(&c.g);
+    }
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+START_TEST(start_deadline_passing_cancels_the_task)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    for (int i = 0; i < 10; i++) {
+        struct gated g;
+        gated_init(&g, 1);
+        void *v = INT2PTR(1);
+        nursery_result_t *done = NULL;
+        nursery_time_t t0 = nursery_now();
+        ck_assert_int_eq(nursery_start(n, gated_task, &g, NULL, nursery_after_ms(20), &v, &done),
+                         ETIMEDOUT);
+        ck_assert_int_ge(nursery_now() - t0, 20 * INT64_C(1000000));
+        /* It was cancelled, running (its wait ended) or before it ran. */
+        int rc = atomic_load(&g.rc);
+        ck_assert_msg(rc == ECANCELED || rc == -1, "gate_wait returned %d", rc);
+        ck_assert_ptr_nonnull(done);
+        ck_assert(nursery_result_is_done(done));
+        nursery_error_t *err = NULL;
+        ck_assert_int_eq(nursery_result_error(done, &err), 0);
+        ck_assert_ptr_nonnull(err);
+        ck_assert_int_eq(nursery_error_code(err), ECANCELED);
+        nursery_result_release(done);
+        gated_fini(&g);
+    }
+    /* The target nursery is unaffected. */
+    ck_assert(!nursery_cancelled());
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static int start_then_finish(void *arg, void **value)
+{
+    nursery_result_t *gate = arg;
+    int rc = nursery_started(INT2PTR(7));
+    if (rc)
+        return rc;
+    rc = gate_wait(gate);
+    *value = INT2PTR(8);
+    return rc;
+}
+
+START_TEST(capture_start_and_done_gives_both_results)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_result_t *gate = gate_new();
+    nursery_t *start_n = NULL, *run_n = NULL;
+    ck_assert_int_eq(nursery_open(&run_n, pool), 0);
+    ck_assert_int_eq(nursery_open(&start_n, pool), 0);
+
+    nursery_result_t *sr = INT2PTR(1), *dr = INT2PTR(1);
+    ck_assert_int_eq(
+        nursery_capture_start_and_done(NULL, run_n, start_then_finish, gate, NULL, &sr, &dr),
+        EINVAL);
+    ck_assert_ptr_null(sr);
+    ck_assert_ptr_null(dr);
+
+    ck_assert_int_eq(
+        nursery_capture_start_and_done(start_n, run_n, start_then_finish, gate, NULL, &sr, &dr), 0);
+    ck_assert_int_eq(nursery_result_wait(sr, nursery_after_ms(TEST_HANG_MS)), 0);
+    void *v = NULL;
+    ck_assert_int_eq(nursery_result_value(sr, &v), 0);
+    ck_assert_ptr_eq(v, INT2PTR(7));
+    ck_assert(!nursery_result_is_done(dr)); /* still behind the gate */
+
+    /* The start nursery can end while the task runs on in run_n. */
+    ck_assert_int_eq(nursery_join(start_n, NURSERY_FOREVER, NULL), 0);
+    ck_assert(!nursery_result_is_done(dr));
+    gate_open(gate);
+    ck_assert_int_eq(nursery_join(run_n, NURSERY_FOREVER, NULL), 0);
+    ck_assert(nursery_result_is_done(dr));
+    ck_assert_int_eq(nursery_result_value(dr, &v), 0);
+    ck_assert_ptr_eq(v, INT2PTR(8));
+    nursery_result_release(sr);
+    nursery_result_release(dr);
+    nursery_result_release(gate);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+static Suite *nursery_suite(void)
+{
+    Suite *s = suite_create("nursery");
+    TCase *tc = tcase_with_timeout(s, "basics");
+    tcase_add_test(tc, open_and_join_empty_nursery);
+    tcase_add_test(tc, start_soon_runs_every_task_exactly_once);
+    tcase_add_test(tc, start_soon_never_runs_task_in_caller);
+    tcase_add_test(tc, run_calls_body_then_joins);
+
+    tc = tcase_with_timeout(s, "nesting");
+    tcase_add_test(tc, tasks_start_tasks_in_own_and_outer_nurseries);
+    tcase_add_test(tc, nurseries_nest_eight_levels_deep);
+    tcase_add_test(tc, recursive_fan_out_completes_on_one_thread);
+
+    tc = tcase_with_timeout(s, "failures");
+    tcase_add_test(tc, first_error_cancels_queued_tasks);
+    tcase_add_test(tc, join_reports_primary_error_first_then_arrival_order);
+    tcase_add_test(tc, error_group_is_capped);
+    tcase_add_test(tc, suppressed_error_does_not_cancel_nursery);
+    tcase_add_test(tc, body_sees_cancellation_after_task_fails);
+    tcase_add_test(tc, body_error_counts_as_failure);
+    tcase_add_test(tc, outer_cancel_reaches_inner_nursery_tasks);
+
+    tc = tcase_with_timeout(s, "misuse");
+    tcase_add_test(tc, start_soon_on_joined_nursery_is_eclosed);
+    tcase_add_test(tc, null_arguments_are_einval);
+    tcase_add_test(tc, join_by_other_thread_or_out_of_order_is_einval);
+    tcase_add_test(tc, join_times_out_then_cancel_and_join);
+
+    tc = tcase_with_timeout(s, "start");
+    tcase_add_test(tc, start_returns_started_value_while_task_runs);
+    tcase_add_test(tc, start_reports_failure_before_started_to_caller);
+    tcase_add_test(tc, start_of_task_returning_without_started_is_enotstarted);
+    tcase_add_test(tc, started_twice_is_ealready);
+    tcase_add_test(tc, started_outside_start_is_einval);
+    tcase_add_test(tc, start_caller_cancelled_cancels_the_task);
+    tcase_add_test(tc, start_deadline_passing_cancels_the_task);
+    tcase_add_test(tc, capture_start_and_done_gives_both_results);
+    return s;
+}
+
+int main(void)
+{
+    return run_suite(nursery_suite());
+}
