@@ -87,6 +87,17 @@ struct block_ops {
     bool (*help)(void *ctx);
 };
 
+/* The common case of attach/detach: one object's wait queue under its
+ * mutex.  Put it first in a block context and use wait_one_attach and
+ * wait_one_detach as the ops. */
+struct wait_one {
+    pthread_mutex_t *mu;
+    struct waitq *q;
+    struct wait_link link;
+};
+HIDDEN void wait_one_attach(void *ctx, struct waiter *w);
+HIDDEN void wait_one_detach(void *ctx);
+
 /* Do not return early when the calling task is cancelled. */
 #define BLOCK_UNCANCELLABLE 1
 

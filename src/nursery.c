@@ -115,8 +115,8 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
 }
 
 struct join_wait {
+    struct wait_one one; /* on n->joiners; first, for wait_one_attach */
     nursery_t *n;
-    struct wait_link link;
 };
 
 static bool join_ready(void *ctx)
@@ -129,22 +129,6 @@ static bool join_ready(void *ctx)
                                                           memory_order_relaxed);
     pthread_mutex_unlock(&n->mu);
     return closed;
-}
-
-static void join_attach(void *ctx, struct waiter *w)
-{
-    struct join_wait *jw = ctx;
-    pthread_mutex_lock(&jw->n->mu);
-    waitq_add(&jw->n->joiners, &jw->link, w);
-    pthread_mutex_unlock(&jw->n->mu);
-}
-
-static void join_detach(void *ctx)
-{
-    struct join_wait *jw = ctx;
-    pthread_mutex_lock(&jw->n->mu);
-    waitq_remove(&jw->link);
-    pthread_mutex_unlock(&jw->n->mu);
 }
 
 /* Restricted helping: only tasks of this nursery, never unrelated work. */
@@ -161,8 +145,8 @@ static bool join_help(void *ctx)
 
 static const struct block_ops join_ops = {
     .ready = join_ready,
-    .attach = join_attach,
-    .detach = join_detach,
+    .attach = wait_one_attach,
+    .detach = wait_one_detach,
     .help = join_help,
 };
 
@@ -175,7 +159,7 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
 
     /* Not cut short by cancellation: the tasks are cancelled through the
      * tree and join waits for them. */
-    struct join_wait jw = {.n = n};
+    struct join_wait jw = {.one = {.mu = &n->mu, .q = &n->joiners}, .n = n};
     int rc = nursery__block(&join_ops, &jw, deadline, BLOCK_UNCANCELLABLE);
     if (rc)
         return rc;
@@ -293,7 +277,12 @@ struct start_slot {
     int code;               /* the task's code when it ended before started */
     nursery_error_t *err;   /* owned: its error then, or NULL */
     struct waitq waiters;
-    struct wait_link link;  /* the caller's */
+};
+
+/* The caller's wait; wait_one first, for wait_one_attach. */
+struct slot_wait {
+    struct wait_one one;
+    struct start_slot *slot;
 };
 
 static void slot_settle(struct start_slot *slot, int state, void *value, int code,
@@ -315,30 +304,14 @@ void start_slot_end(struct start_slot *slot, int code, nursery_error_t *err)
 
 static bool slot_ready(void *ctx)
 {
-    struct start_slot *slot = ctx;
+    struct start_slot *slot = ((struct slot_wait *)ctx)->slot;
     return atomic_load_explicit(&slot->state, memory_order_acquire) != SLOT_WAITING;
-}
-
-static void slot_attach(void *ctx, struct waiter *w)
-{
-    struct start_slot *slot = ctx;
-    pthread_mutex_lock(&slot->mu);
-    waitq_add(&slot->waiters, &slot->link, w);
-    pthread_mutex_unlock(&slot->mu);
-}
-
-static void slot_detach(void *ctx)
-{
-    struct start_slot *slot = ctx;
-    pthread_mutex_lock(&slot->mu);
-    waitq_remove(&slot->link);
-    pthread_mutex_unlock(&slot->mu);
 }
 
 static const struct block_ops slot_ops = {
     .ready = slot_ready,
-    .attach = slot_attach,
-    .detach = slot_detach,
+    .attach = wait_one_attach,
+    .detach = wait_one_detach,
 };
 
 /* The task's node lives until task_finish tears it down under the
@@ -368,7 +341,8 @@ int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
         pthread_mutex_destroy(&slot.mu);
         return rc;
     }
-    rc = nursery__block(&slot_ops, &slot, deadline, 0);
+    struct slot_wait sw = {.one = {.mu = &slot.mu, .q = &slot.waiters}, .slot = &slot};
+    rc = nursery__block(&slot_ops, &sw, deadline, 0);
     if (rc) {
         /* Gave up: cancel the task while it is still ours, then wait until
          * it no longer refers to the slot. */
@@ -376,7 +350,7 @@ int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
         if (atomic_load(&slot.state) == SLOT_WAITING)
             cancel_task_node(t);
         pthread_mutex_unlock(&slot.mu);
-        nursery__block(&slot_ops, &slot, NURSERY_FOREVER, BLOCK_UNCANCELLABLE);
+        nursery__block(&slot_ops, &sw, NURSERY_FOREVER, BLOCK_UNCANCELLABLE);
     }
     if (rc == 0 && atomic_load(&slot.state) == SLOT_STARTED) {
         if (started_value)

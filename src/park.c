@@ -94,13 +94,29 @@ size_t waitq_count(const struct waitq *q)
     return n;
 }
 
+void wait_one_attach(void *ctx, struct waiter *w)
+{
+    struct wait_one *one = ctx;
+    pthread_mutex_lock(one->mu);
+    waitq_add(one->q, &one->link, w);
+    pthread_mutex_unlock(one->mu);
+}
+
+void wait_one_detach(void *ctx)
+{
+    struct wait_one *one = ctx;
+    pthread_mutex_lock(one->mu);
+    waitq_remove(&one->link);
+    pthread_mutex_unlock(one->mu);
+}
+
 /* ---- the wait loop ----------------------------------------------------- */
 
 /* Parks the thread under its innermost cancel node so that cancellation of
  * any enclosing scope wakes it. */
 struct cancel_watch {
+    struct wait_one one;
     struct cancel_node *node;
-    struct wait_link link;
 };
 
 static void cancel_watch_begin(struct cancel_watch *cw, struct waiter *w)
@@ -109,18 +125,14 @@ static void cancel_watch_begin(struct cancel_watch *cw, struct waiter *w)
     if (!cw->node)
         return;
     cancel_node_attach(cw->node);
-    pthread_mutex_lock(&cw->node->mu);
-    waitq_add(&cw->node->waiters, &cw->link, w);
-    pthread_mutex_unlock(&cw->node->mu);
+    cw->one = (struct wait_one){.mu = &cw->node->mu, .q = &cw->node->waiters};
+    wait_one_attach(&cw->one, w);
 }
 
 static void cancel_watch_end(struct cancel_watch *cw)
 {
-    if (!cw->node)
-        return;
-    pthread_mutex_lock(&cw->node->mu);
-    waitq_remove(&cw->link);
-    pthread_mutex_unlock(&cw->node->mu);
+    if (cw->node)
+        wait_one_detach(&cw->one);
 }
 
 int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline, int flags)

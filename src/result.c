@@ -281,29 +281,13 @@ bool result_help(nursery_result_t *r)
 }
 
 struct result_wait {
+    struct wait_one one; /* on r->waiters; first, for wait_one_attach */
     nursery_result_t *r;
-    struct wait_link link;
 };
 
 static bool result_ready(void *ctx)
 {
     return nursery_result_is_done(((struct result_wait *)ctx)->r);
-}
-
-static void result_attach(void *ctx, struct waiter *w)
-{
-    struct result_wait *rw = ctx;
-    pthread_mutex_lock(&rw->r->mu);
-    waitq_add(&rw->r->waiters, &rw->link, w);
-    pthread_mutex_unlock(&rw->r->mu);
-}
-
-static void result_detach(void *ctx)
-{
-    struct result_wait *rw = ctx;
-    pthread_mutex_lock(&rw->r->mu);
-    waitq_remove(&rw->link);
-    pthread_mutex_unlock(&rw->r->mu);
 }
 
 static bool result_wait_help(void *ctx)
@@ -313,8 +297,8 @@ static bool result_wait_help(void *ctx)
 
 static const struct block_ops result_ops = {
     .ready = result_ready,
-    .attach = result_attach,
-    .detach = result_detach,
+    .attach = wait_one_attach,
+    .detach = wait_one_detach,
     .help = result_wait_help,
 };
 
@@ -324,7 +308,7 @@ int nursery_result_wait(nursery_result_t *r, nursery_time_t deadline)
         return EINVAL;
     if (r->is_capture && nursery__ctx.task == &r->task)
         return EDEADLK;
-    struct result_wait rw = {.r = r};
+    struct result_wait rw = {.one = {.mu = &r->mu, .q = &r->waiters}, .r = r};
     return nursery__block(&result_ops, &rw, deadline, 0);
 }
 
