@@ -1,9 +1,15 @@
 /*
- * helpers.h - synchronisation helpers shared by the test suites.
+ * helpers.h - helpers shared by the test suites.
  *
  * Tests order events with latches and gates, never with sleeps.  A latch
  * counts down to zero; a gate is a future that tasks wait on.  Waits
  * here are bounded (a hang becomes a test failure, not a CI timeout).
+ *
+ * Sections: latches, gates, task values, pools, small tasks, assertions on
+ * results, results sent to a channel, expectations checked inside tasks,
+ * and registering and running suites.  The functions are static inline, so
+ * a suite that uses only some of them builds without unused-function
+ * warnings.
  */
 #ifndef NURSERY_TEST_HELPERS_H
 #define NURSERY_TEST_HELPERS_H
@@ -16,6 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "nursery.h"
@@ -23,6 +30,10 @@
 /* How long a helper waits before declaring the test hung (generous: CI
  * machines are shared and slow, and sanitizers slow everything). */
 #define TEST_HANG_MS 60000
+
+/* ---- Latches --------------------------------------------------------------
+ * A latch counts down to zero; waiting for it is a plain condvar wait (not a
+ * cancellation point). */
 
 typedef struct latch {
     pthread_mutex_t mu;
@@ -52,12 +63,17 @@ static inline void latch_count_down(latch_t *l)
 }
 
 /* Waits (not cancellably: it is a plain condvar) until the count is zero.
- * Returns true if it reached zero, false after TEST_HANG_MS. */
-static inline bool latch_wait(latch_t *l)
+ * Returns true if it reached zero, false after `ms` milliseconds. */
+static inline bool latch_wait_ms(latch_t *l, int ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += TEST_HANG_MS / 1000;
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&l->mu);
     int rc = 0;
     while (l->count > 0 && rc != ETIMEDOUT)
@@ -65,6 +81,12 @@ static inline bool latch_wait(latch_t *l)
     bool ok = l->count == 0;
     pthread_mutex_unlock(&l->mu);
     return ok;
+}
+
+/* latch_wait_ms() with the hang limit: false after TEST_HANG_MS. */
+static inline bool latch_wait(latch_t *l)
+{
+    return latch_wait_ms(l, TEST_HANG_MS);
 }
 
 static inline bool latch_is_open(latch_t *l)
@@ -75,7 +97,8 @@ static inline bool latch_is_open(latch_t *l)
     return open;
 }
 
-/* A gate is a future that tasks wait on and the test opens: waiting on it is
+/* ---- Gates ----------------------------------------------------------------
+ * A gate is a future that tasks wait on and the test opens: waiting on it is
  * a cancellation point, so a cancelled nursery never hangs on a gate that
  * nobody opens. */
 static inline nursery_result_t *gate_new(void)
@@ -97,9 +120,13 @@ static inline int gate_wait(nursery_result_t *g)
     return nursery_result_wait(g, nursery_after_ms(TEST_HANG_MS));
 }
 
+/* ---- Task values ------------------------------------------------------- */
+
 /* Encodes small integers as task values. */
 #define INT2PTR(i) ((void *)(intptr_t)(i))
 #define PTR2INT(p) ((int)(intptr_t)(p))
+
+/* ---- Pools ------------------------------------------------------------- */
 
 /* A pool of `threads` workers (checked fixture friendly). */
 static inline nursery_pool_t *test_pool(size_t threads)
@@ -112,17 +139,142 @@ static inline nursery_pool_t *test_pool(size_t threads)
     return p;
 }
 
-/* Runs a suite in fork mode and returns the process exit status. */
-static inline int run_suite(Suite *s)
+/* A pool that never grows past `threads` (no compensation threads), so a
+ * task that blocks really keeps its worker busy and what is queued behind
+ * it stays queued. */
+static inline nursery_pool_t *capped_pool(size_t threads)
 {
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    nursery_pool_options_t o = {0};
+    o.threads = threads;
+    o.max_threads = threads;
+    nursery_pool_t *p = NULL;
+    ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
+    return p;
 }
 
-/* ---- Expectations checked inside tasks -----------------------------------
+static inline void destroy_pool(nursery_pool_t *p)
+{
+    ck_assert_int_eq(nursery_pool_destroy(p), 0);
+}
+
+/* ---- Small tasks ----------------------------------------------------------
+ * Counters are atomic_int, passed as the task's argument. */
+
+/* A task that adds one to its counter. */
+static inline int count_task(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return 0;
+}
+
+/* An arg_destroy that adds one to its counter. */
+static inline void count_call(void *p)
+{
+    atomic_fetch_add((atomic_int *)p, 1);
+}
+
+/* Runs `tasks` count_tasks on `count` in a new nursery of `pool` (NULL: the
+ * default pool) and joins it. */
+static inline void run_count_tasks(nursery_pool_t *pool, atomic_int *count, int tasks)
+{
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    for (int i = 0; i < tasks; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_task, count, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+}
+
+/* ---- Assertions on results ------------------------------------------------
+ * For the test thread (they use ck_assert).  A value is read as an int
+ * (PTR2INT). */
+
+/* r's error (NULL: none); reading it must succeed. */
+static inline nursery_error_t *error_of(const nursery_result_t *r)
+{
+    nursery_error_t *e = (nursery_error_t *)1;
+    ck_assert_int_eq(nursery_result_error(r, &e), 0);
+    return e;
+}
+
+/* r is done with value `expected` and no error. */
+static inline void assert_value(const nursery_result_t *r, int expected)
+{
+    void *v = NULL;
+    ck_assert(nursery_result_is_done(r));
+    ck_assert_int_eq(nursery_result_value(r, &v), 0);
+    ck_assert_int_eq(PTR2INT(v), expected);
+    ck_assert_ptr_null(error_of(r));
+}
+
+/* r is done with an error of `code`: reading the value is a task-failed
+ * error and the error is the same object on every read.  Returns it. */
+static inline nursery_error_t *assert_failed(const nursery_result_t *r, int code)
+{
+    void *v = NULL;
+    ck_assert(nursery_result_is_done(r));
+    ck_assert_int_eq(nursery_result_value(r, &v), NURSERY_EFAILED);
+    nursery_error_t *e = error_of(r);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(nursery_error_code(e), code);
+    ck_assert_ptr_eq(error_of(r), e);
+    ck_assert_ptr_eq(error_of(r), e);
+    return e;
+}
+
+/* r is not done: both reads are not-done errors. */
+static inline void assert_not_done(const nursery_result_t *r)
+{
+    void *v = NULL;
+    nursery_error_t *e = NULL;
+    ck_assert(!nursery_result_is_done(r));
+    ck_assert_int_eq(nursery_result_value(r, &v), NURSERY_ENOTDONE);
+    ck_assert_int_eq(nursery_result_error(r, &e), NURSERY_ENOTDONE);
+}
+
+/* Releases the `n` results of r. */
+static inline void results_release(nursery_result_t **r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        nursery_result_release(r[i]);
+}
+
+/* For printable forms: does `hay` contain `needle`? */
+static inline bool contains(const char *hay, const char *needle)
+{
+    return strstr(hay, needle) != NULL;
+}
+
+/* ---- Results sent to a channel --------------------------------------------
+ * nursery_results_to_channel() sends new references: a channel for it
+ * releases what it still holds with release_item. */
+
+static inline void release_item(void *item)
+{
+    nursery_result_release(item);
+}
+
+/* nursery_results_to_channel() as a task; rc is what it returned. */
+struct to_channel {
+    nursery_result_t *const *results;
+    size_t n;
+    nursery_sender_t *tx;
+    bool close_on_complete;
+    int rc;
+    latch_t *entered; /* counted down on entry (NULL: none) */
+};
+
+static inline int to_channel_task(void *arg, void **value)
+{
+    struct to_channel *tc = arg;
+    (void)value;
+    if (tc->entered != NULL)
+        latch_count_down(tc->entered);
+    tc->rc = nursery_results_to_channel(tc->results, tc->n, tc->tx, tc->close_on_complete);
+    return tc->rc;
+}
+
+/* ---- Expectations checked inside tasks ------------------------------------
  * ck_assert() in a worker thread would exit() the test process while other
  * threads still run.  A task records its first failed expectation instead,
  * and the test thread asserts ck_assert_tasks_ok() once the tasks are joined
@@ -158,13 +310,36 @@ static inline void task_expect_fail(const char *file, int line, const char *what
         ck_assert_msg(ok_, "in a task: %s", task_expect_msg);                                      \
     } while (0)
 
-/* A TCase with the timeout every blocking test case needs. */
-static inline TCase *tcase_with_timeout(Suite *s, const char *name)
+/* ---- Registering and running suites ---------------------------------------
+ * Every test case gets a timeout (every blocking test needs one), in
+ * seconds: a suite either groups its tests in a few TCases
+ * (tcase_with_timeout) or gives each test a TCase of its own (ADD_CASE). */
+
+/* A new TCase of `s` with a timeout of `seconds`. */
+static inline TCase *tcase_with_timeout(Suite *s, const char *name, double seconds)
 {
     TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, seconds);
     suite_add_tcase(s, tc);
     return tc;
+}
+
+/* ADD_CASE(s, test, seconds): `test` in a TCase of its own, named after it. */
+static inline void add_case(Suite *s, const char *name, const TTest *test, double seconds)
+{
+    tcase_add_test(tcase_with_timeout(s, name, seconds), test);
+}
+
+#define ADD_CASE(s, test, seconds) add_case((s), #test, (test), (seconds))
+
+/* Runs a suite in fork mode and returns the process exit status. */
+static inline int run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 #endif

@@ -62,39 +62,8 @@ static void step_init(struct step *s, nursery_result_t *gate, int t, bool raise)
     s->entered = NULL;
 }
 
-static nursery_error_t *error_of(const nursery_result_t *r)
-{
-    nursery_error_t *e = (nursery_error_t *)1;
-    ck_assert_int_eq(nursery_result_error(r, &e), 0);
-    return e;
-}
-
-/* r is done with value `expected` and no error. */
-static void assert_value(const nursery_result_t *r, int expected)
-{
-    void *v = NULL;
-    ck_assert(nursery_result_is_done(r));
-    ck_assert_int_eq(nursery_result_value(r, &v), 0);
-    ck_assert_int_eq(PTR2INT(v), expected);
-    ck_assert_ptr_null(error_of(r));
-}
-
-/* r is done with an error of `code`: reading the value is a task-failed
- * error and the error is the same object on every read.  Returns it. */
-static nursery_error_t *assert_failed(const nursery_result_t *r, int code)
-{
-    void *v = NULL;
-    ck_assert(nursery_result_is_done(r));
-    ck_assert_int_eq(nursery_result_value(r, &v), NURSERY_EFAILED);
-    nursery_error_t *e = error_of(r);
-    ck_assert_ptr_nonnull(e);
-    ck_assert_int_eq(nursery_error_code(e), code);
-    ck_assert_ptr_eq(error_of(r), e);
-    ck_assert_ptr_eq(error_of(r), e);
-    return e;
-}
-
-/* r is a test error carrying t. */
+/* r is a test error carrying t (assert_value, assert_failed and the other
+ * assertions on results are in helpers.h). */
 static void assert_test_error(const nursery_result_t *r, int t)
 {
     nursery_error_t *e = assert_failed(r, TEST_ERR);
@@ -102,20 +71,6 @@ static void assert_test_error(const nursery_result_t *r, int t)
     snprintf(expect, sizeof expect, "test error %d", t);
     ck_assert_ptr_nonnull(nursery_error_message(e));
     ck_assert_str_eq(nursery_error_message(e), expect);
-}
-
-static void assert_not_done(const nursery_result_t *r)
-{
-    void *v = NULL;
-    nursery_error_t *e = NULL;
-    ck_assert(!nursery_result_is_done(r));
-    ck_assert_int_eq(nursery_result_value(r, &v), NURSERY_ENOTDONE);
-    ck_assert_int_eq(nursery_result_error(r, &e), NURSERY_ENOTDONE);
-}
-
-static void destroy_pool(nursery_pool_t *p)
-{
-    ck_assert_int_eq(nursery_pool_destroy(p), 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -665,11 +620,6 @@ END_TEST
 /* 7. printable form                                                        */
 /* ------------------------------------------------------------------------ */
 
-static bool contains(const char *hay, const char *needle)
-{
-    return strstr(hay, needle) != NULL;
-}
-
 START_TEST(format_shows_state_name_value_and_error)
 {
     nursery_pool_t *pool = test_pool(2);
@@ -840,28 +790,6 @@ static int chained_task(void *arg, void **value)
     return 0;
 }
 
-/* nursery_results_to_channel() as a task of the nursery. */
-struct to_channel {
-    nursery_result_t *const *results;
-    size_t n;
-    nursery_sender_t *tx;
-    bool close_on_complete;
-    int rc;
-};
-
-static int to_channel_task(void *arg, void **value)
-{
-    struct to_channel *tc = arg;
-    (void)value;
-    tc->rc = nursery_results_to_channel(tc->results, tc->n, tc->tx, tc->close_on_complete);
-    return tc->rc;
-}
-
-static void release_item(void *item)
-{
-    nursery_result_release(item);
-}
-
 START_TEST(results_to_channel_delivers_in_completion_order_then_closes)
 {
     nursery_pool_t *pool = test_pool(4);
@@ -924,30 +852,20 @@ END_TEST
 
 /* ------------------------------------------------------------------------ */
 
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
-#define ADD_CASE(s, t) add_case((s), #t, (t))
-
 static Suite *aioresult_suite(void)
 {
     Suite *s = suite_create("aioresult");
-    ADD_CASE(s, capture_error_cancels_siblings_and_reports_error);
-    ADD_CASE(s, capture_error_is_the_object_join_reports);
-    ADD_CASE(s, capture_suppressed_error_does_not_cancel_siblings);
-    ADD_CASE(s, start_returns_started_value_before_done);
-    ADD_CASE(s, start_failure_before_started_cancels_start_nursery);
-    ADD_CASE(s, start_early_return_is_not_started_error);
-    ADD_CASE(s, plain_start_early_return_reports_not_started);
-    ADD_CASE(s, future_set_by_tasks_keeps_first_outcome);
-    ADD_CASE(s, format_shows_state_name_value_and_error);
-    ADD_CASE(s, wait_any_and_wait_all_follow_completion_order);
-    ADD_CASE(s, results_to_channel_delivers_in_completion_order_then_closes);
+    ADD_CASE(s, capture_error_cancels_siblings_and_reports_error, 30);
+    ADD_CASE(s, capture_error_is_the_object_join_reports, 30);
+    ADD_CASE(s, capture_suppressed_error_does_not_cancel_siblings, 30);
+    ADD_CASE(s, start_returns_started_value_before_done, 30);
+    ADD_CASE(s, start_failure_before_started_cancels_start_nursery, 30);
+    ADD_CASE(s, start_early_return_is_not_started_error, 30);
+    ADD_CASE(s, plain_start_early_return_reports_not_started, 30);
+    ADD_CASE(s, future_set_by_tasks_keeps_first_outcome, 30);
+    ADD_CASE(s, format_shows_state_name_value_and_error, 30);
+    ADD_CASE(s, wait_any_and_wait_all_follow_completion_order, 30);
+    ADD_CASE(s, results_to_channel_delivers_in_completion_order_then_closes, 30);
     return s;
 }
 

@@ -395,22 +395,22 @@ END_TEST
 static Suite *cancel_suite(void)
 {
     Suite *s = suite_create("cancel");
-    TCase *tc = tcase_with_timeout(s, "points");
+    TCase *tc = tcase_with_timeout(s, "points", 60);
     tcase_add_test(tc, cancelled_is_false_outside_tasks);
     tcase_add_test(tc, cancel_rejects_null);
     tcase_add_test(tc, cancellation_is_level_triggered);
     tcase_add_test(tc, body_sees_its_own_cancellation);
 
-    tc = tcase_with_timeout(s, "sleep");
+    tc = tcase_with_timeout(s, "sleep", 60);
     tcase_add_test(tc, sleep_waits_at_least_until_deadline);
     tcase_add_test(tc, sleep_returns_promptly_when_cancelled);
 
-    tc = tcase_with_timeout(s, "reach");
+    tc = tcase_with_timeout(s, "reach", 60);
     tcase_add_test(tc, task_started_into_cancelled_nursery_never_runs);
     tcase_add_test(tc, cancel_outer_reaches_nested_bodies_and_tasks);
     tcase_add_test(tc, cancel_from_foreign_thread_wakes_task);
 
-    tc = tcase_with_timeout(s, "time");
+    tc = tcase_with_timeout(s, "time", 60);
     tcase_add_test(tc, now_is_monotonic_clock);
     tcase_add_test(tc, after_builds_relative_deadlines);
     tcase_add_test(tc, after_saturates_at_forever);

@@ -19,11 +19,6 @@ static int run_one(nursery_fn fn, void *arg, const nursery_task_options_t *opts,
     return rc;
 }
 
-static void count_call(void *p)
-{
-    atomic_fetch_add((atomic_int *)p, 1);
-}
-
 /* ---- error objects ----------------------------------------------------- */
 
 START_TEST(error_create_rejects_null_out_and_zero_code)
@@ -339,14 +334,14 @@ END_TEST
 static Suite *error_suite(void)
 {
     Suite *s = suite_create("error");
-    TCase *tc = tcase_with_timeout(s, "objects");
+    TCase *tc = tcase_with_timeout(s, "objects", 60);
     tcase_add_test(tc, error_create_rejects_null_out_and_zero_code);
     tcase_add_test(tc, error_create_formats_message);
     tcase_add_test(tc, error_create_without_format_uses_strerror);
     tcase_add_test(tc, error_payload_destroyed_once_at_last_release);
     tcase_add_test(tc, error_set_payload_twice_is_ealready);
 
-    tc = tcase_with_timeout(s, "tasks");
+    tc = tcase_with_timeout(s, "tasks", 60);
     tcase_add_test(tc, fail_in_task_reaches_join_group_with_task_name);
     tcase_add_test(tc, task_returning_code_fails_with_plain_error);
     tcase_add_test(tc, fail_with_custom_error_keeps_payload);
@@ -354,7 +349,7 @@ static Suite *error_suite(void)
     tcase_add_test(tc, last_error_is_null_in_fresh_thread_and_task);
     tcase_add_test(tc, body_fail_is_reported_by_join);
 
-    tc = tcase_with_timeout(s, "groups");
+    tc = tcase_with_timeout(s, "groups", 60);
     tcase_add_test(tc, strerror_describes_every_code);
     tcase_add_test(tc, errors_group_accessors_accept_null);
     return s;

@@ -6,22 +6,10 @@
 
 #include <string.h>
 
-static void count_call(void *p)
-{
-    atomic_fetch_add((atomic_int *)p, 1);
-}
-
 static int return_zero(void *arg, void **value)
 {
     (void)arg;
     (void)value;
-    return 0;
-}
-
-static int count_task(void *arg, void **value)
-{
-    (void)value;
-    atomic_fetch_add((atomic_int *)arg, 1);
     return 0;
 }
 
@@ -1158,18 +1146,18 @@ END_TEST
 static Suite *nursery_suite(void)
 {
     Suite *s = suite_create("nursery");
-    TCase *tc = tcase_with_timeout(s, "basics");
+    TCase *tc = tcase_with_timeout(s, "basics", 60);
     tcase_add_test(tc, open_and_join_empty_nursery);
     tcase_add_test(tc, start_soon_runs_every_task_exactly_once);
     tcase_add_test(tc, start_soon_never_runs_task_in_caller);
     tcase_add_test(tc, run_calls_body_then_joins);
 
-    tc = tcase_with_timeout(s, "nesting");
+    tc = tcase_with_timeout(s, "nesting", 60);
     tcase_add_test(tc, tasks_start_tasks_in_own_and_outer_nurseries);
     tcase_add_test(tc, nurseries_nest_eight_levels_deep);
     tcase_add_test(tc, recursive_fan_out_completes_on_one_thread);
 
-    tc = tcase_with_timeout(s, "failures");
+    tc = tcase_with_timeout(s, "failures", 60);
     tcase_add_test(tc, first_error_cancels_queued_tasks);
     tcase_add_test(tc, join_reports_primary_error_first_then_arrival_order);
     tcase_add_test(tc, error_group_is_capped);
@@ -1178,13 +1166,13 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, body_error_counts_as_failure);
     tcase_add_test(tc, outer_cancel_reaches_inner_nursery_tasks);
 
-    tc = tcase_with_timeout(s, "misuse");
+    tc = tcase_with_timeout(s, "misuse", 60);
     tcase_add_test(tc, start_soon_on_joined_nursery_is_eclosed);
     tcase_add_test(tc, null_arguments_are_einval);
     tcase_add_test(tc, join_by_other_thread_or_out_of_order_is_einval);
     tcase_add_test(tc, join_times_out_then_cancel_and_join);
 
-    tc = tcase_with_timeout(s, "start");
+    tc = tcase_with_timeout(s, "start", 60);
     tcase_add_test(tc, start_returns_started_value_while_task_runs);
     tcase_add_test(tc, start_reports_failure_before_started_to_caller);
     tcase_add_test(tc, start_of_task_returning_without_started_is_enotstarted);

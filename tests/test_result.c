@@ -19,65 +19,6 @@
 /* Helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void destroy_pool(nursery_pool_t *p)
-{
-    ck_assert_int_eq(nursery_pool_destroy(p), 0);
-}
-
-/* A pool that never grows past `threads` (no compensation threads), so a
- * task that blocks really keeps its worker busy. */
-static nursery_pool_t *capped_pool(size_t threads)
-{
-    nursery_pool_options_t o = {0};
-    o.threads = threads;
-    o.max_threads = threads;
-    nursery_pool_t *p = NULL;
-    ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
-    return p;
-}
-
-static nursery_error_t *error_of(const nursery_result_t *r)
-{
-    nursery_error_t *e = (nursery_error_t *)1;
-    ck_assert_int_eq(nursery_result_error(r, &e), 0);
-    return e;
-}
-
-static void assert_value(const nursery_result_t *r, int expected)
-{
-    void *v = NULL;
-    ck_assert(nursery_result_is_done(r));
-    ck_assert_int_eq(nursery_result_value(r, &v), 0);
-    ck_assert_int_eq(PTR2INT(v), expected);
-    ck_assert_ptr_null(error_of(r));
-}
-
-static nursery_error_t *assert_failed(const nursery_result_t *r, int code)
-{
-    void *v = NULL;
-    ck_assert(nursery_result_is_done(r));
-    ck_assert_int_eq(nursery_result_value(r, &v), NURSERY_EFAILED);
-    nursery_error_t *e = error_of(r);
-    ck_assert_ptr_nonnull(e);
-    ck_assert_int_eq(nursery_error_code(e), code);
-    ck_assert_ptr_eq(error_of(r), e);
-    return e;
-}
-
-static void assert_not_done(const nursery_result_t *r)
-{
-    void *v = NULL;
-    nursery_error_t *e = NULL;
-    ck_assert(!nursery_result_is_done(r));
-    ck_assert_int_eq(nursery_result_value(r, &v), NURSERY_ENOTDONE);
-    ck_assert_int_eq(nursery_result_error(r, &e), NURSERY_ENOTDONE);
-}
-
-static bool contains(const char *hay, const char *needle)
-{
-    return strstr(hay, needle) != NULL;
-}
-
 /* The general-purpose task of this file.  It counts its runs, optionally
  * signals that it is running and waits for a gate, then returns `value` or
  * fails with `fail` (non-zero).  arg_destroy counts its calls. */
@@ -1133,43 +1074,33 @@ END_TEST
 
 /* ------------------------------------------------------------------------ */
 
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
-#define ADD_CASE(s, t) add_case((s), #t, (t))
-
 static Suite *result_suite(void)
 {
     Suite *s = suite_create("result");
-    ADD_CASE(s, accessors_reject_null_arguments);
-    ADD_CASE(s, reads_before_done_are_not_done);
-    ADD_CASE(s, future_set_again_keeps_first_value);
-    ADD_CASE(s, future_set_again_keeps_first_error);
-    ADD_CASE(s, capture_cannot_be_set_by_hand);
-    ADD_CASE(s, capture_run_twice_is_ealready);
-    ADD_CASE(s, capture_run_of_started_capture_is_ealready);
-    ADD_CASE(s, wait_with_passed_deadline_polls);
-    ADD_CASE(s, wait_on_own_capture_is_edeadlk);
-    ADD_CASE(s, wait_never_reports_task_error);
-    ADD_CASE(s, wait_is_cancelled_by_nursery_cancel);
-    ADD_CASE(s, waiter_runs_unstarted_capture_on_one_thread_pool);
-    ADD_CASE(s, task_writes_visible_after_wait);
-    ADD_CASE(s, result_cancel_before_start_never_runs);
-    ADD_CASE(s, result_cancel_of_unrun_capture);
-    ADD_CASE(s, result_cancel_while_running_spares_siblings);
-    ADD_CASE(s, result_cancel_of_done_result_is_ealready);
-    ADD_CASE(s, result_cancel_of_pending_future_completes_it);
-    ADD_CASE(s, format_short_form);
-    ADD_CASE(s, format_detailed_shows_task_name);
-    ADD_CASE(s, result_outlives_nursery_and_pool);
-    ADD_CASE(s, result_read_from_many_threads);
-    ADD_CASE(s, arg_destroy_once_when_task_runs);
-    ADD_CASE(s, arg_destroy_once_when_task_never_runs);
+    ADD_CASE(s, accessors_reject_null_arguments, 30);
+    ADD_CASE(s, reads_before_done_are_not_done, 30);
+    ADD_CASE(s, future_set_again_keeps_first_value, 30);
+    ADD_CASE(s, future_set_again_keeps_first_error, 30);
+    ADD_CASE(s, capture_cannot_be_set_by_hand, 30);
+    ADD_CASE(s, capture_run_twice_is_ealready, 30);
+    ADD_CASE(s, capture_run_of_started_capture_is_ealready, 30);
+    ADD_CASE(s, wait_with_passed_deadline_polls, 30);
+    ADD_CASE(s, wait_on_own_capture_is_edeadlk, 30);
+    ADD_CASE(s, wait_never_reports_task_error, 30);
+    ADD_CASE(s, wait_is_cancelled_by_nursery_cancel, 30);
+    ADD_CASE(s, waiter_runs_unstarted_capture_on_one_thread_pool, 30);
+    ADD_CASE(s, task_writes_visible_after_wait, 30);
+    ADD_CASE(s, result_cancel_before_start_never_runs, 30);
+    ADD_CASE(s, result_cancel_of_unrun_capture, 30);
+    ADD_CASE(s, result_cancel_while_running_spares_siblings, 30);
+    ADD_CASE(s, result_cancel_of_done_result_is_ealready, 30);
+    ADD_CASE(s, result_cancel_of_pending_future_completes_it, 30);
+    ADD_CASE(s, format_short_form, 30);
+    ADD_CASE(s, format_detailed_shows_task_name, 30);
+    ADD_CASE(s, result_outlives_nursery_and_pool, 30);
+    ADD_CASE(s, result_read_from_many_threads, 30);
+    ADD_CASE(s, arg_destroy_once_when_task_runs, 30);
+    ADD_CASE(s, arg_destroy_once_when_task_never_runs, 30);
     return s;
 }
 

@@ -8,13 +8,6 @@
  */
 #include "helpers.h"
 
-static int count_task(void *arg, void **value)
-{
-    (void)value;
-    atomic_fetch_add((atomic_int *)arg, 1);
-    return 0;
-}
-
 START_TEST(pool_create_destroy_loop)
 {
     atomic_int count = 0;
@@ -24,10 +17,7 @@ START_TEST(pool_create_destroy_loop)
         nursery_pool_t *p = NULL;
         ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
         if (i % 2) {
-            nursery_t *n = NULL;
-            ck_assert_int_eq(nursery_open(&n, p), 0);
-            ck_assert_int_eq(nursery_start_soon(n, count_task, &count, NULL), 0);
-            ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+            run_count_tasks(p, &count, 1);
             expected++;
         }
         ck_assert_int_eq(nursery_pool_destroy(p), 0);
@@ -402,11 +392,11 @@ END_TEST
 static Suite *stress_suite(void)
 {
     Suite *s = suite_create("stress");
-    TCase *tc = tcase_with_timeout(s, "lifetime");
+    TCase *tc = tcase_with_timeout(s, "lifetime", 60);
     tcase_add_test(tc, pool_create_destroy_loop);
     tcase_add_test(tc, destroy_right_after_join);
 
-    tc = tcase_with_timeout(s, "races");
+    tc = tcase_with_timeout(s, "races", 60);
     tcase_add_test(tc, join_races_last_task_completion);
     tcase_add_test(tc, cancel_races_task_completion);
     tcase_add_test(tc, result_cancel_races_task_completion);
@@ -414,7 +404,7 @@ static Suite *stress_suite(void)
     tcase_add_test(tc, start_deadline_races_started);
     tcase_add_test(tc, many_threads_start_into_one_nursery);
 
-    tc = tcase_with_timeout(s, "nested");
+    tc = tcase_with_timeout(s, "nested", 60);
     tcase_add_test(tc, nested_waits_on_one_thread_pool);
     return s;
 }

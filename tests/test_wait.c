@@ -17,31 +17,12 @@
 /* Helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void destroy_pool(nursery_pool_t *p)
-{
-    ck_assert_int_eq(nursery_pool_destroy(p), 0);
-}
-
 static void futures_new(nursery_result_t **f, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         f[i] = NULL;
         ck_assert_int_eq(nursery_future_create(&f[i]), 0);
     }
-}
-
-static void results_release(nursery_result_t **r, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        nursery_result_release(r[i]);
-}
-
-static void assert_value(const nursery_result_t *r, int expected)
-{
-    void *v = NULL;
-    ck_assert(nursery_result_is_done(r));
-    ck_assert_int_eq(nursery_result_value(r, &v), 0);
-    ck_assert_int_eq(PTR2INT(v), expected);
 }
 
 static void set(nursery_result_t *f, int v)
@@ -427,18 +408,6 @@ START_TEST(wait_cancels_none_of_the_results)
 }
 END_TEST
 
-/* A pool that never grows past `threads`, so a blocked task keeps its
- * worker and what is queued behind it stays queued. */
-static nursery_pool_t *capped_pool(size_t threads)
-{
-    nursery_pool_options_t o = {0};
-    o.threads = threads;
-    o.max_threads = threads;
-    nursery_pool_t *p = NULL;
-    ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
-    return p;
-}
-
 /* A task that waits for a gate at most `bound_ms` (so that a library that
  * wrongly runs it inside a wait makes the test fail instead of hang). */
 struct bounded {
@@ -461,84 +430,98 @@ static int bounded_task(void *arg, void **value)
     return 0;
 }
 
+/* The setting of the two tests below: a one-thread pool whose only worker
+ * is busy with `blocker` (a gated capture, rb), a capture rq of the bounded
+ * task `q` queued behind it, and a pending future f. */
+struct queued_capture {
+    nursery_pool_t *pool;
+    latch_t entered; /* blocker has started */
+    struct gated blocker;
+    struct bounded q;
+    nursery_result_t *f;
+    nursery_t *n;
+    nursery_result_t *rb, *rq;
+};
+
+/* Sets it up; q counts `qstarted` down when it starts (NULL: none). */
+static void queued_capture_open(struct queued_capture *s, latch_t *qstarted)
+{
+    memset(s, 0, sizeof *s);
+    s->pool = capped_pool(1);
+    latch_init(&s->entered, 1);
+    s->blocker.gate = gate_new();
+    s->blocker.value = 1;
+    s->blocker.wait_rc = -1;
+    s->blocker.entered = &s->entered;
+    s->q.gate = gate_new();
+    s->q.bound_ms = 3000;
+    atomic_init(&s->q.runs, 0);
+    s->q.entered = qstarted;
+    ck_assert_int_eq(nursery_future_create(&s->f), 0);
+
+    ck_assert_int_eq(nursery_open(&s->n, s->pool), 0);
+    ck_assert_int_eq(nursery_capture_start_soon(s->n, gated_task, &s->blocker, NULL, &s->rb), 0);
+    ck_assert(latch_wait(&s->entered)); /* the only worker is busy */
+    ck_assert_int_eq(nursery_capture_start_soon(s->n, bounded_task, &s->q, NULL, &s->rq), 0);
+}
+
+/* Lets both tasks finish and joins the nursery. */
+static void queued_capture_join(struct queued_capture *s)
+{
+    gate_open(s->q.gate);
+    gate_open(s->blocker.gate);
+    ck_assert_int_eq(nursery_join(s->n, HANG, NULL), 0);
+}
+
+/* Frees what queued_capture_open made (after queued_capture_join). */
+static void queued_capture_free(struct queued_capture *s)
+{
+    nursery_result_release(s->rb);
+    nursery_result_release(s->rq);
+    nursery_result_release(s->f);
+    nursery_result_release(s->q.gate);
+    nursery_result_release(s->blocker.gate);
+    latch_destroy(&s->entered);
+    destroy_pool(s->pool);
+}
+
 /* A queued capture in a set must not make wait_any overrun its deadline:
  * the caller of a wait with a deadline only waits (the pool's workers run
  * the tasks).  On a one-thread pool whose worker is busy, the capture stays
  * queued, and wait_any over it and a pending future times out on time. */
 START_TEST(wait_deadline_holds_with_queued_capture)
 {
-    nursery_pool_t *pool = capped_pool(1);
-    latch_t entered;
-    latch_init(&entered, 1);
-    struct gated blocker = {.gate = gate_new(), .value = 1, .wait_rc = -1, .entered = &entered};
-    struct bounded q = {.gate = gate_new(), .bound_ms = 3000};
-    atomic_init(&q.runs, 0);
-    nursery_result_t *f = NULL;
-    ck_assert_int_eq(nursery_future_create(&f), 0);
+    struct queued_capture s;
+    queued_capture_open(&s, NULL);
 
-    nursery_t *n = NULL;
-    ck_assert_int_eq(nursery_open(&n, pool), 0);
-    nursery_result_t *rb = NULL, *rq = NULL;
-    ck_assert_int_eq(nursery_capture_start_soon(n, gated_task, &blocker, NULL, &rb), 0);
-    ck_assert(latch_wait(&entered)); /* the only worker is busy */
-    ck_assert_int_eq(nursery_capture_start_soon(n, bounded_task, &q, NULL, &rq), 0);
-
-    nursery_result_t *set[2] = {rq, f};
+    nursery_result_t *set[2] = {s.rq, s.f};
     size_t idx = 77;
     nursery_time_t t0 = nursery_now();
     int rc = nursery_wait_any(set, 2, nursery_after_ms(50), &idx);
     nursery_time_t waited_ms = (nursery_now() - t0) / 1000000;
-    int ran_here = atomic_load(&q.runs);
+    int ran_here = atomic_load(&s.q.runs);
     ck_assert_msg(rc == ETIMEDOUT && waited_ms < 1500 && ran_here == 0,
                   "wait_any(50 ms) returned %d after %lld ms; the queued capture ran %d "
                   "time(s) in the waiting thread",
                   rc, (long long)waited_ms, ran_here);
-    ck_assert(!nursery_result_is_done(rq));
+    ck_assert(!nursery_result_is_done(s.rq));
 
     /* wait_all and a single wait with a passed deadline only poll too. */
     t0 = nursery_now();
     rc = nursery_wait_all(set, 2, nursery_after_ms(0));
     waited_ms = (nursery_now() - t0) / 1000000;
-    ck_assert_msg(rc == ETIMEDOUT && waited_ms < 1500 && atomic_load(&q.runs) == 0,
+    ck_assert_msg(rc == ETIMEDOUT && waited_ms < 1500 && atomic_load(&s.q.runs) == 0,
                   "wait_all(passed deadline) returned %d after %lld ms", rc,
                   (long long)waited_ms);
 
-    gate_open(q.gate);
-    gate_open(blocker.gate);
-    ck_assert_int_eq(nursery_join(n, HANG, NULL), 0);
-    ck_assert_int_eq(atomic_load(&q.runs), 1);
+    queued_capture_join(&s);
+    ck_assert_int_eq(atomic_load(&s.q.runs), 1);
     void *v = NULL;
-    ck_assert_int_eq(nursery_result_value(rq, &v), 0);
+    ck_assert_int_eq(nursery_result_value(s.rq, &v), 0);
     ck_assert_int_eq(PTR2INT(v), 0); /* its gate wait succeeded */
-    nursery_result_release(rb);
-    nursery_result_release(rq);
-    nursery_result_release(f);
-    nursery_result_release(q.gate);
-    nursery_result_release(blocker.gate);
-    latch_destroy(&entered);
-    destroy_pool(pool);
+    queued_capture_free(&s);
 }
 END_TEST
-
-/* Waits for a latch at most `ms`; true if it opened. */
-static bool latch_wait_ms(latch_t *l, int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&l->mu);
-    int rc = 0;
-    while (l->count > 0 && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&l->cv, &l->mu, &ts);
-    bool open = l->count == 0;
-    pthread_mutex_unlock(&l->mu);
-    return open;
-}
 
 /* Completes a future as soon as a capture starts, or after 300 ms if it
  * does not (a correct wait_any leaves it queued). */
@@ -562,49 +545,29 @@ static void *late_setter_thread(void *arg)
  * up (3 s), instead of within a few hundred ms. */
 START_TEST(wait_any_first_completion_not_delayed_by_queued_capture)
 {
-    nursery_pool_t *pool = capped_pool(1);
-    latch_t entered, qstarted;
-    latch_init(&entered, 1);
+    latch_t qstarted;
     latch_init(&qstarted, 1);
-    struct gated blocker = {.gate = gate_new(), .value = 1, .wait_rc = -1, .entered = &entered};
-    struct bounded q = {.gate = gate_new(), .bound_ms = 3000, .entered = &qstarted};
-    atomic_init(&q.runs, 0);
-    nursery_result_t *f = NULL;
-    ck_assert_int_eq(nursery_future_create(&f), 0);
-
-    nursery_t *n = NULL;
-    ck_assert_int_eq(nursery_open(&n, pool), 0);
-    nursery_result_t *rb = NULL, *rq = NULL;
-    ck_assert_int_eq(nursery_capture_start_soon(n, gated_task, &blocker, NULL, &rb), 0);
-    ck_assert(latch_wait(&entered)); /* the only worker is busy */
-    ck_assert_int_eq(nursery_capture_start_soon(n, bounded_task, &q, NULL, &rq), 0);
-    struct late_setter ls = {.when = &qstarted, .f = f};
+    struct queued_capture s;
+    queued_capture_open(&s, &qstarted);
+    struct late_setter ls = {.when = &qstarted, .f = s.f};
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, late_setter_thread, &ls), 0);
 
-    nursery_result_t *set[2] = {rq, f};
+    nursery_result_t *set[2] = {s.rq, s.f};
     size_t idx = 77;
     nursery_time_t t0 = nursery_now();
     int rc = nursery_wait_any(set, 2, HANG, &idx);
     nursery_time_t waited_ms = (nursery_now() - t0) / 1000000;
-    int runs = atomic_load(&q.runs);
-    bool ran_here = runs > 0 && pthread_equal(q.thread, pthread_self());
+    int runs = atomic_load(&s.q.runs);
+    bool ran_here = runs > 0 && pthread_equal(s.q.thread, pthread_self());
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert_int_eq(rc, 0);
     ck_assert_msg(idx == 1 && waited_ms < 2000 && !ran_here,
                   "wait_any returned index %zu after %lld ms; the queued capture ran %s",
                   idx, (long long)waited_ms, ran_here ? "in the waiting thread" : "elsewhere");
-    gate_open(q.gate);
-    gate_open(blocker.gate);
-    ck_assert_int_eq(nursery_join(n, HANG, NULL), 0);
-    nursery_result_release(rb);
-    nursery_result_release(rq);
-    nursery_result_release(f);
-    nursery_result_release(q.gate);
-    nursery_result_release(blocker.gate);
-    latch_destroy(&entered);
+    queued_capture_join(&s);
+    queued_capture_free(&s);
     latch_destroy(&qstarted);
-    destroy_pool(pool);
 }
 END_TEST
 
@@ -685,11 +648,6 @@ END_TEST
 /* results_to_channel                                                       */
 /* ------------------------------------------------------------------------ */
 
-static void release_item(void *item)
-{
-    nursery_result_release(item);
-}
-
 /* Receives up to `max` results (each a new reference, released here) until
  * end of channel or until `max` have come; returns how many. */
 static int drain(nursery_receiver_t *rx, nursery_result_t **got, int max)
@@ -741,26 +699,6 @@ START_TEST(results_to_channel_sends_in_completion_order)
     results_release(f, N);
 }
 END_TEST
-
-/* nursery_results_to_channel() as a task. */
-struct to_channel {
-    nursery_result_t *const *results;
-    size_t n;
-    nursery_sender_t *tx;
-    bool close_on_complete;
-    int rc;
-    latch_t *entered; /* counted down on entry (NULL: none) */
-};
-
-static int to_channel_task(void *arg, void **value)
-{
-    struct to_channel *tc = arg;
-    (void)value;
-    if (tc->entered != NULL)
-        latch_count_down(tc->entered);
-    tc->rc = nursery_results_to_channel(tc->results, tc->n, tc->tx, tc->close_on_complete);
-    return tc->rc;
-}
 
 START_TEST(results_to_channel_follows_live_completions)
 {
@@ -959,37 +897,27 @@ END_TEST
 
 /* ------------------------------------------------------------------------ */
 
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
-#define ADD_CASE(s, t) add_case((s), #t, (t))
-
 static Suite *wait_suite(void)
 {
     Suite *s = suite_create("wait");
-    ADD_CASE(s, wait_on_empty_set);
-    ADD_CASE(s, wait_rejects_null_arguments);
-    ADD_CASE(s, wait_all_mixes_captures_and_futures);
-    ADD_CASE(s, wait_all_returns_when_all_done_in_any_order);
-    ADD_CASE(s, wait_any_returns_first_completed);
-    ADD_CASE(s, wait_any_with_done_entry_returns_immediately);
-    ADD_CASE(s, wait_any_and_all_time_out_with_nothing_done);
-    ADD_CASE(s, wait_any_and_all_are_cancellable);
-    ADD_CASE(s, wait_cancels_none_of_the_results);
-    ADD_CASE(s, wait_deadline_holds_with_queued_capture);
-    ADD_CASE(s, wait_any_first_completion_not_delayed_by_queued_capture);
-    ADD_CASE(s, wait_any_race_returns_earliest_completion);
-    ADD_CASE(s, results_to_channel_sends_in_completion_order);
-    ADD_CASE(s, results_to_channel_follows_live_completions);
-    ADD_CASE(s, results_to_channel_without_close_leaves_channel_open);
-    ADD_CASE(s, results_to_channel_cancelled_still_closes_channel);
-    ADD_CASE(s, results_to_channel_closes_when_nursery_cancelled);
-    ADD_CASE(s, results_to_channel_bad_arguments_and_closed_receiver);
+    ADD_CASE(s, wait_on_empty_set, 30);
+    ADD_CASE(s, wait_rejects_null_arguments, 30);
+    ADD_CASE(s, wait_all_mixes_captures_and_futures, 30);
+    ADD_CASE(s, wait_all_returns_when_all_done_in_any_order, 30);
+    ADD_CASE(s, wait_any_returns_first_completed, 30);
+    ADD_CASE(s, wait_any_with_done_entry_returns_immediately, 30);
+    ADD_CASE(s, wait_any_and_all_time_out_with_nothing_done, 30);
+    ADD_CASE(s, wait_any_and_all_are_cancellable, 30);
+    ADD_CASE(s, wait_cancels_none_of_the_results, 30);
+    ADD_CASE(s, wait_deadline_holds_with_queued_capture, 30);
+    ADD_CASE(s, wait_any_first_completion_not_delayed_by_queued_capture, 30);
+    ADD_CASE(s, wait_any_race_returns_earliest_completion, 30);
+    ADD_CASE(s, results_to_channel_sends_in_completion_order, 30);
+    ADD_CASE(s, results_to_channel_follows_live_completions, 30);
+    ADD_CASE(s, results_to_channel_without_close_leaves_channel_open, 30);
+    ADD_CASE(s, results_to_channel_cancelled_still_closes_channel, 30);
+    ADD_CASE(s, results_to_channel_closes_when_nursery_cancelled, 30);
+    ADD_CASE(s, results_to_channel_bad_arguments_and_closed_receiver, 30);
     return s;
 }
 
