@@ -256,10 +256,10 @@ typedef struct nursery_task_options {
 NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
 
 /* Joins a nursery: waits until every task started in it has finished, then
- * closes it and frees it.  With NURSERY_FOREVER, or when the caller is a
- * pool worker, the caller runs tasks of this nursery that no worker has
- * started yet while it waits (never other work), so nested joins progress
- * even on a pool of one thread; a deadline is then checked between tasks.
+ * closes it and frees it.  When the caller is a worker of the nursery's
+ * pool, it runs queued tasks of this nursery while it waits (never other
+ * work), so nested joins progress even on a pool of one thread; a deadline
+ * is then checked between tasks.  Other threads just wait.
  *
  * Returns 0 when no task failed; NURSERY_EFAILED when a task (or the body)
  * failed: *errors gets the error group; ECANCELED when an enclosing scope

@@ -79,7 +79,7 @@ HIDDEN size_t waitq_count(const struct waitq *q);
  * objects (under their locks); ready tells whether the wait is over (it may
  * lock); detach unregisters; help, if not NULL, runs queued work the waiter
  * is waiting for and returns true if it ran something (it is called only
- * in waits without a deadline and in pool workers). */
+ * in pool workers). */
 struct block_ops {
     bool (*ready)(void *ctx);
     void (*attach)(void *ctx, struct waiter *w);
@@ -173,17 +173,19 @@ HIDDEN void error_acc_clear(struct error_acc *acc);
 
 /* ---- pool.c ------------------------------------------------------------ */
 
-/* Queues a started task: on the pool's queue and on its nursery's list of
- * queued tasks.  Never fails. */
+/* Queues a started task (state becomes TASK_QUEUED): on the calling
+ * worker's deque, else on the injection queue.  Never fails.  A capture's
+ * queue entry holds a reference to its result, released by whoever removes
+ * the entry. */
 HIDDEN void pool_submit(nursery_pool_t *p, struct task *t);
-/* Claims `t` if it is still queued (unlinks it and marks it running).
+/* Claims a queued task (TASK_QUEUED -> TASK_RUNNING) wherever it is queued.
  * Returns true if the caller must now run it. */
 HIDDEN bool pool_claim(nursery_pool_t *p, struct task *t);
-/* Claims the first queued task of the list (a nursery's queued list). */
-HIDDEN struct task *pool_claim_first(nursery_pool_t *p, struct list *queued);
-/* Ends a task claimed outside the workers: by a waiter that ran it on its
- * stack (helped), or by a canceller (stats). */
-HIDDEN void pool_claimed_done(nursery_pool_t *p, bool helped);
+/* Restricted helping for a joiner that is a worker of n's pool: runs one
+ * queued task of n.  Returns true if it ran one. */
+HIDDEN bool pool_help(nursery_t *n);
+/* Counts a task that the calling worker claimed and ran while waiting. */
+HIDDEN void pool_count_helped(nursery_pool_t *p);
 /* Whether the calling thread is one of the pool's workers. */
 HIDDEN bool pool_is_current(const nursery_pool_t *p);
 /* Whether the pool was created before a fork() in this (child) process. */
@@ -207,14 +209,13 @@ enum task_state {
 struct start_slot; /* nursery.c */
 
 struct task {
-    struct list qlink;           /* pool queue (pool->mu) */
-    struct list nlink;           /* nursery->queued (pool->mu) */
+    struct task *next;           /* in the pool's injection queue (pool.mu) */
     nursery_fn fn;
     void *arg;
     void (*arg_destroy)(void *arg);
     char *name;                  /* owned copy, or NULL */
     unsigned flags;              /* NURSERY_TASK_* */
-    _Atomic int state;           /* enum task_state; claims happen under pool->mu */
+    _Atomic int state;           /* enum task_state; see pool_claim */
     nursery_t *nursery;          /* set when started */
     nursery_result_t *result;    /* the capture embedding this task, or NULL */
     struct start_slot *start;    /* a nursery_start() caller waiting for started() */
@@ -245,7 +246,6 @@ struct nursery {
     pthread_mutex_t mu;        /* protects errors, joiners, and pending's 1->0 */
     struct waitq joiners;
     struct error_acc errors;
-    struct list queued;        /* its queued tasks (pool->mu) */
 };
 
 #define NURSERY_CLOSED (UINT64_C(1) << 63)

@@ -9,7 +9,7 @@
  * nursery while the last task is still inside nursery_task_end().
  *
  * nursery.mu also protects the error group under construction and the
- * joiner's wait queue.  The list of queued tasks belongs to the pool's lock.
+ * joiner's wait queue.
  *
  * The opener's thread context points at the nursery's cancel node from open
  * to join, which is how the body sees the nursery's cancellation; that is
@@ -108,7 +108,6 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     atomic_init(&n->cancelled_tasks, 0);
     pthread_mutex_init(&n->mu, NULL);
     waitq_init(&n->joiners);
-    list_init(&n->queued);
     nursery__ctx.node = &n->node;
     *out = n;
     return 0;
@@ -134,13 +133,7 @@ static bool join_ready(void *ctx)
 /* Restricted helping: only tasks of this nursery, never unrelated work. */
 static bool join_help(void *ctx)
 {
-    nursery_t *n = ((struct join_wait *)ctx)->n;
-    struct task *t = pool_claim_first(n->pool, &n->queued);
-    if (!t)
-        return false;
-    task_run(t);
-    pool_claimed_done(n->pool, true);
-    return true;
+    return pool_help(((struct join_wait *)ctx)->n);
 }
 
 static const struct block_ops join_ops = {
@@ -385,7 +378,7 @@ int nursery_start(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_opt
     int rc = nursery_capture_create(&r, fn, arg, opts);
     if (rc)
         return rc;
-    /* A capture serves both cases; the task holds its own reference. */
+    /* A capture serves both cases; the queue entry holds a reference. */
     nursery_result_retain(r);
     rc = nursery__start_task(n, &r->task, deadline, started_value);
     if (rc == NURSERY_ECLOSED || rc == NURSERY_EFORKED)

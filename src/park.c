@@ -138,10 +138,10 @@ static void cancel_watch_end(struct cancel_watch *cw)
 int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline, int flags)
 {
     bool cancellable = !(flags & BLOCK_UNCANCELLABLE);
-    /* A task run on the waiter's stack cannot be interrupted when the
-     * deadline passes, so only unbounded waits help - and workers, whose
-     * pool may have nobody else to run what they wait for. */
-    bool may_help = ops->help && (deadline == NURSERY_FOREVER || nursery__ctx.worker);
+    /* Only pool workers help: their pool may have nobody else to run what
+     * they wait for.  Other threads just wait, and stay responsive to their
+     * deadline and to cancellation. */
+    bool may_help = ops->help && nursery__ctx.worker;
     if (ops->ready(ctx))
         return 0;
 

@@ -5,8 +5,8 @@
  * result.mu protects the outcome and the wait queue; `done` is set last,
  * with release order, so a reader that sees done (acquire) sees the value
  * and error without the lock, and the outcome never changes afterwards.
- * A capture embeds its task: the queue holds a reference to the result
- * while the task is queued or running, so the task's memory is always there.
+ * A capture embeds its task: a queue entry naming the task holds a
+ * reference to the result, so the task's memory outlives it.
  */
 #include "internal.h"
 
@@ -79,7 +79,6 @@ int nursery_capture_run(nursery_result_t *r)
     if (!atomic_compare_exchange_strong(&r->task.state, &idle, TASK_RUNNING))
         return EALREADY;
     atomic_store_explicit(&r->task.node.parent, nursery__ctx.node, memory_order_relaxed);
-    nursery_result_retain(r); /* released when the task finishes */
     task_run(&r->task);
     if (!r->error)
         return 0;
@@ -102,7 +101,7 @@ int nursery_capture_start_soon(nursery_t *n, nursery_fn fn, void *arg,
         return rc;
     nursery_result_t *r = *out;
     r->pool = n->pool;
-    nursery_result_retain(r); /* the task's reference */
+    nursery_result_retain(r); /* the queue entry's reference */
     rc = nursery_submit(n, &r->task, &n->node);
     if (rc) {
         nursery_result_release(r);
@@ -127,7 +126,7 @@ static int start_and_done_task(void *arg, void **value)
         return EALREADY;
     nursery_result_t *done = sd->done;
     done->pool = sd->run_nursery->pool;
-    nursery_result_retain(done); /* the task's reference */
+    nursery_result_retain(done); /* the queue entry's reference */
     int rc = nursery__start_task(sd->run_nursery, &done->task, NURSERY_FOREVER, value);
     if (rc == NURSERY_ECLOSED || rc == NURSERY_EFORKED) {
         /* The task never existed: settle the done result with the reason,
@@ -274,9 +273,10 @@ bool result_help(nursery_result_t *r)
         return false;
     if (!pool_claim(r->pool, &r->task))
         return false;
+    /* Its queue entry, and the reference it holds, stay until removed. */
     nursery_pool_t *pool = r->pool;
     task_run(&r->task);
-    pool_claimed_done(pool, true);
+    pool_count_helped(pool);
     return true;
 }
 
@@ -332,15 +332,12 @@ int nursery_result_cancel(nursery_result_t *r)
             if (!atomic_compare_exchange_strong(&t->state, &state, TASK_RUNNING))
                 continue;
             atomic_store(&t->node.cancelled, true);
-            nursery_result_retain(r);
             task_run(t);
             return 0;
         }
         if (state == TASK_QUEUED && pool_claim(r->pool, t)) {
             atomic_store(&t->node.cancelled, true);
-            nursery_pool_t *pool = r->pool;
             task_run(t);
-            pool_claimed_done(pool, false);
             return 0;
         }
         if (state == TASK_QUEUED)

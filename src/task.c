@@ -29,8 +29,6 @@ int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_optio
     memset(t, 0, sizeof(*t));
     t->fn = fn;
     t->arg = arg;
-    list_init(&t->qlink);
-    list_init(&t->nlink);
     atomic_init(&t->state, TASK_IDLE);
     cancel_node_init(&t->node, NULL);
     if (opts) {
@@ -100,9 +98,7 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
     nursery_error_release(err);
     if (n)
         nursery_task_end(n);
-    if (r) {
-        nursery_result_release(r); /* the reference the task held */
-    } else {
+    if (!r) {
         free(t->name);
         free(t);
     }
