@@ -104,8 +104,8 @@ HIDDEN void wait_one_detach(void *ctx);
 /* Blocks until ops->ready(ctx), the deadline, or (unless
  * BLOCK_UNCANCELLABLE) cancellation of the calling task.  Returns 0,
  * ETIMEDOUT or ECANCELED.  A ready condition wins over the other two.  A
- * pool worker that parks here is counted as blocked so the pool can add a
- * thread. */
+ * pool worker parked here for more than a grace period is counted as
+ * blocked, so the pool can add a thread. */
 HIDDEN int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline,
                           int flags);
 
@@ -182,7 +182,8 @@ HIDDEN void pool_submit(nursery_pool_t *p, struct task *t);
  * Returns true if the caller must now run it. */
 HIDDEN bool pool_claim(nursery_pool_t *p, struct task *t);
 /* Restricted helping for a joiner that is a worker of n's pool: runs one
- * queued task of n.  Returns true if it ran one. */
+ * queued task of n or of a nursery opened under it.  Returns true if it
+ * made progress (ran a task, or dropped a stale queue entry). */
 HIDDEN bool pool_help(nursery_t *n);
 /* Counts a task that the calling worker claimed and ran while waiting. */
 HIDDEN void pool_count_helped(nursery_pool_t *p);
@@ -190,7 +191,8 @@ HIDDEN void pool_count_helped(nursery_pool_t *p);
 HIDDEN bool pool_is_current(const nursery_pool_t *p);
 /* Whether the pool was created before a fork() in this (child) process. */
 HIDDEN bool pool_is_forked(const nursery_pool_t *p);
-/* The calling worker is about to park / has woken (no-ops off the pool). */
+/* The calling worker has been parked a while / has woken (no-ops off the
+ * pool). */
 HIDDEN void pool_block_enter(void);
 HIDDEN void pool_block_leave(void);
 /* Open-nursery accounting, for EBUSY on destroy. */
@@ -209,7 +211,7 @@ enum task_state {
 struct start_slot; /* nursery.c */
 
 struct task {
-    struct task *next;           /* in the pool's injection queue (pool.mu) */
+    _Atomic(struct task *) next; /* in the pool's injection queue */
     nursery_fn fn;
     void *arg;
     void (*arg_destroy)(void *arg);
@@ -239,6 +241,7 @@ struct nursery {
     nursery_pool_t *pool;
     struct cancel_node node;   /* the nursery's scope; parent = opener's node */
     struct cancel_node *outer; /* the opener's node before open, restored at join */
+    struct task *opener_task;  /* the task that opened it, or NULL (a plain thread) */
     pthread_t opener;
     _Atomic uint64_t pending;  /* tasks started, not finished, | NURSERY_CLOSED */
     atomic_int refs;           /* opener until join, plus nursery_retain() */

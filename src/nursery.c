@@ -98,6 +98,7 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     }
     n->pool = pool;
     n->outer = nursery__ctx.node;
+    n->opener_task = nursery__ctx.task;
     n->opener = pthread_self();
     if (n->outer)
         cancel_node_attach(n->outer);

@@ -112,6 +112,9 @@ void wait_one_detach(void *ctx)
 
 /* ---- the wait loop ----------------------------------------------------- */
 
+/* How long a worker may wait before the pool counts it as blocked. */
+#define BLOCK_GRACE_NS INT64_C(1000000)
+
 /* Parks the thread under its innermost cancel node so that cancellation of
  * any enclosing scope wakes it. */
 struct cancel_watch {
@@ -153,6 +156,8 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
         cancel_watch_begin(&cw, &w);
 
     int rc;
+    bool replaced = false;
+    nursery_time_t grace_end = nursery__ctx.worker ? nursery_after_ns(BLOCK_GRACE_NS) : 0;
     for (;;) {
         /* Registered before checking: a change after this check signals w. */
         if (ops->ready(ctx)) {
@@ -165,14 +170,23 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
             rc = ECANCELED;
             break;
         }
-        if (deadline != NURSERY_FOREVER && nursery_now() >= deadline) {
+        nursery_time_t now = nursery_now();
+        if (deadline != NURSERY_FOREVER && now >= deadline) {
             rc = ETIMEDOUT;
             break;
         }
-        pool_block_enter();
-        waiter_park(&w, deadline);
-        pool_block_leave();
+        /* A worker blocked past a grace period is replaced (the pool may add
+         * a thread); short waits, like a join whose last task is finishing
+         * on another CPU, must not grow the pool. */
+        if (!replaced && nursery__ctx.worker && now >= grace_end) {
+            pool_block_enter();
+            replaced = true;
+        }
+        waiter_park(&w, replaced || !nursery__ctx.worker || deadline < grace_end ? deadline
+                                                                              : grace_end);
     }
+    if (replaced)
+        pool_block_leave();
 
     if (cancellable)
         cancel_watch_end(&cw);

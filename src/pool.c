@@ -6,7 +6,8 @@
  * started by a worker of the pool goes to the bottom of that worker's
  * deque with no lock and no shared counter.  A task started from any other
  * thread (or when the deque is full) goes to the pool's injection queue, a
- * mutex-protected FIFO that idle workers drain in batches.  A worker looks
+ * lock-free multi-producer FIFO that one worker at a time drains in batches
+ * into its deque.  A worker looks
  * for work in its own deque, then the injection queue, then the top of the
  * other workers' deques.
  *
@@ -33,8 +34,8 @@
  * workers' deques without a lock, so a retired worker's record (with its
  * empty deque) stays, and a new thread reuses it.
  *
- * pool.mu protects the fields marked (mu): the idle list, the injection
- * queue, thread counts and flags.  Nothing else is locked under it except a
+ * pool.mu protects the fields marked (mu): the idle list, thread counts
+ * and flags.  Nothing else is locked under it except a
  * waiter's mutex, to wake a parked worker.
  *
  * fork(): the child inherits no worker threads.  A pool records the fork
@@ -55,6 +56,8 @@
 #define RETIRE_NS INT64_C(1000000000)
 #define DEFAULT_MAX_THREADS 256
 #define INJECT_BATCH 32
+#define SPIN_ROUNDS 64 /* about 50 microseconds of looking before sleeping */
+#define SPIN_PAUSES 16
 
 struct worker {
     struct deque dq;             /* owned by the thread using this record */
@@ -79,9 +82,15 @@ struct nursery_pool {
     atomic_size_t nworkers;       /* records allocated; grows only */
     struct list idle;             /* (mu) parked workers */
     atomic_int sleepers;          /* workers on idle, read without mu */
-    struct task *inject_head;     /* (mu) injection FIFO via task.next */
-    struct task *inject_tail;     /* (mu) */
-    atomic_size_t injected;       /* tasks in the injection queue */
+    atomic_size_t spinning;       /* workers looking for work before sleeping */
+    /* The injection queue: a multi-producer queue (Vyukov's intrusive
+     * MPSC design, linked by task.next) that any thread pushes to without a
+     * lock and one worker at a time drains, holding in_draining. */
+    _Alignas(64) _Atomic(struct task *) in_tail; /* last pushed; producers swap it */
+    atomic_size_t injected;       /* tasks pushed and not yet popped */
+    _Alignas(64) struct task *in_head; /* next to pop; the drainer only */
+    atomic_flag in_draining;      /* held by the one worker draining */
+    struct task in_stub;          /* keeps the queue non-empty for the algorithm */
     size_t threads;               /* (mu) live worker threads */
     atomic_size_t blocked;        /* workers parked in a library wait */
     size_t target;                /* threads kept when nothing blocks; fixed */
@@ -158,81 +167,91 @@ bool pool_claim(nursery_pool_t *p, struct task *t)
 
 /* Runs a task removed from a queue, if nobody claimed it meanwhile, and
  * drops the queue's reference to its capture. */
+static void run_claimed(struct worker *self, struct task *t, bool helping)
+{
+    atomic_store_explicit(&self->busy, true, memory_order_relaxed);
+    task_run(t);
+    atomic_store_explicit(&self->busy, false, memory_order_relaxed);
+    atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
+    if (helping)
+        atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
+}
+
 static void run_removed(struct worker *self, struct task *t, bool helping)
 {
     nursery_result_t *r = t->result; /* a plain task is freed by task_run */
-    if (pool_claim(self->pool, t)) {
-        atomic_store_explicit(&self->busy, true, memory_order_relaxed);
-        task_run(t);
-        atomic_store_explicit(&self->busy, false, memory_order_relaxed);
-        atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
-        if (helping)
-            atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
-    }
+    if (pool_claim(self->pool, t))
+        run_claimed(self, t, helping);
     nursery_result_release(r);
 }
 
-/* ---- the injection queue (mu held) ------------------------------------- */
+/* ---- the injection queue ---------------------------------------------- */
 
-static void inject_locked(nursery_pool_t *p, struct task *t)
+static void inject_link(nursery_pool_t *p, struct task *t)
 {
-    t->next = NULL;
-    if (p->inject_tail)
-        p->inject_tail->next = t;
-    else
-        p->inject_head = t;
-    p->inject_tail = t;
-    atomic_fetch_add_explicit(&p->injected, 1, memory_order_seq_cst);
+    atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+    /* seq_cst: the publication that worker_idle's look must see. */
+    struct task *prev = atomic_exchange_explicit(&p->in_tail, t, memory_order_seq_cst);
+    atomic_store_explicit(&prev->next, t, memory_order_release);
 }
 
-static void reinject_front_locked(nursery_pool_t *p, struct task *t)
+static void inject(nursery_pool_t *p, struct task *t)
 {
-    t->next = p->inject_head;
-    p->inject_head = t;
-    if (!p->inject_tail)
-        p->inject_tail = t;
     atomic_fetch_add_explicit(&p->injected, 1, memory_order_relaxed);
+    inject_link(p, t);
 }
 
-/* Removes the first task whose nursery is `key` (any task for NULL). */
-static struct task *uninject_locked(nursery_pool_t *p, const void *key)
+static bool inject_nonempty(nursery_pool_t *p)
 {
-    struct task *prev = NULL, *t = p->inject_head;
-    while (t && key && t->nursery != key) {
-        prev = t;
-        t = t->next;
+    return atomic_load_explicit(&p->in_tail, memory_order_seq_cst) != &p->in_stub;
+}
+
+/* The oldest injected task, or NULL when empty or when a producer is
+ * between its two steps (it is then visible to inject_nonempty, so nobody
+ * sleeps on it).  Drainer only. */
+static struct task *inject_pop(nursery_pool_t *p)
+{
+    struct task *head = p->in_head;
+    struct task *next = atomic_load_explicit(&head->next, memory_order_acquire);
+    if (head == &p->in_stub) {
+        if (!next)
+            return NULL;
+        p->in_head = head = next;
+        next = atomic_load_explicit(&head->next, memory_order_acquire);
     }
-    if (!t)
-        return NULL;
-    if (prev)
-        prev->next = t->next;
-    else
-        p->inject_head = t->next;
-    if (p->inject_tail == t)
-        p->inject_tail = prev;
+    if (!next) {
+        if (head != atomic_load_explicit(&p->in_tail, memory_order_acquire))
+            return NULL;
+        /* head is the last task: put the stub behind it to take it. */
+        inject_link(p, &p->in_stub);
+        next = atomic_load_explicit(&head->next, memory_order_acquire);
+        if (!next)
+            return NULL;
+    }
+    p->in_head = next;
     atomic_fetch_sub_explicit(&p->injected, 1, memory_order_relaxed);
-    return t;
+    return head;
 }
 
 /* Takes one injected task and moves up to a batch more into the worker's
- * deque, so that the lock is taken once per batch, not per task. */
+ * deque, so that draining is paid once per batch.  NULL if another worker
+ * is draining: its deque is where the tasks go, and we steal from it. */
 static struct task *take_injected(nursery_pool_t *p, struct worker *self)
 {
-    if (atomic_load_explicit(&p->injected, memory_order_relaxed) == 0)
+    if (!inject_nonempty(p) ||
+        atomic_flag_test_and_set_explicit(&p->in_draining, memory_order_acquire))
         return NULL;
-    pthread_mutex_lock(&p->mu);
-    struct task *first = uninject_locked(p, NULL);
+    struct task *first = inject_pop(p);
     for (int i = 0; first && i < INJECT_BATCH; i++) {
-        /* Unlinked before the push: once in the deque, a thief may run it. */
-        struct task *t = uninject_locked(p, NULL);
+        struct task *t = inject_pop(p);
         if (!t)
             break;
         if (deque_push(&self->dq, t, t->nursery) != 0) {
-            reinject_front_locked(p, t);
+            inject(p, t);
             break;
         }
     }
-    pthread_mutex_unlock(&p->mu);
+    atomic_flag_clear_explicit(&p->in_draining, memory_order_release);
     return first;
 }
 
@@ -273,9 +292,45 @@ static struct task *find_work(nursery_pool_t *p, struct worker *self)
     return t;
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Looks for work a little longer before sleeping: a worker that parks pays
+ * a wake-up (tens of microseconds) when work comes right back, and so does
+ * the thread that starts it.  Bounded, so an idle pool costs no CPU. */
+static struct task *find_work_spinning(nursery_pool_t *p, struct worker *self)
+{
+    /* Few spinners: more would take the CPUs from the threads making work. */
+    size_t limit = p->target > 3 ? p->target / 2 : 1;
+    struct task *t = NULL;
+    if (atomic_fetch_add_explicit(&p->spinning, 1, memory_order_relaxed) < limit) {
+        for (int round = 0; round < SPIN_ROUNDS && !t; round++) {
+            for (int i = 0; i < SPIN_PAUSES; i++)
+                cpu_relax();
+            t = find_work(p, self);
+        }
+    }
+    /* Before any sleep: a starter that saw us spinning did not wake anyone
+     * and relies on our look in worker_idle. */
+    atomic_fetch_sub_explicit(&p->spinning, 1, memory_order_seq_cst);
+    return t;
+}
+
+static bool no_spinner_but_sleepers(nursery_pool_t *p)
+{
+    return atomic_load_explicit(&p->spinning, memory_order_seq_cst) == 0 &&
+           atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0;
+}
+
 static bool work_visible(nursery_pool_t *p)
 {
-    if (atomic_load_explicit(&p->injected, memory_order_seq_cst) > 0)
+    if (inject_nonempty(p))
         return true;
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     for (size_t i = 0; i < n; i++)
@@ -423,6 +478,8 @@ static void *worker_main(void *arg)
 
     for (;;) {
         struct task *t = find_work(p, self);
+        if (!t && (t = find_work_spinning(p, self)) && no_spinner_but_sleepers(p))
+            wake_one(p); /* hand the looking over: more work may follow */
         if (t)
             run_removed(self, t, false);
         else if (!worker_idle(p, self))
@@ -450,13 +507,12 @@ void pool_submit(nursery_pool_t *p, struct task *t)
 {
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_relaxed);
     struct worker *self = current_worker(p);
-    if (!self || deque_push(&self->dq, t, t->nursery) != 0) {
-        pthread_mutex_lock(&p->mu);
-        inject_locked(p, t);
-        pthread_mutex_unlock(&p->mu);
-    }
-    /* After publishing (seq_cst): see worker_idle. */
-    if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0) {
+    if (!self || deque_push(&self->dq, t, t->nursery) != 0)
+        inject(p, t);
+    /* After publishing (seq_cst): see worker_idle.  A spinning worker will
+     * find the task; it wakes another when it does (see worker_main). */
+    if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0 &&
+        atomic_load_explicit(&p->spinning, memory_order_seq_cst) == 0) {
         wake_one(p);
     } else if (unlikely(atomic_load_explicit(&p->blocked, memory_order_relaxed) > 0)) {
         pthread_mutex_lock(&p->mu);
@@ -465,26 +521,55 @@ void pool_submit(nursery_pool_t *p, struct task *t)
     }
 }
 
+/* Whether t's nursery is n or was opened, at any depth, by a task of n.
+ * Safe only while t is claimed and unfinished: then its nursery is open,
+ * the task that opened it is running (it must join it first), and so on
+ * up, so every link is alive. */
+static bool descends_from(const struct task *t, const nursery_t *n)
+{
+    for (const nursery_t *x = t->nursery; x; x = x->opener_task ? x->opener_task->nursery : NULL)
+        if (x == n)
+            return true;
+    return false;
+}
+
+/* Puts back a task a helper claimed but must not run. */
+static void requeue(nursery_pool_t *p, struct worker *self, struct task *t)
+{
+    atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_release);
+    if (deque_push(&self->dq, t, t->nursery) != 0)
+        inject(p, t);
+}
+
 bool pool_help(nursery_t *n)
 {
     nursery_pool_t *p = n->pool;
     struct worker *self = current_worker(p);
     if (!self)
         return false;
-    /* Restricted: only tasks of this nursery - first those this worker
-     * queued itself (its deque's bottom), then other workers', then the
-     * injection queue's. */
+    /* Restricted: only work of this nursery, its children's and so on.
+     * First what this worker queued for n itself (its deque's bottom). */
     struct task *t = deque_take_if(&self->dq, n);
-    if (!t)
-        t = steal(p, self, n);
-    if (!t && atomic_load_explicit(&p->injected, memory_order_relaxed) > 0) {
-        pthread_mutex_lock(&p->mu);
-        t = uninject_locked(p, n);
-        pthread_mutex_unlock(&p->mu);
+    if (t) {
+        run_removed(self, t, true);
+        return true;
     }
-    if (!t)
+    /* Then the oldest work of others, kept only if it descends from n;
+     * otherwise it goes back, to this worker's deque, where idle workers
+     * can steal it. */
+    if (!(t = steal(p, self, NULL)) && !(t = take_injected(p, self)))
         return false;
-    run_removed(self, t, true);
+    nursery_result_t *r = t->result;
+    if (!pool_claim(p, t)) {
+        nursery_result_release(r); /* someone else ran it: drop the entry */
+        return true;
+    }
+    if (!descends_from(t, n)) {
+        requeue(p, self, t);
+        return false;
+    }
+    run_claimed(self, t, true);
+    nursery_result_release(r);
     return true;
 }
 
@@ -586,6 +671,10 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->exit_cv, NULL);
     list_init(&p->idle);
+    atomic_init(&p->in_stub.next, NULL);
+    atomic_init(&p->in_tail, &p->in_stub);
+    p->in_head = &p->in_stub;
+    atomic_flag_clear(&p->in_draining);
     p->target = threads;
     p->max = max;
     p->stack_size = opts->stack_size;
