@@ -172,8 +172,10 @@ typedef struct nursery_pool nursery_pool_t;
 typedef struct nursery_pool_options {
     /* Threads kept running: default, the CPUs this process may run on. */
     size_t threads;
-    /* Upper bound when the pool adds threads to replace workers blocked in a
-     * wait: default max(threads, 256).  Smaller than threads is EINVAL. */
+    /* Upper bound when the pool adds threads to replace blocked workers
+     * (in a library wait, or in the user's own blocking calls, detected
+     * from their CPU clocks): default max(threads, 256).  Extra threads
+     * retire after 250 ms idle.  Smaller than threads is EINVAL. */
     size_t max_threads;
     /* Name prefix of the worker threads (up to 11 bytes are used, a number
      * is appended, visible in top -H and gdb).  Default "nursery". */
@@ -204,7 +206,7 @@ NURSERY_API int nursery_pool_default(nursery_pool_t **out);
 typedef struct nursery_pool_stats {
     size_t threads;    /* worker threads alive */
     size_t idle;       /* workers waiting for work */
-    size_t blocked;    /* workers blocked in a library wait */
+    size_t blocked;    /* workers blocked in a library wait for over 1 ms */
     size_t queued;     /* tasks queued, not started */
     size_t running;    /* tasks running now */
     uint64_t completed; /* tasks finished since creation */

@@ -191,6 +191,10 @@ HIDDEN void pool_count_helped(nursery_pool_t *p);
 HIDDEN bool pool_is_current(const nursery_pool_t *p);
 /* Whether the pool was created before a fork() in this (child) process. */
 HIDDEN bool pool_is_forked(const nursery_pool_t *p);
+/* The calling worker enters (+1) or leaves (-1) a library wait; the
+ * monitor leaves such workers to the grace period below.  No-op off the
+ * pool. */
+HIDDEN void pool_wait_mark(int delta);
 /* The calling worker has been parked a while / has woken (no-ops off the
  * pool). */
 HIDDEN void pool_block_enter(void);

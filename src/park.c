@@ -157,6 +157,7 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
 
     int rc;
     bool replaced = false;
+    pool_wait_mark(1);
     nursery_time_t grace_end = nursery__ctx.worker ? nursery_after_ns(BLOCK_GRACE_NS) : 0;
     for (;;) {
         /* Registered before checking: a change after this check signals w. */
@@ -187,6 +188,7 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
     }
     if (replaced)
         pool_block_leave();
+    pool_wait_mark(-1);
 
     if (cancellable)
         cancel_watch_end(&cw);

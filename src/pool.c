@@ -43,8 +43,7 @@
  * with NURSERY_EFORKED instead of hanging, and the default pool is simply
  * forgotten in the child and created anew on first use.
  */
-#include "internal.h"
-#include "deque.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -52,55 +51,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 
-#define RETIRE_NS INT64_C(1000000000)
+#define RETIRE_NS INT64_C(250000000)
 #define DEFAULT_MAX_THREADS 256
 #define INJECT_BATCH 32
 #define SPIN_ROUNDS 64 /* about 50 microseconds of looking before sleeping */
 #define SPIN_PAUSES 16
-
-struct worker {
-    struct deque dq;             /* owned by the thread using this record */
-    nursery_pool_t *pool;        /* fixed */
-    size_t id;                   /* index in pool.workers; fixed */
-    pthread_t thread;            /* (mu) valid while live */
-    bool live;                   /* (mu) a thread uses this record */
-    bool joinable;               /* (mu) destroy must join the thread */
-    bool parked;                 /* (mu) on pool.idle */
-    struct list idle_link;       /* (mu) in pool.idle while parked */
-    struct waiter park;          /* where the thread sleeps when idle */
-    atomic_bool busy;            /* running a task (stats) */
-    atomic_uint_fast64_t completed; /* tasks run, by this record's threads */
-    atomic_uint_fast64_t helped;    /* of which while waiting for them */
-    unsigned seed;               /* victim choice; owner only */
-};
-
-struct nursery_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t exit_cv;       /* destroy waits here for threads == 0 */
-    struct worker **workers;      /* max records; [0, nworkers) allocated */
-    atomic_size_t nworkers;       /* records allocated; grows only */
-    struct list idle;             /* (mu) parked workers */
-    atomic_int sleepers;          /* workers on idle, read without mu */
-    atomic_size_t spinning;       /* workers looking for work before sleeping */
-    /* The injection queue: a multi-producer queue (Vyukov's intrusive
-     * MPSC design, linked by task.next) that any thread pushes to without a
-     * lock and one worker at a time drains, holding in_draining. */
-    _Alignas(64) _Atomic(struct task *) in_tail; /* last pushed; producers swap it */
-    atomic_size_t injected;       /* tasks pushed and not yet popped */
-    _Alignas(64) struct task *in_head; /* next to pop; the drainer only */
-    atomic_flag in_draining;      /* held by the one worker draining */
-    struct task in_stub;          /* keeps the queue non-empty for the algorithm */
-    size_t threads;               /* (mu) live worker threads */
-    atomic_size_t blocked;        /* workers parked in a library wait */
-    size_t target;                /* threads kept when nothing blocks; fixed */
-    size_t max;                   /* upper bound on threads; fixed */
-    bool stopping;                /* (mu) set by destroy */
-    atomic_size_t open_nurseries; /* opened and not yet joined */
-    unsigned generation;          /* fork generation at creation; fixed */
-    char name[12];                /* thread name prefix; fixed */
-    size_t stack_size;            /* 0: system default; fixed */
-};
 
 /* Incremented in the child after every fork(). */
 static atomic_uint fork_generation;
@@ -167,8 +126,18 @@ bool pool_claim(nursery_pool_t *p, struct task *t)
 
 /* Runs a task removed from a queue, if nobody claimed it meanwhile, and
  * drops the queue's reference to its capture. */
+static void kick_monitor(nursery_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    monitor_kick_locked(p);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void run_claimed(struct worker *self, struct task *t, bool helping)
 {
+    /* A task may block in user code: the monitor must be watching. */
+    if (unlikely(atomic_load_explicit(&self->pool->monitor_asleep, memory_order_relaxed)))
+        kick_monitor(self->pool);
     atomic_store_explicit(&self->busy, true, memory_order_relaxed);
     task_run(t);
     atomic_store_explicit(&self->busy, false, memory_order_relaxed);
@@ -185,6 +154,50 @@ static void run_removed(struct worker *self, struct task *t, bool helping)
     nursery_result_release(r);
 }
 
+/* ---- waking sleepers ---------------------------------------------------- */
+
+static bool no_spinner_but_sleepers(nursery_pool_t *p)
+{
+    return atomic_load_explicit(&p->spinning, memory_order_seq_cst) == 0 &&
+           atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0;
+}
+
+size_t pool_queued_estimate(nursery_pool_t *p)
+{
+    size_t queued = atomic_load_explicit(&p->injected, memory_order_relaxed);
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        queued += (size_t)deque_size(&p->workers[i]->dq);
+    return queued;
+}
+
+static void wake_one_locked(nursery_pool_t *p)
+{
+    struct list *first = list_first(&p->idle);
+    if (first) {
+        struct worker *w = list_entry(first, struct worker, idle_link);
+        list_remove(&w->idle_link);
+        w->parked = false;
+        atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
+        waiter_signal(&w->park);
+    }
+}
+
+static void wake_one(nursery_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    wake_one_locked(p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Work just became stealable (a batch moved into a deque, a task put
+ * back): make sure someone is looking for it. */
+static void spread_work(nursery_pool_t *p)
+{
+    if (no_spinner_but_sleepers(p))
+        wake_one(p);
+}
+
 /* ---- the injection queue ---------------------------------------------- */
 
 static void inject_link(nursery_pool_t *p, struct task *t)
@@ -197,13 +210,16 @@ static void inject_link(nursery_pool_t *p, struct task *t)
 
 static void inject(nursery_pool_t *p, struct task *t)
 {
-    atomic_fetch_add_explicit(&p->injected, 1, memory_order_relaxed);
+    /* Counted before it is linked, and the count is what sleepers look at:
+     * the tail is no emptiness test, since the drainer puts the stub at the
+     * tail while tasks may still be linking in front of it. */
+    atomic_fetch_add_explicit(&p->injected, 1, memory_order_seq_cst);
     inject_link(p, t);
 }
 
 static bool inject_nonempty(nursery_pool_t *p)
 {
-    return atomic_load_explicit(&p->in_tail, memory_order_seq_cst) != &p->in_stub;
+    return atomic_load_explicit(&p->injected, memory_order_seq_cst) > 0;
 }
 
 /* The oldest injected task, or NULL when empty or when a producer is
@@ -242,7 +258,8 @@ static struct task *take_injected(nursery_pool_t *p, struct worker *self)
         atomic_flag_test_and_set_explicit(&p->in_draining, memory_order_acquire))
         return NULL;
     struct task *first = inject_pop(p);
-    for (int i = 0; first && i < INJECT_BATCH; i++) {
+    int moved = 0;
+    for (; first && moved < INJECT_BATCH; moved++) {
         struct task *t = inject_pop(p);
         if (!t)
             break;
@@ -252,6 +269,8 @@ static struct task *take_injected(nursery_pool_t *p, struct worker *self)
         }
     }
     atomic_flag_clear_explicit(&p->in_draining, memory_order_release);
+    if (moved)
+        spread_work(p);
     return first;
 }
 
@@ -322,12 +341,6 @@ static struct task *find_work_spinning(nursery_pool_t *p, struct worker *self)
     return t;
 }
 
-static bool no_spinner_but_sleepers(nursery_pool_t *p)
-{
-    return atomic_load_explicit(&p->spinning, memory_order_seq_cst) == 0 &&
-           atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0;
-}
-
 static bool work_visible(nursery_pool_t *p)
 {
     if (inject_nonempty(p))
@@ -345,12 +358,12 @@ static void *worker_main(void *arg);
 
 /* Starts one worker thread, on a retired record or a new one.  Returns 0,
  * ENOMEM or EAGAIN. */
-static int spawn_locked(nursery_pool_t *p)
+int pool_spawn_locked(nursery_pool_t *p)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
     struct worker *w = NULL;
     for (size_t i = 0; i < n && !w; i++)
-        if (!p->workers[i]->live && !p->workers[i]->joinable)
+        if (!atomic_load(&p->workers[i]->live) && !p->workers[i]->joinable)
             w = p->workers[i];
     bool fresh = !w;
     if (fresh) {
@@ -380,7 +393,7 @@ static int spawn_locked(nursery_pool_t *p)
         }
         return rc == EAGAIN ? EAGAIN : ENOMEM;
     }
-    w->live = true;
+    atomic_store(&w->live, true);
     w->joinable = true;
     if (fresh) {
         p->workers[n] = w;
@@ -390,30 +403,20 @@ static int spawn_locked(nursery_pool_t *p)
     return 0;
 }
 
-/* Adds a thread when queued work cannot be served because workers block. */
+/* Adds a thread when queued work cannot be served because workers block
+ * (or wakes an idle one, if there is one). */
 static void grow_if_starved_locked(nursery_pool_t *p)
 {
     size_t blocked = atomic_load(&p->blocked);
-    if (p->stopping || !list_empty(&p->idle) || !work_visible(p))
+    if (p->stopping || !work_visible(p))
         return;
+    if (!list_empty(&p->idle)) {
+        wake_one_locked(p);
+        return;
+    }
     if (p->threads - blocked >= p->target || p->threads >= p->max)
         return;
-    spawn_locked(p); /* on failure the blocked workers will come back */
-}
-
-static void wake_one(nursery_pool_t *p)
-{
-    pthread_mutex_lock(&p->mu);
-    struct list *first = list_first(&p->idle);
-    struct worker *w = NULL;
-    if (first) {
-        w = list_entry(first, struct worker, idle_link);
-        list_remove(&w->idle_link);
-        w->parked = false;
-        atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
-        waiter_signal(&w->park);
-    }
-    pthread_mutex_unlock(&p->mu);
+    pool_spawn_locked(p); /* on failure the blocked workers will come back */
 }
 
 static void unpark_locked(nursery_pool_t *p, struct worker *self)
@@ -427,10 +430,27 @@ static void unpark_locked(nursery_pool_t *p, struct worker *self)
 
 /* Sleeps until there may be work.  Returns false when the thread must
  * exit (the pool stops, or it is a surplus thread that stayed idle). */
+/* The thread leaves the pool (mu held).  Counted out in the same lock
+ * hold as the decision, so that two idle surplus threads cannot both
+ * decide to retire on one stale count and leave fewer than `target`. */
+static void exit_locked(nursery_pool_t *p, struct worker *self)
+{
+    p->threads--;
+    atomic_store(&self->live, false);
+    if (!p->stopping) {
+        /* A surplus thread: nobody will join it. */
+        self->joinable = false;
+        pthread_detach(self->thread);
+    }
+    if (p->threads == 0)
+        pthread_cond_broadcast(&p->exit_cv);
+}
+
 static bool worker_idle(nursery_pool_t *p, struct worker *self)
 {
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
+        exit_locked(p, self);
         pthread_mutex_unlock(&p->mu);
         return false;
     }
@@ -452,6 +472,8 @@ static bool worker_idle(nursery_pool_t *p, struct worker *self)
     if (rc == ETIMEDOUT && p->threads - atomic_load(&p->blocked) > p->target &&
         !work_visible(p))
         stay = false;
+    if (!stay)
+        exit_locked(p, self);
     pthread_mutex_unlock(&p->mu);
     return stay;
 }
@@ -472,6 +494,13 @@ static void *worker_main(void *arg)
     struct worker *self = arg;
     nursery_pool_t *p = self->pool;
     pthread_mutex_lock(&p->mu); /* until spawn_locked has published us */
+    clockid_t clock;
+    if (pthread_getcpuclockid(pthread_self(), &clock) != 0)
+        clock = CLOCK_THREAD_CPUTIME_ID; /* the monitor's own: never stalled */
+    atomic_store_explicit(&self->cpu_clock, clock, memory_order_relaxed);
+#ifdef __linux__
+    atomic_store_explicit(&self->tid, (int)syscall(SYS_gettid), memory_order_relaxed);
+#endif
     pthread_mutex_unlock(&p->mu);
     set_thread_name(self);
     nursery__ctx.worker = self;
@@ -485,18 +514,7 @@ static void *worker_main(void *arg)
         else if (!worker_idle(p, self))
             break;
     }
-
-    pthread_mutex_lock(&p->mu);
-    p->threads--;
-    self->live = false;
-    if (!p->stopping) {
-        /* A surplus thread: nobody will join it. */
-        self->joinable = false;
-        pthread_detach(self->thread);
-    }
-    if (p->threads == 0)
-        pthread_cond_broadcast(&p->exit_cv);
-    pthread_mutex_unlock(&p->mu);
+    /* Counted out already (exit_locked): the record is not ours any more. */
     nursery__set_last_error(NULL);
     return NULL;
 }
@@ -539,6 +557,7 @@ static void requeue(nursery_pool_t *p, struct worker *self, struct task *t)
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_release);
     if (deque_push(&self->dq, t, t->nursery) != 0)
         inject(p, t);
+    spread_work(p);
 }
 
 bool pool_help(nursery_t *n)
@@ -594,6 +613,17 @@ void pool_block_enter(void)
     pthread_mutex_unlock(&p->mu);
 }
 
+void pool_wait_mark(int delta)
+{
+    struct worker *w = nursery__ctx.worker;
+    if (!w)
+        return;
+    atomic_fetch_add_explicit(&w->waiting, delta, memory_order_relaxed);
+    /* Going to wait with tasks in our deque: someone else must take them. */
+    if (delta > 0 && deque_size(&w->dq) > 0)
+        spread_work(w->pool);
+}
+
 void pool_block_leave(void)
 {
     struct worker *w = nursery__ctx.worker;
@@ -632,9 +662,11 @@ static void pool_free(nursery_pool_t *p)
     free(p);
 }
 
-/* Stops every worker and waits until they have all exited (mu not held). */
+/* Stops the monitor and every worker and waits until they have all exited
+ * (mu not held). */
 static void stop_workers(nursery_pool_t *p)
 {
+    monitor_stop(p); /* first: it may add workers */
     pthread_mutex_lock(&p->mu);
     p->stopping = true;
     struct list *first;
@@ -684,8 +716,10 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
     int rc = 0;
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < threads && rc == 0; i++)
-        rc = spawn_locked(p);
+        rc = pool_spawn_locked(p);
     pthread_mutex_unlock(&p->mu);
+    if (rc == 0)
+        rc = monitor_start(p);
     if (rc) {
         stop_workers(p);
         pool_free(p);

@@ -1,7 +1,9 @@
 /*
  * test_stress.c - races repeated in bounded loops: pool lifetime, join and
  * cancel against completion, per-task cancel, wait_any, nested waits on one
- * thread, concurrent starters, shutdown after join.
+ * thread, concurrent starters, shutdown after join; and the scheduler:
+ * helping joiners and waiters, stealing, the injection queue, sleeping and
+ * waking, threads added for blocked workers and retired.
  *
  * Counts are moderate so that each case stays well under its timeout even
  * under ThreadSanitizer; the sanitizer, not the count, is what finds races.
@@ -389,6 +391,646 @@ START_TEST(destroy_right_after_join)
 }
 END_TEST
 
+/* ---- the scheduler ----------------------------------------------------------
+ * Work-stealing deques, the injection queue, helping joiners and waiters,
+ * sleeping and waking, threads added for blocked workers.  Outcomes are
+ * checked as values (counts, sums, statistics that follow from the
+ * structure of the test), never as timings. */
+
+/* Waits until the pool's statistics satisfy `ok`: a pool has no event for
+ * "every worker is asleep" or "the extra threads have retired", so this
+ * polls, bounded by TEST_HANG_MS.  Returns false on time-out; *last gets
+ * the last statistics read. */
+static bool stats_become(nursery_pool_t *p, bool (*ok)(const nursery_pool_stats_t *, size_t),
+                         size_t arg, nursery_pool_stats_t *last)
+{
+    nursery_time_t deadline = nursery_after_ms(TEST_HANG_MS);
+    for (;;) {
+        ck_assert_int_eq(nursery_pool_stats(p, last), 0);
+        if (ok(last, arg))
+            return true;
+        if (nursery_now() >= deadline)
+            return false;
+        struct timespec pause = {.tv_nsec = 100000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* ck_assert_msg that the pool's statistics come to satisfy `ok`. */
+#define ck_assert_stats_become(p, ok, arg)                                                         \
+    do {                                                                                           \
+        nursery_pool_stats_t st_;                                                                  \
+        ck_assert_msg(stats_become((p), (ok), (arg), &st_),                                        \
+                      #ok " never held: threads %zu idle %zu blocked %zu queued %zu running %zu",  \
+                      st_.threads, st_.idle, st_.blocked, st_.queued, st_.running);                \
+    } while (0)
+
+static bool all_idle(const nursery_pool_stats_t *st, size_t unused)
+{
+    (void)unused;
+    return st->idle == st->threads && st->running == 0 && st->queued == 0;
+}
+
+static bool threads_are(const nursery_pool_stats_t *st, size_t threads)
+{
+    return st->threads == threads;
+}
+
+/* Joins `n` from the test thread within TEST_HANG_MS; if it times out, the
+ * failure shows the pool's state (a lost wake-up: every worker idle with
+ * tasks queued; or no worker left at all). */
+static void join_or_fail(nursery_pool_t *pool, nursery_t *n)
+{
+    int rc = nursery_join(n, nursery_after_ms(TEST_HANG_MS), NULL);
+    nursery_pool_stats_t st = {0};
+    if (rc)
+        nursery_pool_stats(pool, &st);
+    ck_assert_msg(rc == 0, "join: %d; threads %zu idle %zu blocked %zu queued %zu running %zu", rc,
+                  st.threads, st.idle, st.blocked, st.queued, st.running);
+}
+
+/* fib(n), splitting each call: fib(n - 1) is captured in a nursery of its
+ * own, fib(n - 2) computed inline, then the nursery is joined (the joiner
+ * runs the capture if nobody else has) and the capture's value read.  With
+ * wait_first, odd levels wait for the capture before joining (a waiting
+ * worker runs a queued capture itself). */
+struct fib {
+    nursery_pool_t *pool;
+    int n;
+    bool wait_first;
+};
+
+static int fib_task(void *arg, void **value)
+{
+    const struct fib *f = arg;
+    if (f->n < 2) {
+        *value = INT2PTR(f->n);
+        return 0;
+    }
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, f->pool);
+    if (rc)
+        return rc;
+    struct fib left = {.pool = f->pool, .n = f->n - 1, .wait_first = f->wait_first};
+    struct fib right = {.pool = f->pool, .n = f->n - 2, .wait_first = f->wait_first};
+    nursery_result_t *r = NULL;
+    task_expect_eq(nursery_capture_start_soon(n, fib_task, &left, NULL, &r), 0);
+    void *rv = NULL;
+    task_expect_eq(fib_task(&right, &rv), 0);
+    if (f->wait_first && f->n % 2)
+        task_expect_eq(nursery_result_wait(r, nursery_after_ms(TEST_HANG_MS)), 0);
+    rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    task_expect_eq(rc, 0);
+    void *lv = NULL;
+    task_expect_eq(nursery_result_value(r, &lv), 0);
+    nursery_result_release(r);
+    *value = INT2PTR(PTR2INT(lv) + PTR2INT(rv));
+    return rc;
+}
+
+static int fib_sequential(int n)
+{
+    int a = 0, b = 1;
+    for (int i = 0; i < n; i++) {
+        int c = a + b;
+        a = b;
+        b = c;
+    }
+    return a;
+}
+
+/* Captures that fib_task(n) starts, at every depth. */
+static int fib_captures(int n)
+{
+    return n < 2 ? 0 : 1 + fib_captures(n - 1) + fib_captures(n - 2);
+}
+
+#define FIB_N 17
+#define FIB_ROUNDS 8
+
+START_TEST(fib_captures_on_pools_of_one_two_four)
+{
+    const size_t sizes[] = {1, 2, 4};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        /* One thread and no more: only helping makes progress. */
+        nursery_pool_t *pool = sizes[k] == 1 ? capped_pool(1) : test_pool(sizes[k]);
+        for (int round = 0; round < FIB_ROUNDS; round++) {
+            int n = FIB_N - round % 2;
+            /* Not waiting first on one thread: a capture its waiter ran
+             * leaves its queue entry at the bottom of the worker's deque,
+             * and the join of an outer nursery, which helps only with the
+             * bottom entry, hangs behind it when no other worker can steal
+             * (a limitation of pool_help, reported). */
+            struct fib top = {.pool = pool, .n = n, .wait_first = sizes[k] > 1 && round % 2};
+            nursery_t *nur = NULL;
+            nursery_result_t *r = NULL;
+            ck_assert_int_eq(nursery_open(&nur, pool), 0);
+            ck_assert_int_eq(nursery_capture_start_soon(nur, fib_task, &top, NULL, &r), 0);
+            join_or_fail(pool, nur);
+            ck_assert_tasks_ok();
+            assert_value(r, fib_sequential(n));
+            nursery_result_release(r);
+        }
+        if (sizes[k] == 1) {
+            /* Every capture below the top task was run by a waiter or a
+             * joiner on the one worker: nobody else could. */
+            nursery_pool_stats_t st;
+            ck_assert_int_eq(nursery_pool_stats(pool, &st), 0);
+            int expected = 0;
+            for (int round = 0; round < FIB_ROUNDS; round++)
+                expected += fib_captures(FIB_N - round % 2);
+            ck_assert_uint_eq(st.helped, (uint64_t)expected);
+            ck_assert_uint_eq(st.threads, 1);
+        }
+        ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+    }
+}
+END_TEST
+
+/* A task (T) opens a nursery and starts a child (C) in it, then waits on a
+ * gate while the pool's other worker steals C.  C opens a nursery of its
+ * own, starts the grandchildren there and waits until they have all run.
+ * The pool has two threads and may not grow, and both are waiting: once T
+ * joins, the only way forward is for T's join to steal the grandchildren
+ * from C's worker and run them - helping is restricted to descendants, and
+ * these are. */
+#define GRANDCHILDREN 8
+
+struct lineage {
+    nursery_pool_t *pool;
+    nursery_result_t *join_gate;  /* T joins once this is open */
+    nursery_result_t *grand_done; /* opened by the last grandchild */
+    latch_t grand_started;        /* C has started every grandchild */
+    atomic_int grand_ran;
+};
+
+static int grandchild(void *arg, void **value)
+{
+    (void)value;
+    struct lineage *l = arg;
+    if (atomic_fetch_add(&l->grand_ran, 1) + 1 == GRANDCHILDREN)
+        task_expect_eq(nursery_future_set_value(l->grand_done, NULL), 0);
+    return 0;
+}
+
+static int lineage_child(void *arg, void **value)
+{
+    (void)value;
+    struct lineage *l = arg;
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, l->pool);
+    if (rc)
+        return rc;
+    for (int i = 0; i < GRANDCHILDREN; i++)
+        task_expect_eq(nursery_start_soon(n, grandchild, l, NULL), 0);
+    latch_count_down(&l->grand_started);
+    task_expect_eq(gate_wait(l->grand_done), 0);
+    rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    task_expect_eq(rc, 0);
+    return rc;
+}
+
+static int lineage_top(void *arg, void **value)
+{
+    (void)value;
+    struct lineage *l = arg;
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, l->pool);
+    if (rc)
+        return rc;
+    task_expect_eq(nursery_start_soon(n, lineage_child, l, NULL), 0);
+    task_expect_eq(gate_wait(l->join_gate), 0);
+    rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    task_expect_eq(rc, 0);
+    return rc;
+}
+
+START_TEST(join_runs_grandchildren_of_a_waiting_child)
+{
+    nursery_pool_t *pool = capped_pool(2);
+    for (int round = 0; round < 500; round++) {
+        struct lineage l = {.pool = pool, .join_gate = gate_new(), .grand_done = gate_new()};
+        latch_init(&l.grand_started, 1);
+        atomic_init(&l.grand_ran, 0);
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        ck_assert_int_eq(nursery_start_soon(n, lineage_top, &l, NULL), 0);
+        ck_assert(latch_wait(&l.grand_started));
+        gate_open(l.join_gate);
+        join_or_fail(pool, n);
+        ck_assert_tasks_ok();
+        ck_assert_int_eq(atomic_load(&l.grand_ran), GRANDCHILDREN);
+        /* Every grandchild was run by T's join, helping. */
+        nursery_pool_stats_t st;
+        ck_assert_int_eq(nursery_pool_stats(pool, &st), 0);
+        ck_assert_uint_eq(st.helped, (uint64_t)(round + 1) * GRANDCHILDREN);
+        ck_assert_uint_eq(st.threads, 2);
+        latch_destroy(&l.grand_started);
+        nursery_result_release(l.join_gate);
+        nursery_result_release(l.grand_done);
+    }
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* On a pool of one thread (and no more), nested joins: T's join runs its
+ * child C, which opens a nursery, hands it to the test thread and waits on
+ * a gate - the only worker is then blocked.  The test thread starts tasks
+ * into C's nursery (they go to the injection queue) and opens the gate;
+ * C's join must find them there. */
+#define INJECTED 40 /* more than one batch moved from the injection queue */
+
+struct inner {
+    nursery_pool_t *pool;
+    nursery_result_t *inner_nursery; /* C's nursery, as the future's value */
+    nursery_result_t *gate;
+    atomic_int ran;
+};
+
+static int inner_leaf(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&((struct inner *)arg)->ran, 1);
+    return 0;
+}
+
+static int inner_child(void *arg, void **value)
+{
+    (void)value;
+    struct inner *in = arg;
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, in->pool);
+    if (rc)
+        return rc;
+    task_expect_eq(nursery_future_set_value(in->inner_nursery, n), 0);
+    task_expect_eq(gate_wait(in->gate), 0);
+    rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    task_expect_eq(rc, 0);
+    return rc;
+}
+
+static int inner_top(void *arg, void **value)
+{
+    (void)value;
+    struct inner *in = arg;
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, in->pool);
+    if (rc)
+        return rc;
+    task_expect_eq(nursery_start_soon(n, inner_child, in, NULL), 0);
+    rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    task_expect_eq(rc, 0);
+    return rc;
+}
+
+START_TEST(nested_joins_take_injected_tasks_on_one_thread)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    for (int round = 0; round < 300; round++) {
+        struct inner in = {.pool = pool, .gate = gate_new()};
+        ck_assert_int_eq(nursery_future_create(&in.inner_nursery), 0);
+        atomic_init(&in.ran, 0);
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        ck_assert_int_eq(nursery_start_soon(n, inner_top, &in, NULL), 0);
+        ck_assert_int_eq(gate_wait(in.inner_nursery), 0);
+        void *inner = NULL;
+        ck_assert_int_eq(nursery_result_value(in.inner_nursery, &inner), 0);
+        for (int i = 0; i < INJECTED; i++)
+            ck_assert_int_eq(nursery_start_soon(inner, inner_leaf, &in, NULL), 0);
+        gate_open(in.gate);
+        join_or_fail(pool, n);
+        ck_assert_tasks_ok();
+        ck_assert_int_eq(atomic_load(&in.ran), INJECTED);
+        /* C by T's join, the leaves by C's. */
+        nursery_pool_stats_t st;
+        ck_assert_int_eq(nursery_pool_stats(pool, &st), 0);
+        ck_assert_uint_eq(st.helped, (uint64_t)(round + 1) * (INJECTED + 1));
+        nursery_result_release(in.gate);
+        nursery_result_release(in.inner_nursery);
+    }
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* Plain threads start tasks into one nursery (the injection queue) while
+ * those tasks start children and grandchildren into it from the workers
+ * (their deques).  Every task runs once and has its argument destroyed
+ * once. */
+#define FEEDERS 4
+#define PER_FEEDER 1000
+#define FEED_DEPTH 3 /* a fed task, its child, its grandchild */
+
+struct feed {
+    nursery_t *n;
+    struct feed_item *items; /* FEED_DEPTH * FEEDERS * PER_FEEDER */
+    latch_t go;
+};
+
+struct feed_item {
+    struct feed *feed;
+    int index;
+    atomic_int ran;
+    atomic_int destroyed;
+};
+
+static void feed_item_destroy(void *arg)
+{
+    atomic_fetch_add(&((struct feed_item *)arg)->destroyed, 1);
+}
+
+static const nursery_task_options_t feed_opts = {.arg_destroy = feed_item_destroy};
+
+static int feed_task(void *arg, void **value)
+{
+    (void)value;
+    struct feed_item *it = arg;
+    atomic_fetch_add(&it->ran, 1);
+    /* Item i starts item i + FEEDERS * PER_FEEDER, one level down. */
+    int next = it->index + FEEDERS * PER_FEEDER;
+    if (next < FEED_DEPTH * FEEDERS * PER_FEEDER)
+        task_expect_eq(
+            nursery_start_soon(it->feed->n, feed_task, &it->feed->items[next], &feed_opts), 0);
+    return 0;
+}
+
+struct feeder {
+    struct feed *feed;
+    int first;
+    int failures;
+};
+
+static void *feeder_main(void *arg)
+{
+    struct feeder *f = arg;
+    latch_wait(&f->feed->go);
+    for (int i = 0; i < PER_FEEDER; i++)
+        if (nursery_start_soon(f->feed->n, feed_task, &f->feed->items[f->first + i], &feed_opts))
+            f->failures++;
+    return NULL;
+}
+
+START_TEST(outside_threads_and_tasks_start_into_one_nursery)
+{
+    enum { ITEMS = FEED_DEPTH * FEEDERS * PER_FEEDER };
+    nursery_pool_t *pool = test_pool(4);
+    struct feed_item *items = calloc(ITEMS, sizeof(*items));
+    ck_assert_ptr_nonnull(items);
+    for (int round = 0; round < 8; round++) {
+        struct feed feed = {.items = items};
+        for (int i = 0; i < ITEMS; i++) {
+            items[i].feed = &feed;
+            items[i].index = i;
+            atomic_init(&items[i].ran, 0);
+            atomic_init(&items[i].destroyed, 0);
+        }
+        latch_init(&feed.go, 1);
+        ck_assert_int_eq(nursery_open(&feed.n, pool), 0);
+        pthread_t threads[FEEDERS];
+        struct feeder feeders[FEEDERS];
+        for (int i = 0; i < FEEDERS; i++) {
+            feeders[i] = (struct feeder){.feed = &feed, .first = i * PER_FEEDER};
+            ck_assert_int_eq(pthread_create(&threads[i], NULL, feeder_main, &feeders[i]), 0);
+        }
+        latch_count_down(&feed.go);
+        for (int i = 0; i < FEEDERS; i++) {
+            ck_assert_int_eq(pthread_join(threads[i], NULL), 0);
+            ck_assert_int_eq(feeders[i].failures, 0);
+        }
+        join_or_fail(pool, feed.n);
+        ck_assert_tasks_ok();
+        for (int i = 0; i < ITEMS; i++) {
+            ck_assert_msg(atomic_load(&items[i].ran) == 1, "item %d ran %d times", i,
+                          atomic_load(&items[i].ran));
+            ck_assert_msg(atomic_load(&items[i].destroyed) == 1, "item %d destroyed %d times", i,
+                          atomic_load(&items[i].destroyed));
+        }
+        latch_destroy(&feed.go);
+    }
+    free(items);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* Bursts of tiny tasks from the test thread.  Before every other burst the
+ * pool is left to fall asleep (every worker parked); the others come while
+ * workers are still spinning or on their way to sleep.  A lost wake-up
+ * leaves a burst queued with everyone asleep: its join times out. */
+START_TEST(bursts_after_idle_gaps_are_never_lost)
+{
+    const size_t sizes[] = {1, 4};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        nursery_pool_t *pool = test_pool(sizes[k]);
+        atomic_int count = 0;
+        int expected = 0;
+        for (int round = 0; round < 2000; round++) {
+            if (round % 2 == 0)
+                ck_assert_stats_become(pool, all_idle, 0);
+            int tasks = 1 + round % 5;
+            nursery_t *n = NULL;
+            ck_assert_int_eq(nursery_open(&n, pool), 0);
+            for (int t = 0; t < tasks; t++)
+                ck_assert_int_eq(nursery_start_soon(n, count_task, &count, NULL), 0);
+            join_or_fail(pool, n);
+            expected += tasks;
+            ck_assert_int_eq(atomic_load(&count), expected);
+        }
+        ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+    }
+}
+END_TEST
+
+/* On a pool of 2 threads (up to 16), 12 tasks block in a library wait on a
+ * gate.  They can only all be waiting at once if the pool added threads for
+ * them; 12 counting tasks started after them must then still complete.
+ * After the gate opens, the extra threads retire. */
+#define BLOCKERS 12
+
+struct elastic {
+    nursery_result_t *gate;
+    latch_t waiting; /* every blocker is in its wait */
+    latch_t counted; /* every counter ran */
+};
+
+static int elastic_block(void *arg, void **value)
+{
+    (void)value;
+    struct elastic *e = arg;
+    latch_count_down(&e->waiting);
+    return gate_wait(e->gate);
+}
+
+static int elastic_count(void *arg, void **value)
+{
+    (void)value;
+    latch_count_down(&((struct elastic *)arg)->counted);
+    return 0;
+}
+
+START_TEST(blocked_workers_are_replaced_then_retire)
+{
+    nursery_pool_options_t o = {.threads = 2, .max_threads = 16};
+    nursery_pool_t *pool = NULL;
+    ck_assert_int_eq(nursery_pool_create(&pool, &o), 0);
+    for (int round = 0; round < 3; round++) {
+        struct elastic e = {.gate = gate_new()};
+        latch_init(&e.waiting, BLOCKERS);
+        latch_init(&e.counted, BLOCKERS);
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        for (int i = 0; i < BLOCKERS; i++)
+            ck_assert_int_eq(nursery_start_soon(n, elastic_block, &e, NULL), 0);
+        ck_assert(latch_wait(&e.waiting));
+        for (int i = 0; i < BLOCKERS; i++)
+            ck_assert_int_eq(nursery_start_soon(n, elastic_count, &e, NULL), 0);
+        ck_assert(latch_wait(&e.counted));
+
+        /* Still blocked, each on a thread of its own. */
+        ck_assert(!nursery_result_is_done(e.gate));
+        nursery_pool_stats_t st;
+        ck_assert_int_eq(nursery_pool_stats(pool, &st), 0);
+        ck_assert_uint_gt(st.threads, 2);
+        ck_assert_uint_ge(st.threads, BLOCKERS);
+        ck_assert_uint_le(st.threads, 16);
+
+        gate_open(e.gate);
+        join_or_fail(pool, n);
+        /* Idle threads above the two retire (after a while). */
+        ck_assert_stats_become(pool, threads_are, 2);
+        latch_destroy(&e.waiting);
+        latch_destroy(&e.counted);
+        nursery_result_release(e.gate);
+    }
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* Tasks that start more tasks from the workers, so deques are in use when
+ * the pool goes. */
+struct spawner {
+    nursery_t *n;
+    atomic_int *count;
+};
+
+static int spawn_counts(void *arg, void **value)
+{
+    (void)value;
+    struct spawner *s = arg;
+    for (int i = 0; i < 4; i++)
+        task_expect_eq(nursery_start_soon(s->n, count_task, s->count, NULL), 0);
+    return count_task(s->count, value);
+}
+
+/* Destroy right after a join (workers still spinning, or going to sleep)
+ * and after every worker has parked, many times over. */
+START_TEST(destroy_while_workers_spin_or_sleep)
+{
+    atomic_int count = 0;
+    int expected = 0;
+    for (int i = 0; i < 400; i++) {
+        nursery_pool_t *pool = test_pool(1 + (size_t)(i % 4));
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        struct spawner s = {.n = n, .count = &count};
+        for (int t = 0; t < 3; t++)
+            ck_assert_int_eq(nursery_start_soon(n, spawn_counts, &s, NULL), 0);
+        join_or_fail(pool, n);
+        expected += 3 * 5;
+        if (i % 3 == 1)
+            ck_assert_stats_become(pool, all_idle, 0);
+        else if (i % 3 == 2) {
+            /* One more nursery, from a sleeping start. */
+            run_count_tasks(pool, &count, 1);
+            expected++;
+        }
+        ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+        ck_assert_tasks_ok();
+        ck_assert_int_eq(atomic_load(&count), expected);
+    }
+}
+END_TEST
+
+/* A worker starts a capture (onto its own deque, where idle workers steal
+ * it), then cancels it at once; in every other round a sibling task waits
+ * for the capture too (a waiting worker claims a queued capture).  Whoever
+ * claims it first decides: it either ran, or was cancelled before it ran,
+ * and its argument is destroyed exactly once. */
+#define CANCEL_RACES 8
+
+struct steal_race {
+    nursery_t *n;
+    bool with_waiter;
+    struct racer r;
+    nursery_result_t *res; /* owned by the test once the nursery is joined */
+    int cancel_rc;
+};
+
+static int wait_for_capture(void *arg, void **value)
+{
+    (void)value;
+    task_expect_eq(nursery_result_wait(arg, nursery_after_ms(TEST_HANG_MS)), 0);
+    return 0;
+}
+
+static int start_then_cancel(void *arg, void **value)
+{
+    (void)value;
+    struct steal_race *c = arg;
+    nursery_task_options_t opts = {.arg_destroy = racer_destroy};
+    int rc = nursery_capture_start_soon(c->n, racer_task, &c->r, &opts, &c->res);
+    task_expect_eq(rc, 0);
+    if (rc)
+        return rc;
+    if (c->with_waiter) {
+        nursery_task_options_t wopts = {.arg_destroy = release_item};
+        task_expect_eq(
+            nursery_start_soon(c->n, wait_for_capture, nursery_result_retain(c->res), &wopts), 0);
+    }
+    c->cancel_rc = nursery_result_cancel(c->res);
+    return 0;
+}
+
+START_TEST(result_cancel_races_steal_of_queued_capture)
+{
+    nursery_pool_t *pool = test_pool(4);
+    int ran = 0, cancelled = 0;
+    for (int round = 0; round < 600; round++) {
+        struct steal_race c[CANCEL_RACES];
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        for (int i = 0; i < CANCEL_RACES; i++) {
+            memset(&c[i], 0, sizeof(c[i]));
+            c[i].n = n;
+            c[i].with_waiter = round % 2 == 1;
+            c[i].cancel_rc = -1;
+            atomic_init(&c[i].r.ran, 0);
+            atomic_init(&c[i].r.destroyed, 0);
+            ck_assert_int_eq(nursery_start_soon(n, start_then_cancel, &c[i], NULL), 0);
+        }
+        join_or_fail(pool, n);
+        ck_assert_tasks_ok();
+        for (int i = 0; i < CANCEL_RACES; i++) {
+            ck_assert_ptr_nonnull(c[i].res);
+            ck_assert(c[i].cancel_rc == 0 || c[i].cancel_rc == EALREADY);
+            int succeeded = check_racer(c[i].res, &c[i].r);
+            /* Exactly one of: it ran (to its end or to its checkpoint), or
+             * the cancel claimed it before anyone ran it. */
+            if (atomic_load(&c[i].r.ran) == 0) {
+                ck_assert_int_eq(c[i].cancel_rc, 0);
+                cancelled++;
+            } else {
+                ran++;
+            }
+            if (c[i].cancel_rc == EALREADY)
+                ck_assert_int_eq(succeeded, 1);
+            ck_assert_int_eq(nursery_result_cancel(c[i].res), EALREADY);
+            nursery_result_release(c[i].res);
+        }
+    }
+    ck_assert_int_eq(ran + cancelled, 600 * CANCEL_RACES);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
 static Suite *stress_suite(void)
 {
     Suite *s = suite_create("stress");
@@ -406,6 +1048,17 @@ static Suite *stress_suite(void)
 
     tc = tcase_with_timeout(s, "nested", 60);
     tcase_add_test(tc, nested_waits_on_one_thread_pool);
+
+    /* Above TEST_HANG_MS, so that a join that hangs reports the pool's state. */
+    tc = tcase_with_timeout(s, "scheduler", 120);
+    tcase_add_test(tc, fib_captures_on_pools_of_one_two_four);
+    tcase_add_test(tc, join_runs_grandchildren_of_a_waiting_child);
+    tcase_add_test(tc, nested_joins_take_injected_tasks_on_one_thread);
+    tcase_add_test(tc, outside_threads_and_tasks_start_into_one_nursery);
+    tcase_add_test(tc, bursts_after_idle_gaps_are_never_lost);
+    tcase_add_test(tc, blocked_workers_are_replaced_then_retire);
+    tcase_add_test(tc, destroy_while_workers_spin_or_sleep);
+    tcase_add_test(tc, result_cancel_races_steal_of_queued_capture);
     return s;
 }
 

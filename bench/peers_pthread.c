@@ -1,0 +1,194 @@
+/*
+ * peers_pthread.c - the peer without a pool: one POSIX thread per task, created and then
+ * joined, and the raw mutex+condvar ping-pong that wake_latency compares with.
+ *
+ * Threads get small stacks (64 KiB) so that ten thousand of them fit comfortably; the
+ * driver caps spawn_join's task count for this peer, since a million thread creations would
+ * take longer than the rest of the benchmark together.
+ */
+#include "bench.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#define THREAD_STACK (64 * 1024)
+
+/* One thread per task: fn(arg + i * size) in a new thread for each i < n, then join all. */
+static void thread_per_task(size_t n, void *(*fn)(void *), void *args, size_t size)
+{
+    pthread_t *tids = malloc(n * sizeof *tids);
+    pthread_attr_t attr;
+    if (!tids)
+        bench_die("pthread: out of memory");
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    for (size_t i = 0; i < n; i++)
+        if (pthread_create(&tids[i], &attr, fn, (char *)args + i * size) != 0)
+            bench_die("pthread: cannot create thread %zu of %zu", i, n);
+    for (size_t i = 0; i < n; i++)
+        pthread_join(tids[i], NULL);
+    pthread_attr_destroy(&attr);
+    free(tids);
+}
+
+struct slot_task {
+    long *slots;
+    size_t i;
+};
+
+static void *store(void *arg)
+{
+    struct slot_task *t = arg;
+    t->slots[t->i] = 2 * (long)t->i;
+    return NULL;
+}
+
+void pt_spawn_join(long *slots, size_t n)
+{
+    struct slot_task *args = malloc(n * sizeof *args);
+    if (!args)
+        bench_die("pthread: out of memory");
+    for (size_t i = 0; i < n; i++)
+        args[i] = (struct slot_task){slots, i};
+    thread_per_task(n, store, args, sizeof *args);
+    free(args);
+}
+
+struct nested {
+    long *slots;
+    size_t n;
+};
+
+static void *nested_fan_out(void *arg)
+{
+    struct nested *t = arg;
+    pt_spawn_join(t->slots, t->n);
+    return NULL;
+}
+
+void pt_spawn_join_nested(long *slots, size_t n)
+{
+    struct nested t = {slots, n};
+    thread_per_task(1, nested_fan_out, &t, sizeof t);
+}
+
+struct chunk_task {
+    const double *a;
+    size_t len;
+    double *out;
+};
+
+static void *chunk_sum(void *arg)
+{
+    struct chunk_task *t = arg;
+    *t->out = bench_sum_sqrt(t->a, t->len);
+    return NULL;
+}
+
+void pt_map_sum(const double *a, size_t n, size_t chunks, double *part)
+{
+    struct chunk_task *args = malloc(chunks * sizeof *args);
+    if (!args)
+        bench_die("pthread: out of memory");
+    for (size_t c = 0; c < chunks; c++) {
+        size_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
+        args[c] = (struct chunk_task){a + lo, hi - lo, &part[c]};
+    }
+    thread_per_task(chunks, chunk_sum, args, sizeof *args);
+    free(args);
+}
+
+struct nap_task {
+    int64_t ns;
+    unsigned char *done;
+};
+
+static void *nap(void *arg)
+{
+    struct nap_task *t = arg;
+    bench_nap(t->ns);
+    *t->done = 1;
+    return NULL;
+}
+
+void pt_blocking_fanout(size_t k, int64_t ns, unsigned char *done)
+{
+    struct nap_task *args = malloc(k * sizeof *args);
+    if (!args)
+        bench_die("pthread: out of memory");
+    for (size_t i = 0; i < k; i++)
+        args[i] = (struct nap_task){ns, &done[i]};
+    thread_per_task(k, nap, args, sizeof *args);
+    free(args);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Raw condvar ping-pong                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct pingpong {
+    pthread_mutex_t mu;    /* protects ping, pong, stop */
+    pthread_cond_t pinged; /* the partner waits here for ping != pong */
+    pthread_cond_t ponged; /* the caller waits here for pong == ping */
+    size_t ping;           /* (mu) rounds asked by the caller */
+    size_t pong;           /* (mu) rounds answered by the partner */
+    bool stop;             /* (mu) the partner exits */
+    int cpu;               /* where the partner runs; fixed */
+};
+
+static void *partner(void *arg)
+{
+    struct pingpong *pp = arg;
+
+    bench_pin_self(pp->cpu);
+    pthread_mutex_lock(&pp->mu);
+    for (;;) {
+        while (pp->ping == pp->pong && !pp->stop)
+            pthread_cond_wait(&pp->pinged, &pp->mu);
+        if (pp->stop)
+            break;
+        pp->pong = pp->ping;
+        pthread_cond_signal(&pp->ponged);
+    }
+    pthread_mutex_unlock(&pp->mu);
+    return NULL;
+}
+
+void pt_pingpong(size_t rounds, int cpu, int64_t *wall_ns, int64_t *cpu_ns)
+{
+    struct pingpong pp = {.cpu = cpu};
+    pthread_t tid;
+
+    pthread_mutex_init(&pp.mu, NULL);
+    pthread_cond_init(&pp.pinged, NULL);
+    pthread_cond_init(&pp.ponged, NULL);
+    if (pthread_create(&tid, NULL, partner, &pp) != 0)
+        bench_die("pthread: cannot create the ping-pong partner");
+
+    /* One untimed round: the partner has started (and pinned itself) afterwards. */
+    int64_t t0 = 0, c0 = 0;
+    pthread_mutex_lock(&pp.mu);
+    for (size_t r = 0; r <= rounds; r++) {
+        if (r == 1) {
+            t0 = bench_now_ns();
+            c0 = bench_thread_cpu_ns();
+        }
+        pp.ping++;
+        pthread_cond_signal(&pp.pinged);
+        while (pp.pong != pp.ping)
+            pthread_cond_wait(&pp.ponged, &pp.mu);
+    }
+    *cpu_ns = bench_thread_cpu_ns() - c0;
+    *wall_ns = bench_now_ns() - t0;
+    pp.stop = true;
+    pthread_cond_signal(&pp.pinged);
+    pthread_mutex_unlock(&pp.mu);
+
+    pthread_join(tid, NULL);
+    if (pp.pong != rounds + 1)
+        bench_die("pthread: ping-pong answered %zu of %zu rounds", pp.pong, rounds + 1);
+    pthread_cond_destroy(&pp.ponged);
+    pthread_cond_destroy(&pp.pinged);
+    pthread_mutex_destroy(&pp.mu);
+}

@@ -1,0 +1,201 @@
+/*
+ * monitor.c - adds threads when workers block in user code.
+ *
+ * A worker blocked in the library says so (pool_block_enter).  A worker
+ * blocked in the user's own code - read(), nanosleep(), a foreign lock -
+ * cannot, so a monitor thread watches from outside: every TICK_NS while
+ * tasks are running it reads each busy worker's CPU-time clock, and a busy
+ * worker that used less than a tenth of a tick, two ticks in a row, and
+ * that the kernel does not list as runnable (on Linux), is stalled.  When work is queued, no worker is idle, the process leaves the
+ * CPUs partly unused and fewer than `target` workers make progress,
+ * it adds one thread per stalled worker (so a pool full of sleepers doubles
+ * each tick, and 64 blocked tasks on 2 CPUs are all running within a few
+ * milliseconds), up to the pool's maximum.  CPU-bound work keeps its
+ * workers' clocks moving and never adds threads; the extra threads retire
+ * when idle (pool.c).
+ *
+ * The monitor sleeps on its condition variable while nothing runs, and is
+ * kicked when a sleeping worker is woken for new work, so an idle pool
+ * costs no CPU.  `asleep` and `stopping` are protected by pool.mu; the
+ * clocks are read without it.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_NS INT64_C(1000000)
+#define STALLED_CPU_NS (TICK_NS / 10)
+#define STALL_TICKS 2
+
+struct monitor {
+    pthread_t thread;
+    pthread_cond_t cv;  /* the monitor sleeps here (monotonic clock) */
+    int_fast64_t process_cpu; /* monitor only: process CPU time at the last tick */
+    bool asleep;        /* (mu) waiting for a kick, not ticking */
+    bool stopping;      /* (mu) */
+};
+
+static int_fast64_t cpu_time(clockid_t clock)
+{
+    struct timespec ts;
+    if (clock_gettime(clock, &ts) != 0)
+        return -1;
+    return (int_fast64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Whether the kernel says the thread is runnable (so a stopped CPU clock
+ * means it waits for a CPU, not for an event).  Linux only; elsewhere the
+ * clocks decide alone. */
+static bool thread_runnable(int tid)
+{
+#ifdef __linux__
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    FILE *f = tid > 0 ? fopen(path, "re") : NULL;
+    if (!f)
+        return false;
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the name may hold spaces */
+    return paren && paren[1] == ' ' && paren[2] == 'R';
+#else
+    (void)tid;
+    return false;
+#endif
+}
+
+/* Counts the busy workers, and those stalled: busy, not in a library
+ * wait, and without CPU time for STALL_TICKS ticks in a row (a short wait
+ * for a lock is not a stall).  Monitor only; no lock held, since reading
+ * clocks takes system calls. */
+static void look_at_workers(nursery_pool_t *p, bool ask_kernel, size_t *busy, size_t *stalled)
+{
+    *busy = *stalled = 0;
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        struct worker *w = p->workers[i];
+        bool watched = atomic_load_explicit(&w->live, memory_order_relaxed) &&
+                       atomic_load_explicit(&w->busy, memory_order_relaxed);
+        if (watched)
+            ++*busy;
+        /* Waiting in the library: pool_block_enter's business. */
+        if (!watched || atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0) {
+            w->cpu_seen = -1;
+            w->stalled_ticks = 0;
+            continue;
+        }
+        int_fast64_t now = cpu_time(atomic_load_explicit(&w->cpu_clock, memory_order_relaxed));
+        if (w->cpu_seen >= 0 && now >= 0 && now - w->cpu_seen < STALLED_CPU_NS)
+            w->stalled_ticks++;
+        else
+            w->stalled_ticks = 0;
+        w->cpu_seen = now;
+        if (w->stalled_ticks >= STALL_TICKS &&
+            !(ask_kernel && thread_runnable(atomic_load_explicit(&w->tid, memory_order_relaxed))))
+            ++*stalled;
+    }
+}
+
+/* One tick.  Returns false when nothing runs or waits (mu held on entry and
+ * exit, released while looking). */
+static bool tick_locked(nursery_pool_t *p)
+{
+    struct monitor *m = p->monitor;
+    pthread_mutex_unlock(&p->mu);
+    /* A runnable worker that the kernel did not schedule (more threads
+     * than CPUs) looks stalled too: add nobody while the process keeps the
+     * CPUs busy, and otherwise ask the kernel about each candidate. */
+    int_fast64_t cpu = cpu_time(CLOCK_PROCESS_CPUTIME_ID);
+    bool cpus_busy = m->process_cpu < 0 || cpu < 0 ||
+                     cpu - m->process_cpu >= (int_fast64_t)p->target * TICK_NS * 3 / 4;
+    m->process_cpu = cpu;
+    size_t busy, stalled;
+    look_at_workers(p, !cpus_busy, &busy, &stalled);
+    size_t queued = pool_queued_estimate(p);
+    pthread_mutex_lock(&p->mu);
+
+    if (stalled && queued && !cpus_busy && list_empty(&p->idle) &&
+        p->threads - stalled < p->target) {
+        /* One new thread per stalled worker: the pool doubles per tick
+         * while everything it runs sleeps. */
+        size_t add = stalled < queued ? stalled : queued;
+        while (add-- && p->threads < p->max && pool_spawn_locked(p) == 0)
+            ;
+    }
+    return busy > 0 || queued > 0;
+}
+
+static void *monitor_main(void *arg)
+{
+    nursery_pool_t *p = arg;
+    struct monitor *m = p->monitor;
+    pthread_mutex_lock(&p->mu);
+    while (!m->stopping) {
+        if (m->asleep) {
+            pthread_cond_wait(&m->cv, &p->mu);
+            m->process_cpu = -1; /* a fresh start: no tick to compare with */
+            continue;
+        }
+        struct timespec ts = nursery__timespec(nursery_after_ns(TICK_NS));
+        pthread_cond_timedwait(&m->cv, &p->mu, &ts);
+        if (!m->stopping && !tick_locked(p)) {
+            m->asleep = true;
+            atomic_store_explicit(&p->monitor_asleep, true, memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+void monitor_kick_locked(nursery_pool_t *p)
+{
+    struct monitor *m = p->monitor;
+    if (m && m->asleep) {
+        m->asleep = false;
+        atomic_store_explicit(&p->monitor_asleep, false, memory_order_relaxed);
+        pthread_cond_signal(&m->cv);
+    }
+}
+
+int monitor_start(nursery_pool_t *p)
+{
+    struct monitor *m = calloc(1, sizeof(*m));
+    if (!m)
+        return ENOMEM;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    m->asleep = true;
+    m->process_cpu = -1;
+    atomic_store(&p->monitor_asleep, true);
+    p->monitor = m;
+    int rc = pthread_create(&m->thread, NULL, monitor_main, p);
+    if (rc) {
+        pthread_cond_destroy(&m->cv);
+        free(m);
+        p->monitor = NULL;
+        return rc == EAGAIN ? EAGAIN : ENOMEM;
+    }
+    return 0;
+}
+
+void monitor_stop(nursery_pool_t *p)
+{
+    struct monitor *m = p->monitor;
+    if (!m)
+        return;
+    pthread_mutex_lock(&p->mu);
+    m->stopping = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(m->thread, NULL);
+    pthread_cond_destroy(&m->cv);
+    free(m);
+    p->monitor = NULL;
+}

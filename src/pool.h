@@ -1,0 +1,76 @@
+/*
+ * pool.h - the pool's private structures, shared by pool.c (workers,
+ * queues, sleeping) and monitor.c (threads for workers blocked in user
+ * code).  See pool.c for the design and the locking rules.
+ */
+#ifndef NURSERY_POOL_H
+#define NURSERY_POOL_H
+
+#include "internal.h"
+#include "deque.h"
+
+#include <time.h>
+
+struct monitor;
+
+struct worker {
+    struct deque dq;             /* owned by the thread using this record */
+    nursery_pool_t *pool;        /* fixed */
+    size_t id;                   /* index in pool.workers; fixed */
+    pthread_t thread;            /* (mu) valid while live */
+    atomic_bool live;            /* a thread uses this record (written under mu) */
+    bool joinable;               /* (mu) destroy must join the thread */
+    bool parked;                 /* (mu) on pool.idle */
+    struct list idle_link;       /* (mu) in pool.idle while parked */
+    struct waiter park;          /* where the thread sleeps when idle */
+    atomic_bool busy;            /* running a task (stats, monitor) */
+    atomic_int waiting;          /* nested library waits in progress (monitor) */
+    atomic_uint_fast64_t completed; /* tasks run, by this record's threads */
+    atomic_uint_fast64_t helped;    /* of which while waiting for them */
+    unsigned seed;               /* victim choice; owner only */
+    atomic_int cpu_clock;        /* the thread's CPU-time clock (a clockid_t) */
+    atomic_int tid;              /* the thread's kernel id, 0 if unknown */
+    int_fast64_t cpu_seen;       /* monitor only: CPU time at its last tick */
+    int stalled_ticks;           /* monitor only: ticks in a row without CPU */
+};
+
+struct nursery_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t exit_cv;       /* destroy waits here for threads == 0 */
+    struct worker **workers;      /* max records; [0, nworkers) allocated */
+    atomic_size_t nworkers;       /* records allocated; grows only */
+    struct list idle;             /* (mu) parked workers */
+    atomic_int sleepers;          /* workers on idle, read without mu */
+    atomic_size_t spinning;       /* workers looking for work before sleeping */
+    /* The injection queue: a multi-producer queue (Vyukov's intrusive
+     * MPSC design, linked by task.next) that any thread pushes to without a
+     * lock and one worker at a time drains, holding in_draining. */
+    _Alignas(64) _Atomic(struct task *) in_tail; /* last pushed; producers swap it */
+    atomic_size_t injected;       /* tasks pushed and not yet popped */
+    _Alignas(64) struct task *in_head; /* next to pop; the drainer only */
+    atomic_flag in_draining;      /* held by the one worker draining */
+    struct task in_stub;          /* keeps the queue non-empty for the algorithm */
+    size_t threads;               /* (mu) live worker threads */
+    atomic_size_t blocked;        /* workers parked in a library wait */
+    size_t target;                /* threads kept when nothing blocks; fixed */
+    size_t max;                   /* upper bound on threads; fixed */
+    bool stopping;                /* (mu) set by destroy */
+    atomic_size_t open_nurseries; /* opened and not yet joined */
+    unsigned generation;          /* fork generation at creation; fixed */
+    char name[12];                /* thread name prefix; fixed */
+    size_t stack_size;            /* 0: system default; fixed */
+    struct monitor *monitor;      /* see monitor.c; fixed */
+    atomic_bool monitor_asleep;   /* the monitor waits for a kick */
+};
+
+/* pool.c, for the monitor (mu held where named _locked). */
+HIDDEN int pool_spawn_locked(nursery_pool_t *p);
+HIDDEN size_t pool_queued_estimate(nursery_pool_t *p);
+
+/* monitor.c */
+HIDDEN int monitor_start(nursery_pool_t *p);
+HIDDEN void monitor_stop(nursery_pool_t *p);
+/* Tells a sleeping monitor that work started (mu held). */
+HIDDEN void monitor_kick_locked(nursery_pool_t *p);
+
+#endif
