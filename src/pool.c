@@ -551,12 +551,12 @@ static bool descends_from(const struct task *t, const nursery_t *n)
     return false;
 }
 
-/* Puts back a task a helper claimed but must not run. */
-static void requeue(nursery_pool_t *p, struct worker *self, struct task *t)
+/* Puts aside a task a helper claimed but must not run: on the injection
+ * queue, out of the way of the helper's own deque. */
+static void put_aside(nursery_pool_t *p, struct task *t)
 {
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_release);
-    if (deque_push(&self->dq, t, t->nursery) != 0)
-        inject(p, t);
+    inject(p, t);
     spread_work(p);
 }
 
@@ -567,25 +567,25 @@ bool pool_help(nursery_t *n)
     if (!self)
         return false;
     /* Restricted: only work of this nursery, its children's and so on.
-     * First what this worker queued for n itself (its deque's bottom). */
-    struct task *t = deque_take_if(&self->dq, n);
-    if (t) {
-        run_removed(self, t, true);
-        return true;
+     * First this worker's own newest entry - usually a task it started in
+     * n - then the oldest work of others, kept only if it descends from n. */
+    bool own = true;
+    struct task *t = deque_take(&self->dq);
+    if (!t) {
+        own = false;
+        if (!(t = steal(p, self, NULL)) && !(t = take_injected(p, self)))
+            return false;
     }
-    /* Then the oldest work of others, kept only if it descends from n;
-     * otherwise it goes back, to this worker's deque, where idle workers
-     * can steal it. */
-    if (!(t = steal(p, self, NULL)) && !(t = take_injected(p, self)))
-        return false;
     nursery_result_t *r = t->result;
     if (!pool_claim(p, t)) {
         nursery_result_release(r); /* someone else ran it: drop the entry */
         return true;
     }
     if (!descends_from(t, n)) {
-        requeue(p, self, t);
-        return false;
+        /* Not ours.  From our own deque it may hide ours below it: put it
+         * aside and look again; from elsewhere, stop and wait. */
+        put_aside(p, t);
+        return own;
     }
     run_claimed(self, t, true);
     nursery_result_release(r);

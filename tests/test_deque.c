@@ -382,7 +382,7 @@ END_TEST
  * and takes two. */
 START_TEST(owner_take_races_steal_for_the_last_item)
 {
-    enum { ITEMS = 30000, ROUNDS = 4 };
+    enum { ITEMS = 12000, ROUNDS = 4 };
     struct arena a = {.dq = deque_new(), .items = items_new(ITEMS), .n = ITEMS};
     for (int round = 0; round < ROUNDS; round++) {
         items_reset(a.items, ITEMS);

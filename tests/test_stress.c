@@ -1031,6 +1031,243 @@ START_TEST(result_cancel_races_steal_of_queued_capture)
     ck_assert_int_eq(nursery_pool_destroy(pool), 0);
 }
 END_TEST
+/* ------------------------------------------------------------------------ */
+/* Regressions: scheduler bugs these cases once caught.                     */
+/* ------------------------------------------------------------------------ */
+/* ---- 1. Restricted helping looks only at the bottom of the joiner's deque ----
+ * On a pool that cannot grow (max_threads == threads, here 1), a join whose own
+ * tasks lie under an entry of another nursery in the worker's deque never runs
+ * them: pool_help() tries deque_take_if(n) on the bottom entry, steals (nobody
+ * to steal from) and the injection queue (empty), then parks forever. */
+
+struct one {
+    nursery_pool_t *pool;
+    int rc;
+};
+
+static int leaf_value(void *arg, void **value)
+{
+    *value = arg;
+    return 0;
+}
+
+/* (a) The bottom entry is a capture this worker already ran while waiting for
+ * it: result_help() claims a capture without removing its deque entry, and a
+ * join that finds its nursery empty returns without dropping it. */
+static int stale_entry_buries_outer_task(void *arg, void **value)
+{
+    (void)value;
+    struct one *o = arg;
+    nursery_t *outer = NULL, *inner = NULL;
+    nursery_result_t *a = NULL, *b = NULL;
+    task_expect_eq(nursery_open(&outer, o->pool), 0);
+    task_expect_eq(nursery_capture_start_soon(outer, leaf_value, INT2PTR(1), NULL, &a), 0);
+    task_expect_eq(nursery_open(&inner, o->pool), 0);
+    task_expect_eq(nursery_capture_start_soon(inner, leaf_value, INT2PTR(2), NULL, &b), 0);
+    task_expect_eq(nursery_result_wait(b, nursery_after_ms(TEST_HANG_MS)), 0); /* runs b here */
+    task_expect_eq(nursery_join(inner, NURSERY_FOREVER, NULL), 0); /* at once; b's entry stays */
+    o->rc = nursery_join(outer, nursery_after_ms(2000), NULL);     /* a is under b's entry */
+    if (o->rc == ETIMEDOUT) {
+        nursery_result_wait(a, nursery_after_ms(TEST_HANG_MS)); /* runs a: unblocks */
+        nursery_join(outer, NURSERY_FOREVER, NULL);
+    }
+    nursery_result_release(a);
+    nursery_result_release(b);
+    return 0;
+}
+
+START_TEST(join_is_not_blocked_by_stale_entry_of_waited_capture)
+{
+    struct one o = {.pool = capped_pool(1), .rc = -1};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, o.pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, stale_entry_buries_outer_task, &o, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(o.rc, 0); /* was ETIMEDOUT */
+    destroy_pool(o.pool);
+}
+END_TEST
+
+/* (b) The bottom entry is a task started into an enclosing nursery after the
+ * inner nursery's task (legal: any task may start tasks in an open nursery). */
+static atomic_int counted;
+
+static int count_one(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    atomic_fetch_add(&counted, 1);
+    return 0;
+}
+
+static int outer_task_on_top(void *arg, void **value)
+{
+    (void)value;
+    struct one *o = arg;
+    nursery_t *outer = NULL, *inner = NULL;
+    task_expect_eq(nursery_open(&outer, o->pool), 0);
+    task_expect_eq(nursery_open(&inner, o->pool), 0);
+    task_expect_eq(nursery_start_soon(inner, count_one, NULL, NULL), 0);
+    task_expect_eq(nursery_start_soon(outer, count_one, NULL, NULL), 0);
+    o->rc = nursery_join(inner, nursery_after_ms(2000), NULL); /* was ETIMEDOUT */
+    if (o->rc == 0)
+        o->rc = nursery_join(outer, nursery_after_ms(2000), NULL);
+    /* On a failure the nurseries stay open: the test fails, the process
+     * (a Check child) is gone right after. */
+    return 0;
+}
+
+START_TEST(join_is_not_blocked_by_task_of_enclosing_nursery)
+{
+    struct one o = {.pool = capped_pool(1), .rc = -1};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, o.pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, outer_task_on_top, &o, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, nursery_after_ms(TEST_HANG_MS), NULL), 0);
+    ck_assert_int_eq(o.rc, 0);
+}
+END_TEST
+
+/* (c) Tasks from a plain thread: it starts G1, G2 into the worker's nursery
+ * and then U into the enclosing one.  The join's first help moves G2 and U
+ * from the injection queue into the deque (U at the bottom) and runs G1; G2
+ * is then buried.  (With U first instead, the help requeues U, not a
+ * descendant, to the deque's bottom: the same.) */
+struct fed {
+    nursery_pool_t *pool;
+    nursery_result_t *inner; /* the worker's nursery, as value */
+    nursery_result_t *gate;
+    int rc;
+};
+
+static int fed_worker(void *arg, void **value)
+{
+    (void)value;
+    struct fed *f = arg;
+    nursery_t *n = NULL;
+    task_expect_eq(nursery_open(&n, f->pool), 0);
+    task_expect_eq(nursery_future_set_value(f->inner, n), 0);
+    task_expect_eq(gate_wait(f->gate), 0);
+    f->rc = nursery_join(n, nursery_after_ms(2000), NULL); /* was ETIMEDOUT */
+    return 0;
+}
+
+START_TEST(join_is_not_blocked_by_injected_task_of_enclosing_nursery)
+{
+    struct fed f = {.pool = capped_pool(1), .gate = gate_new(), .rc = -1};
+    ck_assert_int_eq(nursery_future_create(&f.inner), 0);
+    atomic_store(&counted, 0);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, f.pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, fed_worker, &f, NULL), 0);
+    ck_assert_int_eq(gate_wait(f.inner), 0);
+    void *inner = NULL;
+    ck_assert_int_eq(nursery_result_value(f.inner, &inner), 0);
+    ck_assert_int_eq(nursery_start_soon(inner, count_one, NULL, NULL), 0);
+    ck_assert_int_eq(nursery_start_soon(inner, count_one, NULL, NULL), 0);
+    ck_assert_int_eq(nursery_start_soon(n, count_one, NULL, NULL), 0);
+    gate_open(f.gate);
+    ck_assert_int_eq(nursery_join(n, nursery_after_ms(TEST_HANG_MS), NULL), 0);
+    ck_assert_int_eq(f.rc, 0);
+}
+END_TEST
+
+/* ---- 2. Surplus threads retiring together take the pool below `threads` ----
+ * worker_idle() decides to retire (threads - blocked > target) under pool.mu
+ * but worker_main() decrements p->threads later, under a second acquisition
+ * of the lock; surplus workers that time out together all see the same count
+ * and all leave.  Every idle worker of a grown pool is "surplus" (nothing says
+ * which ones are above the target), so the pool can fall to 0 threads, after
+ * which nothing runs: pool_submit() wakes or grows only when workers sleep or
+ * block.  Seen within a few iterations under ThreadSanitizer. */
+struct gated {
+    nursery_result_t *gate;
+    latch_t waiting;
+};
+
+static int wait_gate(void *arg, void **value)
+{
+    (void)value;
+    struct gated *g = arg;
+    latch_count_down(&g->waiting);
+    return gate_wait(g->gate);
+}
+
+START_TEST(surplus_threads_retire_down_to_threads_not_below)
+{
+    for (int round = 0; round < 4; round++) {
+        nursery_pool_options_t o = {.threads = 1, .max_threads = 16};
+        nursery_pool_t *p = NULL;
+        ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
+        struct gated g = {.gate = gate_new()};
+        latch_init(&g.waiting, 12);
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, p), 0);
+        for (int i = 0; i < 12; i++)
+            ck_assert_int_eq(nursery_start_soon(n, wait_gate, &g, NULL), 0);
+        ck_assert(latch_wait(&g.waiting));
+        gate_open(g.gate);
+        ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+        /* Wait for the retirements (RETIRE_NS is 250 ms), then some more. */
+        nursery_pool_stats_t st;
+        nursery_time_t deadline = nursery_after_ms(TEST_HANG_MS);
+        do {
+            nursery_sleep(nursery_after_ms(10));
+            ck_assert_int_eq(nursery_pool_stats(p, &st), 0);
+        } while (st.threads > 1 && nursery_now() < deadline);
+        nursery_sleep(nursery_after_ms(300));
+        ck_assert_int_eq(nursery_pool_stats(p, &st), 0);
+        ck_assert_uint_eq(st.threads, 1); /* once fell to 0: two retired on one count */
+        latch_destroy(&g.waiting);
+        nursery_result_release(g.gate);
+        destroy_pool(p);
+    }
+}
+END_TEST
+
+/* ---- 3. The injection queue can hide tasks from every worker ----
+ * inject_nonempty() reads "tail != &in_stub" as "tasks queued".  When the
+ * drainer takes the last task, inject_pop() links the stub in behind it; a
+ * task pushed between its "head == tail" check and that link ends up before
+ * the stub, and then tail == &in_stub while tasks are queued.  If the drainer
+ * also returned NULL (the producer had not yet stored prev->next), the task
+ * stays there: take_injected() and work_visible() say "empty", every worker
+ * parks, and nothing wakes them until the next start.  A plain thread that
+ * starts tasks and joins hangs: about 1 in 150 000 joins here (4 workers, 2
+ * CPUs), and 1 in 5 runs of test_stress's join_races_last_task_completion
+ * under ThreadSanitizer.  Seen state: injected 2, in_head = a queued task,
+ * its next the other, that one's next = &in_stub = in_tail, all workers
+ * parked, spinning 0. */
+static atomic_int bumps;
+
+static int bump(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    atomic_fetch_add(&bumps, 1);
+    return 0;
+}
+
+START_TEST(injected_tasks_are_never_stranded)
+{
+    nursery_pool_t *p = test_pool(4);
+    for (int i = 0; i < 20000; i++) {
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, p), 0);
+        for (int t = 0; t < 1 + i % 4; t++)
+            ck_assert_int_eq(nursery_start_soon(n, bump, NULL, NULL), 0);
+        int rc = nursery_join(n, nursery_after_ms(5000), NULL);
+        nursery_pool_stats_t st;
+        nursery_pool_stats(p, &st);
+        ck_assert_msg(rc == 0, "join %d at %d: threads %zu idle %zu queued %zu", rc, i,
+                      st.threads, st.idle, st.queued);
+    }
+    destroy_pool(p);
+}
+END_TEST
+
+
 static Suite *stress_suite(void)
 {
     Suite *s = suite_create("stress");
@@ -1059,6 +1296,13 @@ static Suite *stress_suite(void)
     tcase_add_test(tc, blocked_workers_are_replaced_then_retire);
     tcase_add_test(tc, destroy_while_workers_spin_or_sleep);
     tcase_add_test(tc, result_cancel_races_steal_of_queued_capture);
+
+    tc = tcase_with_timeout(s, "regressions", 120);
+    tcase_add_test(tc, join_is_not_blocked_by_stale_entry_of_waited_capture);
+    tcase_add_test(tc, join_is_not_blocked_by_task_of_enclosing_nursery);
+    tcase_add_test(tc, join_is_not_blocked_by_injected_task_of_enclosing_nursery);
+    tcase_add_test(tc, surplus_threads_retire_down_to_threads_not_below);
+    tcase_add_test(tc, injected_tasks_are_never_stranded);
     return s;
 }
 
