@@ -1126,6 +1126,7 @@ START_TEST(join_is_not_blocked_by_task_of_enclosing_nursery)
     ck_assert_int_eq(nursery_start_soon(n, outer_task_on_top, &o, NULL), 0);
     ck_assert_int_eq(nursery_join(n, nursery_after_ms(TEST_HANG_MS), NULL), 0);
     ck_assert_int_eq(o.rc, 0);
+    destroy_pool(o.pool);
 }
 END_TEST
 
@@ -1170,6 +1171,9 @@ START_TEST(join_is_not_blocked_by_injected_task_of_enclosing_nursery)
     gate_open(f.gate);
     ck_assert_int_eq(nursery_join(n, nursery_after_ms(TEST_HANG_MS), NULL), 0);
     ck_assert_int_eq(f.rc, 0);
+    nursery_result_release(f.gate);
+    nursery_result_release(f.inner);
+    destroy_pool(f.pool);
 }
 END_TEST
 
