@@ -399,6 +399,20 @@ int nursery_channel_try_recv(nursery_receiver_t *rx, void **item)
 
 /* ---- cloning, closing and freeing ends --------------------------------- */
 
+/* What cloning an end of either kind does under the lock: refuse a closed
+ * end, else count one more open end of its kind (*open). */
+static int count_clone(struct channel *ch, const bool *closed, size_t *open)
+{
+    pthread_mutex_lock(&ch->mu);
+    int rc = *closed ? NURSERY_ECLOSED : 0;
+    if (rc == 0) {
+        ++*open;
+        ch->ends++;
+    }
+    pthread_mutex_unlock(&ch->mu);
+    return rc;
+}
+
 int nursery_sender_clone(nursery_sender_t *tx, nursery_sender_t **out)
 {
     if (out)
@@ -408,17 +422,12 @@ int nursery_sender_clone(nursery_sender_t *tx, nursery_sender_t **out)
     nursery_sender_t *s = malloc(sizeof(*s));
     if (unlikely(!s))
         return ENOMEM;
-    struct channel *ch = tx->ch;
-    pthread_mutex_lock(&ch->mu);
-    if (unlikely(tx->closed)) {
-        pthread_mutex_unlock(&ch->mu);
+    int rc = count_clone(tx->ch, &tx->closed, &tx->ch->open_senders);
+    if (rc) {
         free(s);
-        return NURSERY_ECLOSED;
+        return rc;
     }
-    ch->open_senders++;
-    ch->ends++;
-    *s = (nursery_sender_t){.ch = ch, .closed = false};
-    pthread_mutex_unlock(&ch->mu);
+    *s = (nursery_sender_t){.ch = tx->ch, .closed = false};
     *out = s;
     return 0;
 }
@@ -432,17 +441,12 @@ int nursery_receiver_clone(nursery_receiver_t *rx, nursery_receiver_t **out)
     nursery_receiver_t *r = malloc(sizeof(*r));
     if (unlikely(!r))
         return ENOMEM;
-    struct channel *ch = rx->ch;
-    pthread_mutex_lock(&ch->mu);
-    if (unlikely(rx->closed)) {
-        pthread_mutex_unlock(&ch->mu);
+    int rc = count_clone(rx->ch, &rx->closed, &rx->ch->open_receivers);
+    if (rc) {
         free(r);
-        return NURSERY_ECLOSED;
+        return rc;
     }
-    ch->open_receivers++;
-    ch->ends++;
-    *r = (nursery_receiver_t){.ch = ch, .closed = false};
-    pthread_mutex_unlock(&ch->mu);
+    *r = (nursery_receiver_t){.ch = rx->ch, .closed = false};
     *out = r;
     return 0;
 }
