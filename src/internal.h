@@ -73,7 +73,6 @@ HIDDEN void waitq_init(struct waitq *q);
 HIDDEN void waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w);
 HIDDEN void waitq_remove(struct wait_link *link);
 HIDDEN void waitq_wake_all(struct waitq *q);
-HIDDEN size_t waitq_count(const struct waitq *q);
 
 /* What a blocking call waits for.  attach registers the waiter on the
  * objects (under their locks); ready tells whether the wait is over (it may

@@ -85,15 +85,6 @@ void waitq_wake_all(struct waitq *q)
         waiter_signal(list_entry(pos, struct wait_link, node)->waiter);
 }
 
-size_t waitq_count(const struct waitq *q)
-{
-    size_t n = 0;
-    const struct list *pos;
-    list_for_each(pos, &q->links)
-        n++;
-    return n;
-}
-
 void wait_one_attach(void *ctx, struct waiter *w)
 {
     struct wait_one *one = ctx;

@@ -276,11 +276,6 @@ static struct task *take_injected(nursery_pool_t *p, struct worker *self)
 
 /* ---- finding work ------------------------------------------------------ */
 
-static struct worker *worker_at(nursery_pool_t *p, size_t i)
-{
-    return p->workers[i];
-}
-
 /* Steals from the other workers, starting at a random one.  `key` limits
  * it to tasks of one nursery (NULL: any). */
 static struct task *steal(nursery_pool_t *p, struct worker *self, const void *key)
@@ -291,7 +286,7 @@ static struct task *steal(nursery_pool_t *p, struct worker *self, const void *ke
     self->seed = self->seed * 1103515245u + 12345u;
     size_t start = (self->seed >> 16) % n;
     for (size_t k = 0; k < n; k++) {
-        struct worker *v = worker_at(p, (start + k) % n);
+        struct worker *v = p->workers[(start + k) % n];
         if (v == self)
             continue;
         struct task *t = deque_steal(&v->dq, key);
@@ -347,7 +342,7 @@ static bool work_visible(nursery_pool_t *p)
         return true;
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     for (size_t i = 0; i < n; i++)
-        if (deque_size(&worker_at(p, i)->dq) > 0)
+        if (deque_size(&p->workers[i]->dq) > 0)
             return true;
     return false;
 }

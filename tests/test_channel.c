@@ -36,8 +36,8 @@ static bool wait_blocked(const nursery_receiver_t *rx, size_t senders, size_t re
             return true;
         if (nursery_now() >= give_up)
             return false;
-        struct timespec ts = {0, 200 * 1000};
-        nanosleep(&ts, NULL);
+        /* A poll for a state nothing signals; it orders nothing. */
+        nursery_sleep(nursery_after_ns(200 * 1000));
     }
 }
 

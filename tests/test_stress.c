@@ -411,8 +411,7 @@ static bool stats_become(nursery_pool_t *p, bool (*ok)(const nursery_pool_stats_
             return true;
         if (nursery_now() >= deadline)
             return false;
-        struct timespec pause = {.tv_nsec = 100000};
-        nanosleep(&pause, NULL);
+        nursery_sleep(nursery_after_ns(100 * 1000));
     }
 }
 
