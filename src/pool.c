@@ -460,6 +460,10 @@ static bool worker_idle(nursery_pool_t *p, struct worker *self)
     int rc = 0;
     if (!work_visible(p))
         rc = waiter_park(&self->park, surplus ? nursery_after_ns(RETIRE_NS) : NURSERY_FOREVER);
+    else
+        sched_yield(); /* work we could not take is held by a thread between
+                        * two steps (a drainer, a producer): with more threads
+                        * than CPUs it may be preempted and need this CPU */
 
     pthread_mutex_lock(&p->mu);
     unpark_locked(p, self);
