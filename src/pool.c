@@ -60,6 +60,7 @@
 #define INJECT_BATCH 32
 #define SPIN_ROUNDS 64 /* about 50 microseconds of looking before sleeping */
 #define SPIN_PAUSES 16
+#define STEAL_VICTIMS 16
 
 /* Incremented in the child after every fork(). */
 static atomic_uint fork_generation;
@@ -276,8 +277,11 @@ static struct task *take_injected(nursery_pool_t *p, struct worker *self)
 
 /* ---- finding work ------------------------------------------------------ */
 
-/* Steals from the other workers, starting at a random one.  `key` limits
- * it to tasks of one nursery (NULL: any). */
+/* Steals from the other workers: up to STEAL_VICTIMS of them in a row,
+ * from a random one.  A pool grown to a thousand threads for blocking
+ * tasks must not make every idle worker read a thousand deques, over and
+ * over while it spins; the full look is work_visible's, once before each
+ * sleep.  `key` limits it to tasks of one nursery (NULL: any). */
 static struct task *steal(nursery_pool_t *p, struct worker *self, const void *key)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
@@ -285,7 +289,8 @@ static struct task *steal(nursery_pool_t *p, struct worker *self, const void *ke
         return NULL;
     self->seed = self->seed * 1103515245u + 12345u;
     size_t start = (self->seed >> 16) % n;
-    for (size_t k = 0; k < n; k++) {
+    size_t victims = n < STEAL_VICTIMS ? n : STEAL_VICTIMS;
+    for (size_t k = 0; k < victims; k++) {
         struct worker *v = p->workers[(start + k) % n];
         if (v == self)
             continue;
