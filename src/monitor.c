@@ -68,22 +68,23 @@ static bool thread_runnable(int tid)
 #endif
 }
 
-/* Counts the busy workers, and those stalled: busy, not in a library
- * wait, and without CPU time for STALL_TICKS ticks in a row (a short wait
- * for a lock is not a stall).  Monitor only; no lock held, since reading
- * clocks takes system calls. */
-static void look_at_workers(nursery_pool_t *p, bool ask_kernel, size_t *busy, size_t *stalled)
+/* Counts the busy workers, and when `watch`, those stalled: busy, not in
+ * a library wait, and without CPU time for STALL_TICKS ticks in a row (a
+ * short wait for a lock is not a stall).  Monitor only; no lock held,
+ * since reading clocks takes system calls. */
+static void look_at_workers(nursery_pool_t *p, bool watch, bool ask_kernel, size_t *busy,
+                            size_t *stalled)
 {
     *busy = *stalled = 0;
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         struct worker *w = p->workers[i];
-        bool watched = atomic_load_explicit(&w->live, memory_order_relaxed) &&
+        bool is_busy = atomic_load_explicit(&w->live, memory_order_relaxed) &&
                        atomic_load_explicit(&w->busy, memory_order_relaxed);
-        if (watched)
+        if (is_busy)
             ++*busy;
         /* Waiting in the library: pool_block_enter's business. */
-        if (!watched || atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0) {
+        if (!watch || !is_busy || atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0) {
             w->cpu_seen = -1;
             w->stalled_ticks = 0;
             continue;
@@ -105,21 +106,25 @@ static void look_at_workers(nursery_pool_t *p, bool ask_kernel, size_t *busy, si
 static bool tick_locked(nursery_pool_t *p)
 {
     struct monitor *m = p->monitor;
+    bool idle_workers = !list_empty(&p->idle);
     pthread_mutex_unlock(&p->mu);
+    /* Stalls matter only while work waits and nobody is free to take it;
+     * otherwise the clocks are not read at all, since with a thousand
+     * threads finishing at once they would take a CPU of their own. */
+    size_t queued = pool_queued_estimate(p);
+    bool watch = queued > 0 && !idle_workers;
     /* A runnable worker that the kernel did not schedule (more threads
      * than CPUs) looks stalled too: add nobody while the process keeps the
      * CPUs busy, and otherwise ask the kernel about each candidate. */
-    int_fast64_t cpu = cpu_time(CLOCK_PROCESS_CPUTIME_ID);
+    int_fast64_t cpu = watch ? cpu_time(CLOCK_PROCESS_CPUTIME_ID) : -1;
     bool cpus_busy = m->process_cpu < 0 || cpu < 0 ||
                      cpu - m->process_cpu >= (int_fast64_t)p->target * TICK_NS * 3 / 4;
     m->process_cpu = cpu;
     size_t busy, stalled;
-    look_at_workers(p, !cpus_busy, &busy, &stalled);
-    size_t queued = pool_queued_estimate(p);
+    look_at_workers(p, watch, !cpus_busy, &busy, &stalled);
     pthread_mutex_lock(&p->mu);
 
-    if (stalled && queued && !cpus_busy && list_empty(&p->idle) &&
-        p->threads - stalled < p->target) {
+    if (stalled && !cpus_busy && list_empty(&p->idle) && p->threads - stalled < p->target) {
         /* One new thread per stalled worker: the pool doubles per tick
          * while everything it runs sleeps. */
         size_t add = stalled < queued ? stalled : queued;
