@@ -28,22 +28,26 @@ void cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
 {
     atomic_init(&n->parent, parent);
     atomic_init(&n->cancelled, false);
-    n->attached = false;
+    atomic_init(&n->attached, false);
     pthread_mutex_init(&n->mu, NULL);
     list_init(&n->children);
     list_init(&n->sibling);
     waitq_init(&n->waiters);
 }
 
+/* The canceller of the parent may have detached n already (see
+ * cancel_node_cancel), and then no longer touches it. */
 static void cancel_node_detach(struct cancel_node *n)
 {
-    if (!n->attached)
+    if (!atomic_load_explicit(&n->attached, memory_order_acquire))
         return;
     struct cancel_node *parent = atomic_load_explicit(&n->parent, memory_order_relaxed);
     pthread_mutex_lock(&parent->mu);
-    list_remove(&n->sibling);
+    if (atomic_load_explicit(&n->attached, memory_order_relaxed)) {
+        list_remove(&n->sibling);
+        atomic_store_explicit(&n->attached, false, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&parent->mu);
-    n->attached = false;
 }
 
 void cancel_node_fini(struct cancel_node *n)
@@ -55,21 +59,24 @@ void cancel_node_fini(struct cancel_node *n)
 void cancel_node_attach(struct cancel_node *n)
 {
     struct cancel_node *parent = atomic_load_explicit(&n->parent, memory_order_relaxed);
-    if (n->attached || !parent)
+    if (!parent || atomic_load_explicit(&n->attached, memory_order_acquire))
         return;
     pthread_mutex_lock(&parent->mu);
-    list_push_back(&parent->children, &n->sibling);
+    if (!atomic_load_explicit(&n->attached, memory_order_relaxed)) {
+        list_push_back(&parent->children, &n->sibling);
+        atomic_store_explicit(&n->attached, true, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&parent->mu);
-    n->attached = true;
 }
 
+/* Attached under the new parent whatever the node was before: a canceller
+ * of the old parent may have detached it, while nurseries opened under it
+ * still need the path up. */
 void cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent)
 {
-    bool was_attached = n->attached;
     cancel_node_detach(n);
     atomic_store_explicit(&n->parent, parent, memory_order_release);
-    if (was_attached)
-        cancel_node_attach(n);
+    cancel_node_attach(n);
 }
 
 bool cancel_node_cancelled(struct cancel_node *n)
@@ -92,11 +99,28 @@ static void wake_subtree(struct cancel_node *n)
     pthread_mutex_unlock(&n->mu);
 }
 
+/* The direct children are detached on the way: nothing below a cancelled
+ * node needs waking again (whoever parks there sees the flag first), so the
+ * thousand tasks just woken end without queueing on n's lock.  Only direct
+ * children: one of them stays cancelled unless it moves (reparent attaches
+ * it again), while a deeper node would become uncancelled, and unreachable,
+ * if a node between moved. */
 void cancel_node_cancel(struct cancel_node *n)
 {
     if (atomic_exchange_explicit(&n->cancelled, true, memory_order_acq_rel))
         return;
-    wake_subtree(n);
+    pthread_mutex_lock(&n->mu);
+    waitq_wake_all(&n->waiters);
+    struct list *pos = n->children.next;
+    while (pos != &n->children) {
+        struct cancel_node *child = list_entry(pos, struct cancel_node, sibling);
+        pos = pos->next;
+        wake_subtree(child);
+        list_remove(&child->sibling);
+        /* The last touch: its owner may free it as soon as it sees this. */
+        atomic_store_explicit(&child->attached, false, memory_order_release);
+    }
+    pthread_mutex_unlock(&n->mu);
 }
 
 /* ---- per-thread context ------------------------------------------------ */

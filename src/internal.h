@@ -120,7 +120,9 @@ HIDDEN int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t
 struct cancel_node {
     _Atomic(struct cancel_node *) parent; /* changed only by its owner thread */
     atomic_bool cancelled;                /* set once, never cleared */
-    bool attached;                        /* in parent->children; owner thread only */
+    atomic_bool attached;                 /* in parent->children: set by the owner
+                                           * thread, cleared by it or by a canceller
+                                           * of an ancestor, under parent->mu */
     pthread_mutex_t mu;                   /* protects children and waiters */
     struct list children;                 /* attached child nodes */
     struct list sibling;                  /* link in parent->children (parent->mu) */

@@ -138,6 +138,68 @@ START_TEST(cancel_races_task_completion)
 }
 END_TEST
 
+/* Cancelling a nursery detaches its tasks' cancel nodes while the tasks
+ * wake, end (freeing their nodes) or park again after a short sleep ran
+ * out.  Every task must end cancelled, and nothing may be touched after it
+ * is freed (the sanitizers watch that). */
+struct napper {
+    latch_t *entered;
+    atomic_int *cancelled;
+    unsigned seed;
+};
+
+static int nap_until_cancelled(void *arg, void **value)
+{
+    (void)value;
+    struct napper *np = arg;
+    latch_count_down(np->entered);
+    for (;;) {
+        np->seed = np->seed * 1103515245u + 12345u;
+        int rc = nursery_sleep(nursery_after_ns((np->seed >> 16) % 200000));
+        if (rc == ECANCELED) {
+            atomic_fetch_add(np->cancelled, 1);
+            return rc;
+        }
+        if (rc != 0)
+            return rc;
+    }
+}
+
+#define NAPPERS 24
+
+START_TEST(cancel_races_tasks_that_park_again)
+{
+    /* A thread each: naps this short never count as blocked. */
+    nursery_pool_t *pool = test_pool(NAPPERS);
+    for (int i = 0; i < 100; i++) {
+        latch_t entered;
+        latch_init(&entered, NAPPERS);
+        atomic_int cancelled = 0;
+        struct napper np[NAPPERS];
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        for (int t = 0; t < NAPPERS; t++) {
+            np[t] = (struct napper){.entered = &entered, .cancelled = &cancelled,
+                                    .seed = (unsigned)(i * NAPPERS + t)};
+            ck_assert_int_eq(nursery_start_soon(n, nap_until_cancelled, &np[t], NULL), 0);
+        }
+        /* Some rounds cancel while tasks are still starting. */
+        if (i % 2)
+            ck_assert(latch_wait(&entered));
+        ck_assert_int_eq(nursery_cancel(n), 0);
+        nursery_errors_t *errs = NULL;
+        ck_assert_int_eq(nursery_join(n, nursery_after_ms(TEST_HANG_MS), &errs), 0);
+        ck_assert_ptr_null(errs); /* ending cancelled is nothing to report */
+        /* Tasks cancelled before they started never ran. */
+        ck_assert_int_le(atomic_load(&cancelled), NAPPERS);
+        if (i % 2)
+            ck_assert_int_eq(atomic_load(&cancelled), NAPPERS);
+        latch_destroy(&entered);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
 START_TEST(result_cancel_races_task_completion)
 {
     nursery_pool_t *pool = test_pool(2);
@@ -1281,6 +1343,7 @@ static Suite *stress_suite(void)
     tc = tcase_with_timeout(s, "races", 60);
     tcase_add_test(tc, join_races_last_task_completion);
     tcase_add_test(tc, cancel_races_task_completion);
+    tcase_add_test(tc, cancel_races_tasks_that_park_again);
     tcase_add_test(tc, result_cancel_races_task_completion);
     tcase_add_test(tc, wait_any_races_completions);
     tcase_add_test(tc, start_deadline_races_started);
