@@ -146,6 +146,9 @@ void pt_spawn_join(long *slots, size_t n);
 void pt_spawn_join_nested(long *slots, size_t n);
 void pt_map_sum(const double *a, size_t n, size_t chunks, double *part);
 void pt_blocking_fanout(size_t k, int64_t ns, unsigned char *done);
+/* k threads wait on one condition variable (60 s timeout) for a flag; returns ns from
+ * setting it (and broadcasting) to the last thread joined. */
+int64_t pt_cancel_latency(size_t k);
 /* `rounds` round trips between the calling thread and a partner thread pinned to `cpu`,
  * through one mutex and two condition variables.  *wall_ns and *cpu_ns get the elapsed time
  * and the calling (waiting) thread's CPU time over all rounds. */

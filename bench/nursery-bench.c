@@ -945,11 +945,21 @@ static void measure_blocking_fanout(enum impl impl, double *v)
 }
 
 /* cancel_latency: 1000 tasks asleep in nursery_sleep(60 s); then one task fails, which
- * cancels them.  ms from the failure to nursery_join() returning (libnursery only). */
+ * cancels them.  ms from the failure to nursery_join() returning.  The pthread peer is the
+ * floor a C programmer would write by hand: a thread per sleeper waiting on one condition
+ * variable for a flag, then a broadcast and a join of every thread. */
 static void measure_cancel_latency(enum impl impl, double *v)
 {
-    (void)impl;
-    v[0] = (double)lib_cancel_latency(cfg.cancel_tasks) / 1e6;
+    switch (impl) {
+    case NURSERY:
+        v[0] = (double)lib_cancel_latency(cfg.cancel_tasks) / 1e6;
+        break;
+    case PTHREAD:
+        v[0] = (double)pt_cancel_latency(cfg.cancel_tasks) / 1e6;
+        break;
+    default:
+        no_version("cancel_latency", impl);
+    }
 }
 
 struct queued_run {
@@ -1081,7 +1091,7 @@ static const struct workload workloads[] = {
      .measure = measure_blocking_fanout},
     {.name = "cancel_latency",
      .unit = "ms",
-     .impls = IMPL(NURSERY),
+     .impls = IMPL(NURSERY) | IMPL(PTHREAD),
      .measure = measure_cancel_latency},
     {.name = "queued_memory",
      .unit = "B/task",

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define THREAD_STACK (64 * 1024)
 
@@ -121,6 +122,64 @@ void pt_blocking_fanout(size_t k, int64_t ns, unsigned char *done)
         args[i] = (struct nap_task){ns, &done[i]};
     thread_per_task(k, nap, args, sizeof *args);
     free(args);
+}
+
+/* ------------------------------------------------------------------------ */
+/* cancel_latency by hand: a flag, a condition variable, a thread per task  */
+/* ------------------------------------------------------------------------ */
+
+struct cancel_flag {
+    pthread_mutex_t mu;   /* protects asleep, cancelled */
+    pthread_cond_t cv;    /* the sleepers wait here for `cancelled`, the caller for `asleep` */
+    size_t asleep;        /* (mu) sleepers that have started waiting */
+    bool cancelled;       /* (mu) */
+};
+
+static void *cancellable_sleeper(void *arg)
+{
+    struct cancel_flag *c = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    pthread_mutex_lock(&c->mu);
+    c->asleep++; /* seen by the caller only once we wait, since we hold mu until then */
+    pthread_cond_broadcast(&c->cv);
+    while (!c->cancelled)
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &until) != 0)
+            break;
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+int64_t pt_cancel_latency(size_t k)
+{
+    struct cancel_flag c = {.asleep = 0, .cancelled = false};
+    pthread_t *tids = malloc(k * sizeof *tids);
+    pthread_attr_t attr;
+    if (!tids)
+        bench_die("pthread: out of memory");
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    for (size_t i = 0; i < k; i++)
+        if (pthread_create(&tids[i], &attr, cancellable_sleeper, &c) != 0)
+            bench_die("pthread: cannot create thread %zu of %zu", i, k);
+    pthread_mutex_lock(&c.mu);
+    while (c.asleep < k)
+        pthread_cond_wait(&c.cv, &c.mu);
+    int64_t t0 = bench_now_ns();
+    c.cancelled = true;
+    pthread_cond_broadcast(&c.cv);
+    pthread_mutex_unlock(&c.mu);
+    for (size_t i = 0; i < k; i++)
+        pthread_join(tids[i], NULL);
+    int64_t elapsed = bench_now_ns() - t0;
+    pthread_attr_destroy(&attr);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+    free(tids);
+    return elapsed;
 }
 
 /* ------------------------------------------------------------------------ */
