@@ -227,10 +227,15 @@ struct task {
     nursery_result_t *result;    /* the capture embedding this task, or NULL */
     struct start_slot *start;    /* a nursery_start() caller waiting for started() */
     struct cancel_node node;     /* parent set when started */
+    struct task_cache *home;     /* where a plain task's memory goes back; NULL in a capture */
 };
 
 /* Fills a task from fn/arg/opts.  Returns 0 or ENOMEM (name copy). */
 HIDDEN int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_options_t *opts);
+/* A plain task (not a capture's): allocated and filled.  0 or ENOMEM. */
+HIDDEN int task_new(struct task **out, nursery_fn fn, void *arg, const nursery_task_options_t *opts);
+/* Frees a plain task that will never run, or has finished. */
+HIDDEN void task_free(struct task *t);
 /* Runs a claimed task in the calling thread (or skips it when cancelled),
  * records its outcome, and finishes it: after this returns, t may be gone. */
 HIDDEN void task_run(struct task *t);
@@ -239,6 +244,15 @@ HIDDEN void task_discard(struct task *t);
 
 /* Set in task.flags once nursery_started() was called. */
 #define TASK_STARTED_FLAG (1u << 31)
+
+/* ---- task_cache.c: recycled memory for plain tasks --------------------- */
+
+struct task_cache;
+/* A block of sizeof(struct task) bytes (NULL if out of memory); *home gets
+ * the cache it must go back to (NULL: just free it). */
+HIDDEN void *task_cache_get(struct task_cache **home);
+/* Gives a block back to `home` from any thread. */
+HIDDEN void task_cache_put(void *mem, struct task_cache *home);
 
 /* ---- nursery.c --------------------------------------------------------- */
 

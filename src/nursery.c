@@ -241,20 +241,16 @@ void nursery_release(nursery_t *n)
 int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
 {
     struct task *t = NULL;
-    int rc = !n || !fn ? EINVAL : (t = malloc(sizeof(*t))) ? task_init(t, fn, arg, opts) : ENOMEM;
+    int rc = !n || !fn ? EINVAL : task_new(&t, fn, arg, opts);
     if (unlikely(rc)) {
         if (opts && opts->arg_destroy)
             opts->arg_destroy(arg);
-        if (t)
-            free(t->name);
-        free(t);
         return rc;
     }
     rc = nursery_submit(n, t, &n->node);
     if (unlikely(rc)) {
         cancel_node_fini(&t->node);
-        free(t->name);
-        free(t);
+        task_free(t);
     }
     return rc;
 }

@@ -40,6 +40,28 @@ int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_optio
     return 0;
 }
 
+int task_new(struct task **out, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
+{
+    struct task_cache *home;
+    struct task *t = task_cache_get(&home);
+    if (!t)
+        return ENOMEM;
+    int rc = task_init(t, fn, arg, opts);
+    t->home = home;
+    if (rc) {
+        task_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void task_free(struct task *t)
+{
+    free(t->name);
+    task_cache_put(t, t->home);
+}
+
 void task_discard(struct task *t)
 {
     void (*destroy)(void *) = t->arg_destroy;
@@ -98,10 +120,8 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
     nursery_error_release(err);
     if (n)
         nursery_task_end(n);
-    if (!r) {
-        free(t->name);
-        free(t);
-    }
+    if (!r)
+        task_free(t);
 }
 
 void task_run(struct task *t)

@@ -774,6 +774,67 @@ START_TEST(nested_joins_take_injected_tasks_on_one_thread)
 }
 END_TEST
 
+/* A task's memory goes back to the cache of the thread that started it.
+ * Here that thread has exited before its tasks end (its cache is closed and
+ * the memory must simply be freed), and the next thread reuses the closed
+ * cache while tasks of the previous one still come back to it.  ASan and
+ * valgrind see any block lost or used after it was freed. */
+#define STARTER_TASKS 300
+
+struct cache_starter {
+    nursery_t *n;
+    nursery_result_t *gate;
+    atomic_int *ran;
+    int failures;
+};
+
+static int count_after_gate(void *arg, void **value)
+{
+    (void)value;
+    struct cache_starter *s = arg;
+    int rc = gate_wait(s->gate);
+    atomic_fetch_add(s->ran, 1);
+    return rc;
+}
+
+static void *cache_starter_main(void *arg)
+{
+    struct cache_starter *s = arg;
+    for (int i = 0; i < STARTER_TASKS; i++)
+        if (nursery_start_soon(s->n, count_after_gate, s, NULL) != 0)
+            s->failures++;
+    return NULL;
+}
+
+START_TEST(task_memory_outlives_the_thread_that_started_it)
+{
+    nursery_pool_t *pool = test_pool(2);
+    atomic_int ran = 0;
+    for (int round = 0; round < 20; round++) {
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        struct cache_starter s[2];
+        for (int k = 0; k < 2; k++) {
+            /* The second starter runs after the first has exited, while
+             * the first one's tasks still wait on their gate. */
+            s[k] = (struct cache_starter){.n = n, .gate = gate_new(), .ran = &ran};
+            pthread_t tid;
+            ck_assert_int_eq(pthread_create(&tid, NULL, cache_starter_main, &s[k]), 0);
+            ck_assert_int_eq(pthread_join(tid, NULL), 0);
+            ck_assert_int_eq(s[k].failures, 0);
+        }
+        /* Half of the rounds end the older tasks first. */
+        gate_open(s[round % 2].gate);
+        gate_open(s[1 - round % 2].gate);
+        ck_assert_int_eq(nursery_join(n, nursery_after_ms(TEST_HANG_MS), NULL), 0);
+        ck_assert_int_eq(atomic_load(&ran), (round + 1) * 2 * STARTER_TASKS);
+        nursery_result_release(s[0].gate);
+        nursery_result_release(s[1].gate);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
 /* Plain threads start tasks into one nursery (the injection queue) while
  * those tasks start children and grandchildren into it from the workers
  * (their deques).  Every task runs once and has its argument destroyed
@@ -1358,6 +1419,7 @@ static Suite *stress_suite(void)
     tcase_add_test(tc, join_runs_grandchildren_of_a_waiting_child);
     tcase_add_test(tc, nested_joins_take_injected_tasks_on_one_thread);
     tcase_add_test(tc, outside_threads_and_tasks_start_into_one_nursery);
+    tcase_add_test(tc, task_memory_outlives_the_thread_that_started_it);
     tcase_add_test(tc, bursts_after_idle_gaps_are_never_lost);
     tcase_add_test(tc, blocked_workers_are_replaced_then_retire);
     tcase_add_test(tc, destroy_while_workers_spin_or_sleep);

@@ -1,0 +1,170 @@
+/*
+ * task_cache.c - recycling task memory between the thread that starts
+ * tasks and the workers that end them.
+ *
+ * A thread that starts a million tasks mallocs each one and the workers
+ * free them: with glibc every such free of another thread's chunk takes the
+ * starter's arena lock, which the starter's own mallocs need too, and the
+ * hand-off rate of spawn_join was set by that lock.  So each starting
+ * thread keeps a cache of task blocks.  The thread that ends a task gives
+ * its block back to the cache it came from (its `home`): onto a local list
+ * when that is its own cache, else onto the cache's `returned` stack with
+ * one compare-and-swap.  The owner takes the whole stack at once (an
+ * exchange, so no ABA) when its local list runs dry.
+ *
+ * Caches are never freed, since a block may be given back to its home at
+ * any time.  When a thread exits, its cache is closed (CLOSED in
+ * `returned`: blocks given back are then freed at once), emptied, and kept
+ * for the next thread that starts tasks.  The owner keeps at most
+ * CACHE_KEEP blocks; more that come back are freed.
+ */
+#include "internal.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#define CACHE_KEEP 1024
+#define CLOSED ((uintptr_t)1)
+
+struct free_block {
+    struct free_block *next;
+};
+
+struct task_cache {
+    _Atomic uintptr_t returned; /* a stack of free_blocks given back, or CLOSED */
+    struct free_block *local;   /* owner only */
+    size_t nlocal;              /* owner only */
+    struct task_cache *next;    /* on all_caches (all_mu), for reuse and for leak checkers */
+    bool ownerless;             /* (all_mu) closed and emptied: a thread may take it */
+};
+
+static pthread_mutex_t all_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct task_cache *all_caches; /* (all_mu) every cache ever made */
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t cache_key; /* its destructor closes the thread's cache */
+static bool key_ok;
+static _Thread_local struct task_cache *my_cache;
+
+static void free_chain(struct free_block *b)
+{
+    while (b) {
+        struct free_block *next = b->next;
+        free(b);
+        b = next;
+    }
+}
+
+static void cache_close(void *arg)
+{
+    struct task_cache *c = arg;
+    uintptr_t returned = atomic_exchange_explicit(&c->returned, CLOSED, memory_order_acquire);
+    free_chain((struct free_block *)returned);
+    free_chain(c->local);
+    c->local = NULL;
+    c->nlocal = 0;
+    my_cache = NULL;
+    pthread_mutex_lock(&all_mu);
+    c->ownerless = true;
+    pthread_mutex_unlock(&all_mu);
+}
+
+/* A child of fork() must not inherit all_mu held by a thread it lacks. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&all_mu);
+}
+
+static void fork_done(void)
+{
+    pthread_mutex_unlock(&all_mu);
+}
+
+static void make_key(void)
+{
+    key_ok = pthread_key_create(&cache_key, cache_close) == 0 &&
+             pthread_atfork(fork_prepare, fork_done, fork_done) == 0;
+}
+
+/* The calling thread's cache: a closed one reopened, or a new one.  NULL
+ * when none can be had (the caller then just mallocs). */
+static struct task_cache *cache_of_this_thread(void)
+{
+    if (my_cache)
+        return my_cache;
+    pthread_once(&key_once, make_key);
+    if (!key_ok)
+        return NULL;
+    pthread_mutex_lock(&all_mu);
+    struct task_cache *c = all_caches;
+    while (c && !c->ownerless)
+        c = c->next;
+    if (c) {
+        c->ownerless = false;
+        atomic_store_explicit(&c->returned, 0, memory_order_relaxed);
+    } else if ((c = calloc(1, sizeof(*c)))) {
+        c->next = all_caches;
+        all_caches = c;
+    }
+    pthread_mutex_unlock(&all_mu);
+    if (c && pthread_setspecific(cache_key, c) != 0) {
+        cache_close(c);
+        return NULL;
+    }
+    return my_cache = c;
+}
+
+void *task_cache_get(struct task_cache **home)
+{
+    struct task_cache *c = cache_of_this_thread();
+    *home = c;
+    if (!c)
+        return malloc(sizeof(struct task));
+    if (!c->local) {
+        uintptr_t returned = atomic_exchange_explicit(&c->returned, 0, memory_order_acquire);
+        c->local = (struct free_block *)returned;
+        for (struct free_block *b = c->local; b; b = b->next)
+            c->nlocal++;
+    }
+    struct free_block *b = c->local;
+    if (!b)
+        return malloc(sizeof(struct task));
+    c->local = b->next;
+    c->nlocal--;
+    if (c->nlocal > CACHE_KEEP) {
+        /* A burst came back: keep what the next burst of this size needs. */
+        struct free_block *extra = c->local;
+        for (size_t i = 1; i < CACHE_KEEP; i++)
+            extra = extra->next;
+        free_chain(extra->next);
+        extra->next = NULL;
+        c->nlocal = CACHE_KEEP;
+    }
+    return b;
+}
+
+void task_cache_put(void *mem, struct task_cache *home)
+{
+    struct free_block *b = mem;
+    if (!home) {
+        free(b);
+    } else if (home == my_cache) {
+        if (home->nlocal >= CACHE_KEEP) {
+            free(b);
+            return;
+        }
+        b->next = home->local;
+        home->local = b;
+        home->nlocal++;
+    } else {
+        uintptr_t head = atomic_load_explicit(&home->returned, memory_order_relaxed);
+        do {
+            if (head == CLOSED) {
+                free(b);
+                return;
+            }
+            b->next = (struct free_block *)head;
+        } while (!atomic_compare_exchange_weak_explicit(&home->returned, &head, (uintptr_t)b,
+                                                        memory_order_release,
+                                                        memory_order_relaxed));
+    }
+}
