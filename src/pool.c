@@ -246,29 +246,35 @@ static struct task *inject_pop(nursery_pool_t *p)
             return NULL;
     }
     p->in_head = next;
-    atomic_fetch_sub_explicit(&p->injected, 1, memory_order_relaxed);
     return head;
 }
 
 /* Takes one injected task and moves up to a batch more into the worker's
  * deque, so that draining is paid once per batch.  NULL if another worker
- * is draining: its deque is where the tasks go, and we steal from it. */
+ * is draining: its deque is where the tasks go, and we steal from it.
+ * `injected` drops once per batch, not per task: the thread starting tasks
+ * adds to it each time, and the cache line then moves half as often.  Until
+ * then it over-counts, which only keeps a worker from sleeping a moment. */
 static struct task *take_injected(nursery_pool_t *p, struct worker *self)
 {
     if (!inject_nonempty(p) ||
         atomic_flag_test_and_set_explicit(&p->in_draining, memory_order_acquire))
         return NULL;
     struct task *first = inject_pop(p);
+    size_t popped = first != NULL;
     int moved = 0;
     for (; first && moved < INJECT_BATCH; moved++) {
         struct task *t = inject_pop(p);
         if (!t)
             break;
+        popped++;
         if (deque_push(&self->dq, t, t->nursery) != 0) {
             inject(p, t);
             break;
         }
     }
+    if (popped)
+        atomic_fetch_sub_explicit(&p->injected, popped, memory_order_relaxed);
     atomic_flag_clear_explicit(&p->in_draining, memory_order_release);
     if (moved)
         spread_work(p);
