@@ -22,7 +22,7 @@
 
 #include <errno.h>
 
-_Thread_local struct thread_ctx nursery__ctx;
+FAST_TLS _Thread_local struct thread_ctx nursery__ctx;
 
 void cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
 {

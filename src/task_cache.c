@@ -43,7 +43,7 @@ static struct task_cache *all_caches; /* (all_mu) every cache ever made */
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t cache_key; /* its destructor closes the thread's cache */
 static bool key_ok;
-static _Thread_local struct task_cache *my_cache;
+static FAST_TLS _Thread_local struct task_cache *my_cache;
 
 static void free_chain(struct free_block *b)
 {
