@@ -15,13 +15,14 @@
  * Caches are never freed, since a block may be given back to its home at
  * any time.  When a thread exits, its cache is closed (CLOSED in
  * `returned`: blocks given back are then freed at once), emptied, and kept
- * for the next thread that starts tasks.  The owner keeps at most
- * CACHE_KEEP blocks; more that come back are freed.
+ * for the next thread that starts tasks.  The owner keeps about
+ * CACHE_KEEP blocks; more that come back are freed as it takes blocks.
  */
 #include "internal.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CACHE_KEEP 1024
 #define CLOSED ((uintptr_t)1)
@@ -31,9 +32,11 @@ struct free_block {
 };
 
 struct task_cache {
-    _Atomic uintptr_t returned; /* a stack of free_blocks given back, or CLOSED */
-    struct free_block *local;   /* owner only */
-    size_t nlocal;              /* owner only */
+    /* Written by other threads: a cache line apart from the owner's fields. */
+    _Alignas(64) _Atomic uintptr_t returned; /* a stack of free_blocks given back, or CLOSED */
+    atomic_size_t nreturned;    /* about how many: counted just after each push */
+    _Alignas(64) struct free_block *local; /* owner only */
+    size_t nlocal;              /* owner only; about how many, see nreturned */
     struct task_cache *next;    /* on all_caches (all_mu), for reuse and for leak checkers */
     bool ownerless;             /* (all_mu) closed and emptied: a thread may take it */
 };
@@ -58,6 +61,7 @@ static void cache_close(void *arg)
 {
     struct task_cache *c = arg;
     uintptr_t returned = atomic_exchange_explicit(&c->returned, CLOSED, memory_order_acquire);
+    atomic_store_explicit(&c->nreturned, 0, memory_order_relaxed);
     free_chain((struct free_block *)returned);
     free_chain(c->local);
     c->local = NULL;
@@ -101,7 +105,8 @@ static struct task_cache *cache_of_this_thread(void)
     if (c) {
         c->ownerless = false;
         atomic_store_explicit(&c->returned, 0, memory_order_relaxed);
-    } else if ((c = calloc(1, sizeof(*c)))) {
+    } else if ((c = aligned_alloc(_Alignof(struct task_cache), sizeof(*c)))) {
+        memset(c, 0, sizeof(*c));
         c->next = all_caches;
         all_caches = c;
     }
@@ -113,6 +118,18 @@ static struct task_cache *cache_of_this_thread(void)
     return my_cache = c;
 }
 
+static struct free_block *pop_local(struct task_cache *c)
+{
+    struct free_block *b = c->local;
+    if (b) {
+        c->local = b->next;
+        c->nlocal -= c->nlocal > 0;
+    } else {
+        c->nlocal = 0;
+    }
+    return b;
+}
+
 void *task_cache_get(struct task_cache **home)
 {
     struct task_cache *c = cache_of_this_thread();
@@ -120,24 +137,20 @@ void *task_cache_get(struct task_cache **home)
     if (!c)
         return malloc(sizeof(struct task));
     if (!c->local) {
-        uintptr_t returned = atomic_exchange_explicit(&c->returned, 0, memory_order_acquire);
-        c->local = (struct free_block *)returned;
-        for (struct free_block *b = c->local; b; b = b->next)
-            c->nlocal++;
+        /* The count may miss a push in progress: it is only for trimming. */
+        c->local = (struct free_block *)atomic_exchange_explicit(&c->returned, 0,
+                                                                 memory_order_acquire);
+        c->nlocal = atomic_exchange_explicit(&c->nreturned, 0, memory_order_relaxed);
     }
-    struct free_block *b = c->local;
+    struct free_block *b = pop_local(c);
     if (!b)
         return malloc(sizeof(struct task));
-    c->local = b->next;
-    c->nlocal--;
     if (c->nlocal > CACHE_KEEP) {
-        /* A burst came back: keep what the next burst of this size needs. */
-        struct free_block *extra = c->local;
-        for (size_t i = 1; i < CACHE_KEEP; i++)
-            extra = extra->next;
-        free_chain(extra->next);
-        extra->next = NULL;
-        c->nlocal = CACHE_KEEP;
+        /* A burst came back: free one more block per block taken, until
+         * what is kept is what a burst of this size needs.  (Counting or
+         * cutting the list at once would walk blocks that other CPUs
+         * wrote last, a cache miss each.) */
+        free(pop_local(c));
     }
     return b;
 }
@@ -166,5 +179,6 @@ void task_cache_put(void *mem, struct task_cache *home)
         } while (!atomic_compare_exchange_weak_explicit(&home->returned, &head, (uintptr_t)b,
                                                         memory_order_release,
                                                         memory_order_relaxed));
+        atomic_fetch_add_explicit(&home->nreturned, 1, memory_order_relaxed);
     }
 }
