@@ -28,6 +28,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define HIDDEN __attribute__((visibility("hidden")))
@@ -41,6 +43,16 @@
 
 struct task;
 struct worker;
+
+/* calloc() for types with members cache lines apart (_Alignas(64)), which
+ * malloc's 16-byte alignment does not honour. */
+static inline void *calloc_aligned(size_t align, size_t size)
+{
+    void *p = aligned_alloc(align, (size + align - 1) / align * align);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
 
 /* ---- time.c ------------------------------------------------------------ */
 

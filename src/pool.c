@@ -375,7 +375,7 @@ int pool_spawn_locked(nursery_pool_t *p)
     if (fresh) {
         if (n >= p->max)
             return EAGAIN;
-        if (!(w = calloc(1, sizeof(*w))))
+        if (!(w = calloc_aligned(_Alignof(struct worker), sizeof(*w))))
             return ENOMEM;
         deque_init(&w->dq);
         w->pool = p;
@@ -641,17 +641,36 @@ void pool_block_leave(void)
         atomic_fetch_sub(&w->pool->blocked, 1);
 }
 
+/* Nurseries are counted where they are opened: a pool's own workers open
+ * one per recursive call in fib-like code, and one shared counter would
+ * move between their CPUs twice per call.  The opener is also the joiner,
+ * so both ends pick the same counter. */
+static atomic_size_t *open_counter(nursery_pool_t *p)
+{
+    struct worker *self = current_worker(p);
+    return self ? &self->open_nurseries : &p->open_nurseries;
+}
+
 int pool_nursery_opened(nursery_pool_t *p)
 {
     if (pool_is_forked(p))
         return NURSERY_EFORKED;
-    atomic_fetch_add_explicit(&p->open_nurseries, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(open_counter(p), 1, memory_order_relaxed);
     return 0;
 }
 
 void pool_nursery_closed(nursery_pool_t *p)
 {
-    atomic_fetch_sub_explicit(&p->open_nurseries, 1, memory_order_release);
+    atomic_fetch_sub_explicit(open_counter(p), 1, memory_order_release);
+}
+
+static bool nurseries_open(nursery_pool_t *p)
+{
+    size_t open = atomic_load_explicit(&p->open_nurseries, memory_order_acquire);
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        open += atomic_load_explicit(&p->workers[i]->open_nurseries, memory_order_acquire);
+    return open > 0;
 }
 
 /* ---- public API -------------------------------------------------------- */
@@ -705,7 +724,7 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
         return EINVAL;
     pthread_once(&atfork_once, register_atfork);
 
-    nursery_pool_t *p = calloc(1, sizeof(*p));
+    nursery_pool_t *p = calloc_aligned(_Alignof(nursery_pool_t), sizeof(*p));
     if (!p || !(p->workers = calloc(max, sizeof(p->workers[0])))) {
         free(p);
         return ENOMEM;
@@ -747,7 +766,7 @@ int nursery_pool_destroy(nursery_pool_t *p)
         return NURSERY_EFORKED;
     if (current_worker(p))
         return EDEADLK;
-    if (atomic_load_explicit(&p->open_nurseries, memory_order_acquire) > 0)
+    if (nurseries_open(p))
         return EBUSY;
     stop_workers(p);
     pool_free(p);

@@ -27,6 +27,7 @@ struct worker {
     atomic_int waiting;          /* nested library waits in progress (monitor) */
     atomic_uint_fast64_t completed; /* tasks run, by this record's threads */
     atomic_uint_fast64_t helped;    /* of which while waiting for them */
+    atomic_size_t open_nurseries; /* opened by this record's threads, not yet joined */
     unsigned seed;               /* victim choice; owner only */
     atomic_int cpu_clock;        /* the thread's CPU-time clock (a clockid_t) */
     atomic_int tid;              /* the thread's kernel id, 0 if unknown */
@@ -35,13 +36,27 @@ struct worker {
 };
 
 struct nursery_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t exit_cv;       /* destroy waits here for threads == 0 */
+    /* Fixed at creation and read on every start: kept off the lines that
+     * workers write. */
     struct worker **workers;      /* max records; [0, nworkers) allocated */
+    size_t target;                /* threads kept when nothing blocks */
+    size_t max;                   /* upper bound on threads */
+    unsigned generation;          /* fork generation at creation */
+    char name[12];                /* thread name prefix */
+    size_t stack_size;            /* 0: system default */
+    struct monitor *monitor;      /* see monitor.c */
+
+    _Alignas(64) pthread_mutex_t mu;
+    pthread_cond_t exit_cv;       /* destroy waits here for threads == 0 */
     atomic_size_t nworkers;       /* records allocated; grows only */
     struct list idle;             /* (mu) parked workers */
     atomic_int sleepers;          /* workers on idle, read without mu */
     atomic_size_t spinning;       /* workers looking for work before sleeping */
+    size_t threads;               /* (mu) live worker threads */
+    atomic_size_t blocked;        /* workers parked in a library wait */
+    bool stopping;                /* (mu) set by destroy */
+    atomic_size_t open_nurseries; /* opened by other threads, not yet joined */
+    atomic_bool monitor_asleep;   /* the monitor waits for a kick */
     /* The injection queue: a multi-producer queue (Vyukov's intrusive
      * MPSC design, linked by task.next) that any thread pushes to without a
      * lock and one worker at a time drains, holding in_draining. */
@@ -50,17 +65,6 @@ struct nursery_pool {
     _Alignas(64) struct task *in_head; /* next to pop; the drainer only */
     atomic_flag in_draining;      /* held by the one worker draining */
     struct task in_stub;          /* keeps the queue non-empty for the algorithm */
-    size_t threads;               /* (mu) live worker threads */
-    atomic_size_t blocked;        /* workers parked in a library wait */
-    size_t target;                /* threads kept when nothing blocks; fixed */
-    size_t max;                   /* upper bound on threads; fixed */
-    bool stopping;                /* (mu) set by destroy */
-    atomic_size_t open_nurseries; /* opened and not yet joined */
-    unsigned generation;          /* fork generation at creation; fixed */
-    char name[12];                /* thread name prefix; fixed */
-    size_t stack_size;            /* 0: system default; fixed */
-    struct monitor *monitor;      /* see monitor.c; fixed */
-    atomic_bool monitor_asleep;   /* the monitor waits for a kick */
 };
 
 /* pool.c, for the monitor (mu held where named _locked). */

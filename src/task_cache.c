@@ -21,8 +21,6 @@
 #include "internal.h"
 
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define CACHE_KEEP 1024
 #define CLOSED ((uintptr_t)1)
@@ -105,8 +103,7 @@ static struct task_cache *cache_of_this_thread(void)
     if (c) {
         c->ownerless = false;
         atomic_store_explicit(&c->returned, 0, memory_order_relaxed);
-    } else if ((c = aligned_alloc(_Alignof(struct task_cache), sizeof(*c)))) {
-        memset(c, 0, sizeof(*c));
+    } else if ((c = calloc_aligned(_Alignof(struct task_cache), sizeof(*c)))) {
         c->next = all_caches;
         all_caches = c;
     }
