@@ -467,9 +467,13 @@ static bool worker_idle(nursery_pool_t *p, struct worker *self)
     pthread_mutex_unlock(&p->mu);
 
     /* Counted as a sleeper before this look: a task queued after it sees
-     * us and wakes someone. */
+     * us and wakes someone.  Work queued before it was seen by a worker
+     * still spinning, if there is one: that worker looks again here itself
+     * before sleeping, or wakes a sleeper when it stops to run something.
+     * Then this look, which reads every deque, is left to it: a thousand
+     * threads going idle at once would otherwise read a million. */
     int rc = 0;
-    if (!work_visible(p))
+    if (atomic_load_explicit(&p->spinning, memory_order_seq_cst) > 0 || !work_visible(p))
         rc = waiter_park(&self->park, surplus ? nursery_after_ns(RETIRE_NS) : NURSERY_FOREVER);
     else
         sched_yield(); /* work we could not take is held by a thread between
