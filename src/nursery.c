@@ -122,6 +122,10 @@ struct join_wait {
 static bool join_ready(void *ctx)
 {
     nursery_t *n = ((struct join_wait *)ctx)->n;
+    /* Asked between every task a joiner helps with: the lock only when
+     * there may be something to close. */
+    if (atomic_load_explicit(&n->pending, memory_order_relaxed) != 0)
+        return false;
     uint64_t idle = 0;
     pthread_mutex_lock(&n->mu);
     bool closed = atomic_compare_exchange_strong_explicit(&n->pending, &idle, NURSERY_CLOSED,

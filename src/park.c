@@ -136,8 +136,14 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
      * they wait for.  Other threads just wait, and stay responsive to their
      * deadline and to cancellation. */
     bool may_help = ops->help && nursery__ctx.worker;
-    if (ops->ready(ctx))
-        return 0;
+    /* Most waits of a worker end by running what they wait for: no
+     * waiter is set up until there is nothing left to help with. */
+    for (;;) {
+        if (ops->ready(ctx))
+            return 0;
+        if (!may_help || !ops->help(ctx))
+            break;
+    }
 
     struct waiter w;
     struct cancel_watch cw;
