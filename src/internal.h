@@ -6,6 +6,7 @@
  *   start_slot.mu -> result.mu -> cancel_node.mu (parent before child)
  *   nursery.mu, result.mu, channel.mu, cancel_node.mu -> waiter.mu
  *   pool.mu is a leaf apart from waiter.mu: nothing else is taken under it.
+ *   (waiter.mu exists only where there is no futex: see struct waiter.)
  *
  * Every blocking wait in the library goes through nursery__block() (park.c),
  * so deadlines, cancellation, pool compensation and helping are written once.
@@ -63,12 +64,21 @@ HIDDEN struct timespec nursery__timespec(nursery_time_t t);
 
 /* A thread blocked in the library.  Lives on the blocked thread's stack for
  * the duration of one wait.  `signalled` is a latch: a signal that comes
- * before the thread parks is not lost. */
+ * before the thread parks is not lost.  On Linux it is a futex word, so a
+ * signal is one atomic exchange and one system call, and the woken thread
+ * takes no lock; elsewhere a mutex and a condition variable. */
+#ifdef __linux__
+#define NURSERY_FUTEX 1
+struct waiter {
+    atomic_uint signalled; /* 1 from waiter_signal until waiter_park takes it */
+};
+#else
 struct waiter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool signalled; /* set by waiter_signal, cleared by waiter_park; mu */
 };
+#endif
 
 HIDDEN void waiter_init(struct waiter *w);
 HIDDEN void waiter_destroy(struct waiter *w);

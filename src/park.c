@@ -8,13 +8,59 @@
  * linked waiter while holding the object's lock, and a waiter unlinks itself
  * under that same lock before its stack frame goes, so no signal ever
  * reaches a dead waiter.  `signalled` is a latch, so a signal that arrives
- * between the waiter's check and its sleep is not lost.
+ * between the waiter's check and its sleep is not lost.  On Linux the latch
+ * is a futex word and signalling takes no lock (see struct waiter).
  */
 #include "internal.h"
 
 #include <errno.h>
 
+#ifdef NURSERY_FUTEX
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 /* ---- waiters ----------------------------------------------------------- */
+
+#ifdef NURSERY_FUTEX
+
+/* The signaller holds the lock of the object the waiter is linked on, so
+ * the waiter (which must unlink under that lock) outlives the whole signal,
+ * FUTEX_WAKE included.  The woken thread takes no lock at all. */
+void waiter_init(struct waiter *w)
+{
+    atomic_init(&w->signalled, 0);
+}
+
+void waiter_destroy(struct waiter *w)
+{
+    (void)w;
+}
+
+void waiter_signal(struct waiter *w)
+{
+    if (atomic_exchange_explicit(&w->signalled, 1, memory_order_release) == 0)
+        syscall(SYS_futex, &w->signalled, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+}
+
+int waiter_park(struct waiter *w, nursery_time_t deadline)
+{
+    for (;;) {
+        if (atomic_exchange_explicit(&w->signalled, 0, memory_order_acquire))
+            return 0;
+        if (deadline != NURSERY_FOREVER && nursery_now() >= deadline)
+            return ETIMEDOUT;
+        /* An absolute CLOCK_MONOTONIC deadline (FUTEX_WAIT_BITSET's
+         * default clock).  Woken, timed out, interrupted or the word
+         * already set: the loop tells which. */
+        struct timespec ts = nursery__timespec(deadline);
+        syscall(SYS_futex, &w->signalled, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, 0,
+                deadline == NURSERY_FOREVER ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+    }
+}
+
+#else
 
 void waiter_init(struct waiter *w)
 {
@@ -59,6 +105,8 @@ int waiter_park(struct waiter *w, nursery_time_t deadline)
     pthread_mutex_unlock(&w->mu);
     return rc;
 }
+
+#endif
 
 /* ---- wait queues ------------------------------------------------------- */
 
