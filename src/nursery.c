@@ -6,7 +6,8 @@
  * subtracts one without a lock too, except the step from 1 to 0, which is
  * done under nursery.mu together with waking the joiner.  The joiner closes
  * the nursery (0 -> CLOSED) under the same lock, so it can never free the
- * nursery while the last task is still inside nursery_task_end().
+ * nursery while the last task is still inside nursery_task_end().  The
+ * body adds its starts in batches (credits, see nursery_task_begin).
  *
  * nursery.mu also protects the error group under construction and the
  * joiner's wait queue.
@@ -22,14 +23,37 @@
 
 /* ---- task accounting --------------------------------------------------- */
 
+/* The body counts its starts in advance, START_CREDITS at a time: adding
+ * one to `pending` per task, a line the finishing workers write too, was 40%
+ * of the time of a body that starts a million tiny tasks.  Only the body in
+ * its own context (not a task that a joining opener runs while it helps)
+ * uses credits, and join gives back what is left before it waits. */
+#define START_CREDITS 64
+
 int nursery_task_begin(nursery_t *n)
 {
-    uint64_t old = atomic_fetch_add_explicit(&n->pending, 1, memory_order_relaxed);
+    bool body = nursery__ctx.node == &n->node;
+    if (body && n->credits > 0) {
+        n->credits--;
+        return 0;
+    }
+    uint64_t count = body ? START_CREDITS : 1;
+    uint64_t old = atomic_fetch_add_explicit(&n->pending, count, memory_order_relaxed);
     if (unlikely(old & NURSERY_CLOSED)) {
-        atomic_fetch_sub_explicit(&n->pending, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&n->pending, count, memory_order_relaxed);
         return NURSERY_ECLOSED;
     }
+    if (body)
+        n->credits = count - 1;
     return 0;
+}
+
+static void return_credits(nursery_t *n)
+{
+    if (n->credits) {
+        atomic_fetch_sub_explicit(&n->pending, n->credits, memory_order_relaxed);
+        n->credits = 0;
+    }
 }
 
 void nursery_task_end(nursery_t *n)
@@ -88,7 +112,7 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     int rc = pool ? 0 : nursery_pool_default(&pool);
     if (rc)
         return rc;
-    nursery_t *n = calloc(1, sizeof(*n));
+    nursery_t *n = calloc_aligned(_Alignof(nursery_t), sizeof(*n));
     if (!n)
         return ENOMEM;
     rc = pool_nursery_opened(pool);
@@ -155,6 +179,7 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
     if (!n || !pthread_equal(n->opener, pthread_self()) || nursery__ctx.node != &n->node)
         return EINVAL;
 
+    return_credits(n);
     /* Not cut short by cancellation: the tasks are cancelled through the
      * tree and join waits for them. */
     struct join_wait jw = {.one = {.mu = &n->mu, .q = &n->joiners}, .n = n};

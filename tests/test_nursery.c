@@ -229,6 +229,92 @@ START_TEST(tasks_start_tasks_in_own_and_outer_nurseries)
 }
 END_TEST
 
+/* The body counts its starts in batches.  Here the body is a task on a
+ * pool of one thread, so its join runs the children itself, on the body's
+ * thread, and they start more tasks into the same nursery: those must be
+ * counted one by one, or join would wait for starts that never come.  Then
+ * a join that times out gives its batch back, and the body starts again. */
+struct refill {
+    nursery_pool_t *pool;
+    nursery_t *n;
+    atomic_int count;
+    int depth;
+};
+
+static int refill_task(void *arg, void **value)
+{
+    (void)value;
+    struct refill *r = arg;
+    atomic_fetch_add(&r->count, 1);
+    if (atomic_load(&r->count) < r->depth)
+        task_expect_eq(nursery_start_soon(r->n, refill_task, r, NULL), 0);
+    return 0;
+}
+
+static int refilling_body(void *arg, void **value)
+{
+    (void)value;
+    struct refill *r = arg;
+    int rc = nursery_open(&r->n, r->pool);
+    if (rc)
+        return rc;
+    task_expect_eq(nursery_start_soon(r->n, refill_task, r, NULL), 0);
+    rc = nursery_join(r->n, NURSERY_FOREVER, NULL);
+    return rc;
+}
+
+START_TEST(starts_from_tasks_the_joiner_runs_are_counted)
+{
+    nursery_pool_t *pool = test_pool(1);
+    struct refill r = {.pool = pool, .count = 0, .depth = 200};
+    nursery_t *outer = NULL;
+    ck_assert_int_eq(nursery_open(&outer, pool), 0);
+    nursery_result_t *res = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(outer, refilling_body, &r, NULL, &res), 0);
+    ck_assert_int_eq(nursery_join(outer, nursery_after_ms(TEST_HANG_MS), NULL), 0);
+    ck_assert_int_eq(atomic_load(&r.count), 200);
+    ck_assert_ptr_null(error_of(res));
+    nursery_result_release(res);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+struct gated_count {
+    nursery_result_t *gate;
+    atomic_int *count;
+};
+
+static int wait_gate_then_count(void *arg, void **value)
+{
+    (void)value;
+    struct gated_count *g = arg;
+    int rc = gate_wait(g->gate);
+    atomic_fetch_add(g->count, 1);
+    return rc;
+}
+
+START_TEST(join_that_times_out_gives_back_counted_starts)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_result_t *gate = gate_new();
+    atomic_int count = 0;
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    struct gated_count g = {gate, &count};
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_task, &count, NULL), 0);
+    ck_assert_int_eq(nursery_start_soon(n, wait_gate_then_count, &g, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, nursery_after_ms(20), NULL), ETIMEDOUT);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_task, &count, NULL), 0);
+    gate_open(gate);
+    ck_assert_int_eq(nursery_join(n, nursery_after_ms(TEST_HANG_MS), NULL), 0);
+    ck_assert_int_eq(atomic_load(&count), 104);
+    nursery_result_release(gate);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 #define DEPTH 8
 
 struct chain {
@@ -1156,6 +1242,8 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, tasks_start_tasks_in_own_and_outer_nurseries);
     tcase_add_test(tc, nurseries_nest_eight_levels_deep);
     tcase_add_test(tc, recursive_fan_out_completes_on_one_thread);
+    tcase_add_test(tc, starts_from_tasks_the_joiner_runs_are_counted);
+    tcase_add_test(tc, join_that_times_out_gives_back_counted_starts);
 
     tc = tcase_with_timeout(s, "failures", 60);
     tcase_add_test(tc, first_error_cancels_queued_tasks);
