@@ -290,9 +290,12 @@ struct nursery {
     struct task *opener_task;  /* the task that opened it, or NULL (a plain thread) */
     pthread_t opener;
     uint64_t credits;          /* opener's body only: starts already counted in pending */
-    /* Written on every start and end: a line of its own. */
-    _Alignas(64) _Atomic uint64_t pending; /* tasks started, not finished, | NURSERY_CLOSED */
-    _Alignas(64) atomic_int refs; /* opener until join, plus nursery_retain() */
+    /* Written on every start and end: a cache line of its own, by padding
+     * (an aligned allocation per nursery costs more than it saves). */
+    char pad_before_pending[64];
+    _Atomic uint64_t pending;  /* tasks started, not finished, | NURSERY_CLOSED */
+    char pad_after_pending[56];
+    atomic_int refs;           /* opener until join, plus nursery_retain() */
     atomic_size_t cancelled_tasks; /* tasks that ended only cancelled */
     pthread_mutex_t mu;        /* protects errors, joiners, and pending's 1->0 */
     struct waitq joiners;

@@ -112,7 +112,7 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     int rc = pool ? 0 : nursery_pool_default(&pool);
     if (rc)
         return rc;
-    nursery_t *n = calloc_aligned(_Alignof(nursery_t), sizeof(*n));
+    nursery_t *n = calloc(1, sizeof(*n));
     if (!n)
         return ENOMEM;
     rc = pool_nursery_opened(pool);
@@ -189,13 +189,13 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
 
     nursery__ctx.node = n->outer;
     bool outer_cancelled = n->outer && cancel_node_cancelled(n->outer);
-    pthread_mutex_lock(&n->mu);
+    /* Closed under n->mu after the last task's errors were added under it:
+     * nothing changes them any more, so they are read without the lock. */
     bool failed = n->errors.count > 0 || n->errors.dropped > 0;
     rc = failed ? NURSERY_EFAILED : outer_cancelled ? ECANCELED : 0;
     nursery_errors_t *group = NULL;
     if (rc)
         group = error_acc_finish(&n->errors, atomic_load(&n->cancelled_tasks));
-    pthread_mutex_unlock(&n->mu);
     if (errors)
         *errors = group;
     else
