@@ -7,9 +7,10 @@
  * deque with no lock and no shared counter.  A task started from any other
  * thread (or when the deque is full) goes to the pool's injection queue, a
  * lock-free multi-producer FIFO that one worker at a time drains in batches
- * into its deque.  A worker looks
- * for work in its own deque, then the injection queue, then the top of the
- * other workers' deques.
+ * into its deque.  A worker looks for work in its own deque, then the
+ * injection queue, then the top of up to STEAL_VICTIMS other workers'
+ * deques, from a random one (a pool grown to a thousand threads must not
+ * make each idle worker read a thousand deques).
  *
  * Claiming.  A task in a queue is in state TASK_QUEUED; whoever turns that
  * into TASK_RUNNING runs it.  That is usually the worker that removed it
@@ -19,11 +20,15 @@
  * holds a reference to its result that only the remover releases: the
  * task's memory outlives every queue entry that names it.
  *
- * Sleeping.  An idle worker puts itself on the idle list, counts itself in
- * `sleepers`, looks for work once more, and parks.  A thread that queues a
- * task reads `sleepers` after publishing it and wakes one worker if it is
- * not zero; both sides use seq_cst, so at least one of them sees the other
- * and no wake-up is lost.
+ * Sleeping.  An idle worker first spins a little (at most one spinner per
+ * two CPUs), then puts itself on the idle list, counts itself in
+ * `sleepers`, looks at every queue once more - unless a spinner is still
+ * looking, which does that look itself before it sleeps - and parks.  A
+ * thread that queues a task reads `sleepers` and `spinning` after
+ * publishing it and wakes one worker if someone sleeps and nobody spins;
+ * both sides use seq_cst, so at least one of them sees the other and no
+ * wake-up is lost.  A spinner that finds work wakes a sleeper to take over
+ * the looking.
  *
  * Elasticity.  A worker parked in a library wait counts as blocked (see
  * pool_block_enter); while tasks are queued and no worker is idle, the pool
@@ -35,8 +40,8 @@
  * empty deque) stays, and a new thread reuses it.
  *
  * pool.mu protects the fields marked (mu): the idle list, thread counts
- * and flags.  Nothing else is locked under it except a
- * waiter's mutex, to wake a parked worker.
+ * and flags.  Nothing else is locked under it (waking a parked worker is a
+ * futex wake, or the waiter's own mutex where there are no futexes).
  *
  * fork(): the child inherits no worker threads.  A pool records the fork
  * generation it was created in; pools from before a fork refuse service
