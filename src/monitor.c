@@ -4,15 +4,16 @@
  * A worker blocked in the library says so (pool_block_enter).  A worker
  * blocked in the user's own code - read(), nanosleep(), a foreign lock -
  * cannot, so a monitor thread watches from outside: every TICK_NS while
- * tasks are running it reads each busy worker's CPU-time clock, and a busy
- * worker that used less than a tenth of a tick, two ticks in a row, and
- * that the kernel does not list as runnable (on Linux), is stalled.  When work is queued, no worker is idle, the process leaves the
- * CPUs partly unused and fewer than `target` workers make progress,
- * it adds one thread per stalled worker (so a pool full of sleepers doubles
- * each tick, and 64 blocked tasks on 2 CPUs are all running within a few
- * milliseconds), up to the pool's maximum.  CPU-bound work keeps its
- * workers' clocks moving and never adds threads; the extra threads retire
- * when idle (pool.c).
+ * work is queued and the pool could grow, it reads each busy worker's
+ * CPU-time clock, and a busy worker that used less than a tenth of a tick,
+ * two ticks in a row (a new thread counts its life so far as one), and that
+ * the kernel does not list as runnable (on Linux), is stalled.  When no
+ * worker is idle, the process leaves the CPUs partly unused and fewer than
+ * `target` workers make progress, it adds one thread per stalled worker
+ * (so a pool full of sleepers doubles every two ticks, and 64 blocked tasks
+ * on 2 CPUs are all running within about a dozen milliseconds), up to the
+ * pool's maximum.  CPU-bound work keeps its workers' clocks moving and
+ * never adds threads; the extra threads retire when idle (pool.c).
  *
  * The monitor sleeps on its condition variable while nothing runs, and is
  * kicked when a sleeping worker is woken for new work, so an idle pool
@@ -68,14 +69,16 @@ static bool thread_runnable(int tid)
 #endif
 }
 
-/* Counts the busy workers, and when `watch`, those stalled: busy, not in
- * a library wait, and without CPU time for STALL_TICKS ticks in a row (a
- * short wait for a lock is not a stall).  Monitor only; no lock held,
- * since reading clocks takes system calls. */
-static void look_at_workers(nursery_pool_t *p, bool watch, bool ask_kernel, size_t *busy,
-                            size_t *stalled)
+/* Counts the busy workers and, when `watch`, updates each one's stall
+ * count and returns how many have gone a tick or more without CPU time: a
+ * worker is stalled when it is busy, not in a library wait, and without
+ * CPU time for STALL_TICKS ticks in a row (a short wait for a lock is not a
+ * stall).  Monitor only; no lock held, since reading clocks takes system
+ * calls. */
+static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
 {
-    *busy = *stalled = 0;
+    size_t candidates = 0;
+    *busy = 0;
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         struct worker *w = p->workers[i];
@@ -90,15 +93,33 @@ static void look_at_workers(nursery_pool_t *p, bool watch, bool ask_kernel, size
             continue;
         }
         int_fast64_t now = cpu_time(atomic_load_explicit(&w->cpu_clock, memory_order_relaxed));
-        if (w->cpu_seen >= 0 && now >= 0 && now - w->cpu_seen < STALLED_CPU_NS)
+        /* First seen: a thread that has used next to no CPU in its whole
+         * life (one just added, blocked in its first task) has stalled for
+         * a tick already; this saves a tick per doubling of the pool. */
+        int_fast64_t since = w->cpu_seen >= 0 ? w->cpu_seen : 0;
+        if (now >= 0 && now - since < STALLED_CPU_NS)
             w->stalled_ticks++;
         else
             w->stalled_ticks = 0;
         w->cpu_seen = now;
-        if (w->stalled_ticks >= STALL_TICKS &&
-            !(ask_kernel && thread_runnable(atomic_load_explicit(&w->tid, memory_order_relaxed))))
-            ++*stalled;
+        candidates += w->stalled_ticks > 0;
     }
+    return candidates;
+}
+
+/* The stalled workers that the kernel does not list as runnable: a
+ * runnable worker that simply did not get a CPU is not blocked. */
+static size_t count_stalled(nursery_pool_t *p)
+{
+    size_t stalled = 0;
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        struct worker *w = p->workers[i];
+        if (w->stalled_ticks >= STALL_TICKS &&
+            !thread_runnable(atomic_load_explicit(&w->tid, memory_order_relaxed)))
+            stalled++;
+    }
+    return stalled;
 }
 
 /* One tick.  Returns false when nothing runs or waits (mu held on entry and
@@ -106,25 +127,26 @@ static void look_at_workers(nursery_pool_t *p, bool watch, bool ask_kernel, size
 static bool tick_locked(nursery_pool_t *p)
 {
     struct monitor *m = p->monitor;
-    bool idle_workers = !list_empty(&p->idle);
+    bool may_grow = list_empty(&p->idle) && p->threads < p->max;
     pthread_mutex_unlock(&p->mu);
-    /* Stalls matter only while work waits and nobody is free to take it;
-     * otherwise the clocks are not read at all, since with a thousand
-     * threads finishing at once they would take a CPU of their own. */
+    /* Stalls matter only while work waits and the pool could add a thread
+     * for it; otherwise no clock is read at all, since with a thousand
+     * threads each tick would take a CPU of its own. */
     size_t queued = pool_queued_estimate(p);
-    bool watch = queued > 0 && !idle_workers;
-    /* A runnable worker that the kernel did not schedule (more threads
-     * than CPUs) looks stalled too: add nobody while the process keeps the
-     * CPUs busy, and otherwise ask the kernel about each candidate. */
-    int_fast64_t cpu = watch ? cpu_time(CLOCK_PROCESS_CPUTIME_ID) : -1;
+    size_t busy;
+    size_t candidates = look_at_workers(p, queued > 0 && may_grow, &busy);
+    /* More threads than CPUs also stop clocks: add nobody while the process
+     * keeps the CPUs busy.  The process clock costs a read of every thread,
+     * so it is read only while some worker may be stalling; the first
+     * reading is only the base for the next. */
+    int_fast64_t cpu = candidates ? cpu_time(CLOCK_PROCESS_CPUTIME_ID) : -1;
     bool cpus_busy = m->process_cpu < 0 || cpu < 0 ||
                      cpu - m->process_cpu >= (int_fast64_t)p->target * TICK_NS * 3 / 4;
     m->process_cpu = cpu;
-    size_t busy, stalled;
-    look_at_workers(p, watch, !cpus_busy, &busy, &stalled);
+    size_t stalled = cpus_busy ? 0 : count_stalled(p);
     pthread_mutex_lock(&p->mu);
 
-    if (stalled && !cpus_busy && list_empty(&p->idle) && p->threads - stalled < p->target) {
+    if (stalled && list_empty(&p->idle) && p->threads - stalled < p->target) {
         /* One new thread per stalled worker: the pool doubles per tick
          * while everything it runs sleeps. */
         size_t add = stalled < queued ? stalled : queued;
