@@ -206,9 +206,6 @@ HIDDEN void error_acc_clear(struct error_acc *acc);
  * queue entry holds a reference to its result, released by whoever removes
  * the entry. */
 HIDDEN void pool_submit(nursery_pool_t *p, struct task *t);
-/* Claims a queued task (TASK_QUEUED -> TASK_RUNNING) wherever it is queued.
- * Returns true if the caller must now run it. */
-HIDDEN bool pool_claim(nursery_pool_t *p, struct task *t);
 /* Restricted helping for a joiner that is a worker of n's pool: runs one
  * queued task of n or of a nursery opened under it.  Returns true if it
  * made progress (ran a task, or dropped a stale queue entry). */
@@ -249,7 +246,7 @@ struct task {
     void (*arg_destroy)(void *arg);
     char *name;                  /* owned copy, or NULL */
     unsigned flags;              /* NURSERY_TASK_* */
-    _Atomic int state;           /* enum task_state; see pool_claim */
+    _Atomic int state;           /* enum task_state; see task_claim */
     nursery_t *nursery;          /* set when started */
     nursery_result_t *result;    /* the capture embedding this task, or NULL */
     struct start_slot *start;    /* a nursery_start() caller waiting for started() */
@@ -268,6 +265,9 @@ HIDDEN void task_free(struct task *t);
 HIDDEN void task_run(struct task *t);
 /* Runs arg_destroy (once) on a task that will never run. */
 HIDDEN void task_discard(struct task *t);
+/* Claims a queued task (TASK_QUEUED -> TASK_RUNNING) wherever it is queued
+ * or listed.  Returns true if the caller must now run it. */
+HIDDEN bool task_claim(struct task *t);
 
 /* Set in task.flags once nursery_started() was called. */
 #define TASK_STARTED_FLAG (1u << 31)

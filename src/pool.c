@@ -120,18 +120,8 @@ bool pool_is_current(const nursery_pool_t *p)
     return current_worker(p) != NULL;
 }
 
-/* ---- claiming and running --------------------------------------------- */
+/* ---- running ----------------------------------------------------------- */
 
-bool pool_claim(nursery_pool_t *p, struct task *t)
-{
-    (void)p;
-    int queued = TASK_QUEUED;
-    return atomic_compare_exchange_strong_explicit(&t->state, &queued, TASK_RUNNING,
-                                                   memory_order_acquire, memory_order_relaxed);
-}
-
-/* Runs a task removed from a queue, if nobody claimed it meanwhile, and
- * drops the queue's reference to its capture. */
 static void kick_monitor(nursery_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
@@ -152,10 +142,12 @@ static void run_claimed(struct worker *self, struct task *t, bool helping)
         atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
 }
 
+/* Runs a task removed from a queue, if nobody claimed it meanwhile, and
+ * drops the queue's reference to its capture. */
 static void run_removed(struct worker *self, struct task *t, bool helping)
 {
     nursery_result_t *r = t->result; /* a plain task is freed by task_run */
-    if (pool_claim(self->pool, t))
+    if (task_claim(t))
         run_claimed(self, t, helping);
     nursery_result_release(r);
 }
@@ -596,7 +588,7 @@ bool pool_help(nursery_t *n)
             return false;
     }
     nursery_result_t *r = t->result;
-    if (!pool_claim(p, t)) {
+    if (!task_claim(t)) {
         nursery_result_release(r); /* someone else ran it: drop the entry */
         return true;
     }

@@ -271,7 +271,7 @@ bool result_help(nursery_result_t *r)
     if (!r->is_capture || !r->pool || !pool_is_current(r->pool) ||
         atomic_load_explicit(&r->task.state, memory_order_relaxed) != TASK_QUEUED)
         return false;
-    if (!pool_claim(r->pool, &r->task))
+    if (!task_claim(&r->task))
         return false;
     /* Its queue entry, and the reference it holds, stay until removed. */
     nursery_pool_t *pool = r->pool;
@@ -335,7 +335,7 @@ int nursery_result_cancel(nursery_result_t *r)
             task_run(t);
             return 0;
         }
-        if (state == TASK_QUEUED && pool_claim(r->pool, t)) {
+        if (state == TASK_QUEUED && task_claim(t)) {
             atomic_store(&t->node.cancelled, true);
             task_run(t);
             return 0;

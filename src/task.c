@@ -62,6 +62,13 @@ void task_free(struct task *t)
     task_cache_put(t, t->home);
 }
 
+bool task_claim(struct task *t)
+{
+    int queued = TASK_QUEUED;
+    return atomic_compare_exchange_strong_explicit(&t->state, &queued, TASK_RUNNING,
+                                                   memory_order_acquire, memory_order_relaxed);
+}
+
 void task_discard(struct task *t)
 {
     void (*destroy)(void *) = t->arg_destroy;
