@@ -15,8 +15,9 @@
 
 #define THREAD_STACK (64 * 1024)
 
-/* One thread per task: fn(arg + i * size) in a new thread for each i < n, then join all. */
-static void thread_per_task(size_t n, void *(*fn)(void *), void *args, size_t size)
+/* Starts fn(args + i * size) in a new thread for each i < n (size 0: the same argument for
+ * all); returns the threads, for threads_join. */
+static pthread_t *threads_start(size_t n, void *(*fn)(void *), void *args, size_t size)
 {
     pthread_t *tids = malloc(n * sizeof *tids);
     pthread_attr_t attr;
@@ -27,10 +28,21 @@ static void thread_per_task(size_t n, void *(*fn)(void *), void *args, size_t si
     for (size_t i = 0; i < n; i++)
         if (pthread_create(&tids[i], &attr, fn, (char *)args + i * size) != 0)
             bench_die("pthread: cannot create thread %zu of %zu", i, n);
+    pthread_attr_destroy(&attr);
+    return tids;
+}
+
+static void threads_join(pthread_t *tids, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         pthread_join(tids[i], NULL);
-    pthread_attr_destroy(&attr);
     free(tids);
+}
+
+/* One thread per task: fn(args + i * size) for each i < n, then join all. */
+static void thread_per_task(size_t n, void *(*fn)(void *), void *args, size_t size)
+{
+    threads_join(threads_start(n, fn, args, size), n);
 }
 
 struct slot_task {
@@ -154,17 +166,9 @@ static void *cancellable_sleeper(void *arg)
 int64_t pt_cancel_latency(size_t k)
 {
     struct cancel_flag c = {.asleep = 0, .cancelled = false};
-    pthread_t *tids = malloc(k * sizeof *tids);
-    pthread_attr_t attr;
-    if (!tids)
-        bench_die("pthread: out of memory");
     pthread_mutex_init(&c.mu, NULL);
     pthread_cond_init(&c.cv, NULL);
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, THREAD_STACK);
-    for (size_t i = 0; i < k; i++)
-        if (pthread_create(&tids[i], &attr, cancellable_sleeper, &c) != 0)
-            bench_die("pthread: cannot create thread %zu of %zu", i, k);
+    pthread_t *tids = threads_start(k, cancellable_sleeper, &c, 0);
     pthread_mutex_lock(&c.mu);
     while (c.asleep < k)
         pthread_cond_wait(&c.cv, &c.mu);
@@ -172,13 +176,10 @@ int64_t pt_cancel_latency(size_t k)
     c.cancelled = true;
     pthread_cond_broadcast(&c.cv);
     pthread_mutex_unlock(&c.mu);
-    for (size_t i = 0; i < k; i++)
-        pthread_join(tids[i], NULL);
+    threads_join(tids, k);
     int64_t elapsed = bench_now_ns() - t0;
-    pthread_attr_destroy(&attr);
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.mu);
-    free(tids);
     return elapsed;
 }
 
