@@ -49,6 +49,7 @@ int task_new(struct task **out, nursery_fn fn, void *arg, const nursery_task_opt
     int rc = task_init(t, fn, arg, opts);
     t->home = home;
     if (rc) {
+        cancel_node_fini(&t->node);
         task_free(t);
         return rc;
     }
