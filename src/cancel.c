@@ -1,6 +1,6 @@
 /*
- * cancel.c - the cancel tree, the per-thread context, and the cancellation
- * points that are not tied to another object (checkpoint, sleep).
+ * cancel.c - the cancel tree, and the cancellation points that are not tied
+ * to another object (checkpoint, sleep).
  *
  * Every task and every nursery has a cancel node.  A nursery's node hangs
  * under the node of the code that opened it (a task, or an enclosing
@@ -11,7 +11,7 @@
  *
  * Waking is the other half: a thread parked in the library is linked on its
  * innermost node's waiters, and nodes that may have parked threads below
- * them are attached to their parents.  cancel_node_cancel() sets the flag,
+ * them are attached to their parents.  nursery__cancel_node_cancel() sets the flag,
  * then walks the attached subtree under each node's lock, parent before
  * child, and signals every parked thread.  A node is attached before its
  * thread parks and the flag is checked after, so a cancellation either sees
@@ -22,9 +22,7 @@
 
 #include <errno.h>
 
-FAST_TLS _Thread_local struct thread_ctx nursery__ctx;
-
-void cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
+void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
 {
     atomic_init(&n->parent, parent);
     atomic_init(&n->cancelled, false);
@@ -32,11 +30,11 @@ void cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
     pthread_mutex_init(&n->mu, NULL);
     list_init(&n->children);
     list_init(&n->sibling);
-    waitq_init(&n->waiters);
+    nursery__waitq_init(&n->waiters);
 }
 
 /* The canceller of the parent may have detached n already (see
- * cancel_node_cancel), and then no longer touches it. */
+ * nursery__cancel_node_cancel), and then no longer touches it. */
 static void cancel_node_detach(struct cancel_node *n)
 {
     if (!atomic_load_explicit(&n->attached, memory_order_acquire))
@@ -50,13 +48,13 @@ static void cancel_node_detach(struct cancel_node *n)
     pthread_mutex_unlock(&parent->mu);
 }
 
-void cancel_node_fini(struct cancel_node *n)
+void nursery__cancel_node_fini(struct cancel_node *n)
 {
     cancel_node_detach(n);
     pthread_mutex_destroy(&n->mu);
 }
 
-void cancel_node_attach(struct cancel_node *n)
+void nursery__cancel_node_attach(struct cancel_node *n)
 {
     struct cancel_node *parent = atomic_load_explicit(&n->parent, memory_order_relaxed);
     if (!parent || atomic_load_explicit(&n->attached, memory_order_acquire))
@@ -72,14 +70,14 @@ void cancel_node_attach(struct cancel_node *n)
 /* Attached under the new parent whatever the node was before: a canceller
  * of the old parent may have detached it, while nurseries opened under it
  * still need the path up. */
-void cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent)
+void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent)
 {
     cancel_node_detach(n);
     atomic_store_explicit(&n->parent, parent, memory_order_release);
-    cancel_node_attach(n);
+    nursery__cancel_node_attach(n);
 }
 
-bool cancel_node_cancelled(struct cancel_node *n)
+bool nursery__cancel_node_cancelled(struct cancel_node *n)
 {
     for (; n; n = atomic_load_explicit(&n->parent, memory_order_acquire))
         if (atomic_load_explicit(&n->cancelled, memory_order_acquire))
@@ -92,7 +90,7 @@ bool cancel_node_cancelled(struct cancel_node *n)
 static void wake_subtree(struct cancel_node *n)
 {
     pthread_mutex_lock(&n->mu);
-    waitq_wake_all(&n->waiters);
+    nursery__waitq_wake_all(&n->waiters);
     struct list *pos;
     list_for_each(pos, &n->children)
         wake_subtree(list_entry(pos, struct cancel_node, sibling));
@@ -105,12 +103,12 @@ static void wake_subtree(struct cancel_node *n)
  * children: one of them stays cancelled unless it moves (reparent attaches
  * it again), while a deeper node would become uncancelled, and unreachable,
  * if a node between moved. */
-void cancel_node_cancel(struct cancel_node *n)
+void nursery__cancel_node_cancel(struct cancel_node *n)
 {
     if (atomic_exchange_explicit(&n->cancelled, true, memory_order_acq_rel))
         return;
     pthread_mutex_lock(&n->mu);
-    waitq_wake_all(&n->waiters);
+    nursery__waitq_wake_all(&n->waiters);
     struct list *pos = n->children.next;
     while (pos != &n->children) {
         struct cancel_node *child = list_entry(pos, struct cancel_node, sibling);
@@ -123,20 +121,11 @@ void cancel_node_cancel(struct cancel_node *n)
     pthread_mutex_unlock(&n->mu);
 }
 
-/* ---- per-thread context ------------------------------------------------ */
-
-void nursery__set_last_error(nursery_error_t *err)
-{
-    nursery_error_t *old = nursery__ctx.last_error;
-    nursery__ctx.last_error = err;
-    nursery_error_release(old);
-}
-
 /* ---- cancellation points ----------------------------------------------- */
 
 bool nursery_cancelled(void)
 {
-    return cancel_node_cancelled(nursery__ctx.node);
+    return nursery__cancel_node_cancelled(nursery__ctx.node);
 }
 
 int nursery_checkpoint(void)

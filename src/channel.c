@@ -8,7 +8,7 @@
  *
  * Locking: one mutex per channel, ch->mu, protects everything in the core,
  * the `closed` flag of each of its ends and every wait record queued on it.
- * Nothing else is taken under it except waiter.mu (waiter_signal), as the
+ * Nothing else is taken under it except waiter.mu (nursery__waiter_signal), as the
  * lock order in internal.h allows.  item_destroy is never called under it.
  *
  * A blocked send or recv is a wait record (struct chan_op) on the blocked
@@ -142,7 +142,7 @@ static void op_complete(struct channel *ch, struct chan_op *op, int result)
     op->result = result;
     op->done = true;
     if (op->waiter)
-        waiter_signal(op->waiter);
+        nursery__waiter_signal(op->waiter);
 }
 
 static struct chan_op *op_oldest(struct list *queue)

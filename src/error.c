@@ -36,7 +36,7 @@ struct nursery_errors {
 
 /* ---- errors ------------------------------------------------------------ */
 
-nursery_error_t *error_new(int code, const char *fmt, va_list ap)
+nursery_error_t *nursery__error_new(int code, const char *fmt, va_list ap)
 {
     nursery_error_t *err = calloc(1, sizeof(*err));
     if (!err)
@@ -60,25 +60,25 @@ static nursery_error_t *error_make(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    nursery_error_t *err = error_new(code, fmt, ap);
+    nursery_error_t *err = nursery__error_new(code, fmt, ap);
     va_end(ap);
     return err;
 }
 
-nursery_error_t *error_from_code(int code)
+nursery_error_t *nursery__error_from_code(int code)
 {
     return error_make(code, NULL);
 }
 
-nursery_error_t *error_cancelled(const char *task_name)
+nursery_error_t *nursery__error_cancelled(const char *task_name)
 {
-    nursery_error_t *err = error_from_code(ECANCELED);
+    nursery_error_t *err = nursery__error_from_code(ECANCELED);
     if (err)
-        error_set_task_name(err, task_name);
+        nursery__error_set_task_name(err, task_name);
     return err;
 }
 
-void error_set_task_name(nursery_error_t *err, const char *name)
+void nursery__error_set_task_name(nursery_error_t *err, const char *name)
 {
     /* Only while unshared: a second owner could be reading it. */
     if (!err || !name || err->task_name || atomic_load(&err->refs) != 1)
@@ -92,7 +92,7 @@ int nursery_error_create(nursery_error_t **out, int code, const char *fmt, ...)
         return EINVAL;
     va_list ap;
     va_start(ap, fmt);
-    *out = error_new(code, fmt, ap);
+    *out = nursery__error_new(code, fmt, ap);
     va_end(ap);
     return *out ? 0 : ENOMEM;
 }
@@ -155,7 +155,7 @@ int nursery_fail(int code, const char *fmt, ...)
         return 0;
     va_list ap;
     va_start(ap, fmt);
-    nursery_error_t *err = error_new(code, fmt, ap);
+    nursery_error_t *err = nursery__error_new(code, fmt, ap);
     va_end(ap);
     nursery__set_last_error(err);
     return err ? code : ENOMEM;
@@ -170,14 +170,9 @@ int nursery_fail_with(nursery_error_t *err)
     return code;
 }
 
-nursery_error_t *nursery_last_error(void)
-{
-    return nursery__ctx.last_error;
-}
-
 /* ---- error groups ------------------------------------------------------ */
 
-void error_acc_add(struct error_acc *acc, nursery_error_t *err)
+void nursery__error_acc_add(struct error_acc *acc, nursery_error_t *err)
 {
     if (acc->count < NURSERY_ERRORS_KEPT)
         acc->kept[acc->count++] = nursery_error_retain(err);
@@ -185,7 +180,7 @@ void error_acc_add(struct error_acc *acc, nursery_error_t *err)
         acc->dropped++;
 }
 
-void error_acc_clear(struct error_acc *acc)
+void nursery__error_acc_clear(struct error_acc *acc)
 {
     for (size_t i = 0; i < acc->count; i++)
         nursery_error_release(acc->kept[i]);
@@ -193,13 +188,13 @@ void error_acc_clear(struct error_acc *acc)
     acc->dropped = 0;
 }
 
-nursery_errors_t *error_acc_finish(struct error_acc *acc, size_t cancelled)
+nursery_errors_t *nursery__error_acc_finish(struct error_acc *acc, size_t cancelled)
 {
     nursery_errors_t *g = NULL;
     if (acc->count || acc->dropped || cancelled)
         g = malloc(sizeof(*g) + acc->count * sizeof(g->items[0]));
     if (!g) {
-        error_acc_clear(acc);
+        nursery__error_acc_clear(acc);
         return NULL;
     }
     g->count = acc->count;
@@ -278,7 +273,7 @@ const char *nursery_strerror(int code)
     return "Unknown error";
 }
 
-nursery_error_t *error_oom(void)
+nursery_error_t *nursery__error_oom(void)
 {
     /* Never freed: its count starts so high that releases cannot reach 0. */
     static nursery_error_t oom = {

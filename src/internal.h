@@ -60,6 +60,55 @@ static inline void *calloc_aligned(size_t align, size_t size)
 /* The deadline as a timespec for pthread_cond_timedwait on CLOCK_MONOTONIC. */
 HIDDEN struct timespec nursery__timespec(nursery_time_t t);
 
+/* ---- context.c: the calling thread, and the side of a fork() ----------- */
+
+/* What the calling thread is doing, for cancellation and helping. */
+struct thread_ctx {
+    struct cancel_node *node;    /* innermost cancel node, NULL outside tasks and bodies */
+    struct task *task;           /* the task this thread runs now, or NULL */
+    struct worker *worker;       /* this thread's worker record on a pool thread */
+    nursery_error_t *last_error; /* owned reference, see nursery_last_error() */
+};
+
+HIDDEN extern _Thread_local struct thread_ctx nursery__ctx FAST_TLS;
+
+/* Replaces the thread's last error (takes ownership of err, may be NULL). */
+HIDDEN void nursery__set_last_error(nursery_error_t *err);
+
+/* Objects that own locks or wait for threads (pools, nurseries, results,
+ * channels) record the fork generation they were made in: in the child of
+ * a fork() the generation moves on, and such an object of the parent's
+ * refuses service with NURSERY_EFORKED instead of waiting for threads that
+ * do not exist there.  nursery__generation() also makes sure the child
+ * handler is installed, so call it when an object is made. */
+HIDDEN extern atomic_uint nursery__fork_generation;
+HIDDEN unsigned nursery__generation(void);
+
+static inline bool nursery__forked(unsigned generation)
+{
+    return generation != atomic_load_explicit(&nursery__fork_generation, memory_order_relaxed);
+}
+
+/* ---- error.c ----------------------------------------------------------- */
+
+/* Creates an error from a code and an optional message; NULL on ENOMEM. */
+HIDDEN nursery_error_t *nursery__error_new(int code, const char *fmt, va_list ap);
+HIDDEN nursery_error_t *nursery__error_from_code(int code);
+/* Sets the task name if the error has none and is not yet shared. */
+HIDDEN void nursery__error_set_task_name(nursery_error_t *err, const char *name);
+
+/* An error group under construction inside a nursery (its lock held). */
+struct error_acc {
+    nursery_error_t *kept[NURSERY_ERRORS_KEPT]; /* owned references, arrival order */
+    size_t count;                               /* entries used in kept */
+    size_t dropped;                             /* real errors past the cap */
+};
+HIDDEN void nursery__error_acc_add(struct error_acc *acc, nursery_error_t *err);
+/* Turns the accumulator into a group (NULL if empty and no cancellations);
+ * releases everything on ENOMEM... returns NULL then. */
+HIDDEN nursery_errors_t *nursery__error_acc_finish(struct error_acc *acc, size_t cancelled);
+HIDDEN void nursery__error_acc_clear(struct error_acc *acc);
+
 /* ---- park.c: waiters, wait queues and the one blocking loop ------------- */
 
 /* A thread blocked in the library.  Lives on the blocked thread's stack for
@@ -70,21 +119,21 @@ HIDDEN struct timespec nursery__timespec(nursery_time_t t);
 #ifdef __linux__
 #define NURSERY_FUTEX 1
 struct waiter {
-    atomic_uint signalled; /* 1 from waiter_signal until waiter_park takes it */
+    atomic_uint signalled; /* 1 from nursery__waiter_signal until nursery__waiter_park takes it */
 };
 #else
 struct waiter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool signalled; /* set by waiter_signal, cleared by waiter_park; mu */
+    bool signalled; /* set by nursery__waiter_signal, cleared by nursery__waiter_park; mu */
 };
 #endif
 
-HIDDEN void waiter_init(struct waiter *w);
-HIDDEN void waiter_destroy(struct waiter *w);
-HIDDEN void waiter_signal(struct waiter *w);
+HIDDEN void nursery__waiter_init(struct waiter *w);
+HIDDEN void nursery__waiter_destroy(struct waiter *w);
+HIDDEN void nursery__waiter_signal(struct waiter *w);
 /* Sleeps until signalled or the deadline.  Returns 0 or ETIMEDOUT. */
-HIDDEN int waiter_park(struct waiter *w, nursery_time_t deadline);
+HIDDEN int nursery__waiter_park(struct waiter *w, nursery_time_t deadline);
 
 /* The waiters registered on one object, protected by that object's lock.
  * A waiter watching several objects has one link in each. */
@@ -96,10 +145,10 @@ struct wait_link {
     struct waiter *waiter;
 };
 
-HIDDEN void waitq_init(struct waitq *q);
-HIDDEN void waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w);
-HIDDEN void waitq_remove(struct wait_link *link);
-HIDDEN void waitq_wake_all(struct waitq *q);
+HIDDEN void nursery__waitq_init(struct waitq *q);
+HIDDEN void nursery__waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w);
+HIDDEN void nursery__waitq_remove(struct wait_link *link);
+HIDDEN void nursery__waitq_wake_all(struct waitq *q);
 
 /* What a blocking call waits for.  attach registers the waiter on the
  * objects (under their locks); ready tells whether the wait is over (it may
@@ -114,15 +163,15 @@ struct block_ops {
 };
 
 /* The common case of attach/detach: one object's wait queue under its
- * mutex.  Put it first in a block context and use wait_one_attach and
- * wait_one_detach as the ops. */
+ * mutex.  Put it first in a block context and use nursery__wait_one_attach and
+ * nursery__wait_one_detach as the ops. */
 struct wait_one {
     pthread_mutex_t *mu;
     struct waitq *q;
     struct wait_link link;
 };
-HIDDEN void wait_one_attach(void *ctx, struct waiter *w);
-HIDDEN void wait_one_detach(void *ctx);
+HIDDEN void nursery__wait_one_attach(void *ctx, struct waiter *w);
+HIDDEN void nursery__wait_one_detach(void *ctx);
 
 /* Do not return early when the calling task is cancelled. */
 #define BLOCK_UNCANCELLABLE 1
@@ -135,7 +184,7 @@ HIDDEN void wait_one_detach(void *ctx);
 HIDDEN int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline,
                           int flags);
 
-/* ---- cancel.c: the cancel tree and the per-thread context -------------- */
+/* ---- cancel.c: the cancel tree ------------------------------------------ */
 
 /* A node of the cancel tree: a nursery's scope or a task.  A node is
  * cancelled if it or any ancestor is; the walk up makes that visible
@@ -156,48 +205,15 @@ struct cancel_node {
     struct waitq waiters;                 /* threads parked under this node */
 };
 
-HIDDEN void cancel_node_init(struct cancel_node *n, struct cancel_node *parent);
+HIDDEN void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent);
 /* Detaches from the parent; the node must have no attached children. */
-HIDDEN void cancel_node_fini(struct cancel_node *n);
-HIDDEN void cancel_node_cancel(struct cancel_node *n);
-HIDDEN bool cancel_node_cancelled(struct cancel_node *n);
+HIDDEN void nursery__cancel_node_fini(struct cancel_node *n);
+HIDDEN void nursery__cancel_node_cancel(struct cancel_node *n);
+HIDDEN bool nursery__cancel_node_cancelled(struct cancel_node *n);
 /* Attaches the node to its parent (idempotent).  Owner thread only. */
-HIDDEN void cancel_node_attach(struct cancel_node *n);
+HIDDEN void nursery__cancel_node_attach(struct cancel_node *n);
 /* Moves the node under a new parent.  Owner thread only. */
-HIDDEN void cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent);
-
-/* What the calling thread is doing, for cancellation and helping. */
-struct thread_ctx {
-    struct cancel_node *node;     /* innermost cancel node, NULL outside tasks and bodies */
-    struct task *task;            /* the task this thread runs now, or NULL */
-    struct worker *worker;        /* this thread's worker record on a pool thread */
-    nursery_error_t *last_error;  /* owned reference, see nursery_last_error() */
-};
-
-HIDDEN extern _Thread_local struct thread_ctx nursery__ctx FAST_TLS;
-
-/* Replaces the thread's last error (takes ownership of err, may be NULL). */
-HIDDEN void nursery__set_last_error(nursery_error_t *err);
-
-/* ---- error.c ----------------------------------------------------------- */
-
-/* Creates an error from a code and an optional message; NULL on ENOMEM. */
-HIDDEN nursery_error_t *error_new(int code, const char *fmt, va_list ap);
-HIDDEN nursery_error_t *error_from_code(int code);
-/* Sets the task name if the error has none and is not yet shared. */
-HIDDEN void error_set_task_name(nursery_error_t *err, const char *name);
-
-/* An error group under construction inside a nursery (its lock held). */
-struct error_acc {
-    nursery_error_t *kept[NURSERY_ERRORS_KEPT]; /* owned references, arrival order */
-    size_t count;                               /* entries used in kept */
-    size_t dropped;                             /* real errors past the cap */
-};
-HIDDEN void error_acc_add(struct error_acc *acc, nursery_error_t *err);
-/* Turns the accumulator into a group (NULL if empty and no cancellations);
- * releases everything on ENOMEM... returns NULL then. */
-HIDDEN nursery_errors_t *error_acc_finish(struct error_acc *acc, size_t cancelled);
-HIDDEN void error_acc_clear(struct error_acc *acc);
+HIDDEN void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent);
 
 /* ---- pool.c ------------------------------------------------------------ */
 
@@ -205,28 +221,28 @@ HIDDEN void error_acc_clear(struct error_acc *acc);
  * worker's deque, else on the injection queue.  Never fails.  A capture's
  * queue entry holds a reference to its result, released by whoever removes
  * the entry. */
-HIDDEN void pool_submit(nursery_pool_t *p, struct task *t);
+HIDDEN void nursery__pool_submit(nursery_pool_t *p, struct task *t);
 /* Restricted helping for a joiner that is a worker of n's pool: runs one
  * queued task of n or of a nursery opened under it.  Returns true if it
  * made progress (ran a task, or dropped a stale queue entry). */
-HIDDEN bool pool_help(nursery_t *n);
+HIDDEN bool nursery__pool_help(nursery_t *n);
 /* Counts a task that the calling worker claimed and ran while waiting. */
-HIDDEN void pool_count_helped(nursery_pool_t *p);
+HIDDEN void nursery__pool_count_helped(nursery_pool_t *p);
 /* Whether the calling thread is one of the pool's workers. */
-HIDDEN bool pool_is_current(const nursery_pool_t *p);
+HIDDEN bool nursery__pool_is_current(const nursery_pool_t *p);
 /* Whether the pool was created before a fork() in this (child) process. */
-HIDDEN bool pool_is_forked(const nursery_pool_t *p);
+HIDDEN bool nursery__pool_is_forked(const nursery_pool_t *p);
 /* The calling worker enters (+1) or leaves (-1) a library wait; the
  * monitor leaves such workers to the grace period below.  No-op off the
  * pool. */
-HIDDEN void pool_wait_mark(int delta);
+HIDDEN void nursery__pool_wait_mark(int delta);
 /* The calling worker has been parked a while / has woken (no-ops off the
  * pool). */
-HIDDEN void pool_block_enter(void);
-HIDDEN void pool_block_leave(void);
+HIDDEN void nursery__pool_block_enter(void);
+HIDDEN void nursery__pool_block_leave(void);
 /* Open-nursery accounting, for EBUSY on destroy. */
-HIDDEN int pool_nursery_opened(nursery_pool_t *p);
-HIDDEN void pool_nursery_closed(nursery_pool_t *p);
+HIDDEN int nursery__pool_nursery_opened(nursery_pool_t *p);
+HIDDEN void nursery__pool_nursery_closed(nursery_pool_t *p);
 
 /* ---- task.c ------------------------------------------------------------ */
 
@@ -246,7 +262,7 @@ struct task {
     void (*arg_destroy)(void *arg);
     char *name;                  /* owned copy, or NULL */
     unsigned flags;              /* NURSERY_TASK_* */
-    _Atomic int state;           /* enum task_state; see task_claim */
+    _Atomic int state;           /* enum task_state; see nursery__task_claim */
     nursery_t *nursery;          /* set when started */
     nursery_result_t *result;    /* the capture embedding this task, or NULL */
     struct start_slot *start;    /* a nursery_start() caller waiting for started() */
@@ -255,19 +271,21 @@ struct task {
 };
 
 /* Fills a task from fn/arg/opts.  Returns 0 or ENOMEM (name copy). */
-HIDDEN int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_options_t *opts);
+HIDDEN int nursery__task_init(struct task *t, nursery_fn fn, void *arg,
+                              const nursery_task_options_t *opts);
 /* A plain task (not a capture's): allocated and filled.  0 or ENOMEM. */
-HIDDEN int task_new(struct task **out, nursery_fn fn, void *arg, const nursery_task_options_t *opts);
+HIDDEN int nursery__task_new(struct task **out, nursery_fn fn, void *arg,
+                             const nursery_task_options_t *opts);
 /* Frees a plain task that will never run, or has finished. */
-HIDDEN void task_free(struct task *t);
+HIDDEN void nursery__task_free(struct task *t);
 /* Runs a claimed task in the calling thread (or skips it when cancelled),
  * records its outcome, and finishes it: after this returns, t may be gone. */
-HIDDEN void task_run(struct task *t);
+HIDDEN void nursery__task_run(struct task *t);
 /* Runs arg_destroy (once) on a task that will never run. */
-HIDDEN void task_discard(struct task *t);
+HIDDEN void nursery__task_discard(struct task *t);
 /* Claims a queued task (TASK_QUEUED -> TASK_RUNNING) wherever it is queued
  * or listed.  Returns true if the caller must now run it. */
-HIDDEN bool task_claim(struct task *t);
+HIDDEN bool nursery__task_claim(struct task *t);
 
 /* Set in task.flags once nursery_started() was called. */
 #define TASK_STARTED_FLAG (1u << 31)
@@ -277,9 +295,9 @@ HIDDEN bool task_claim(struct task *t);
 struct task_cache;
 /* A block of sizeof(struct task) bytes (NULL if out of memory); *home gets
  * the cache it must go back to (NULL: just free it). */
-HIDDEN void *task_cache_get(struct task_cache **home);
+HIDDEN void *nursery__task_cache_get(struct task_cache **home);
 /* Gives a block back to `home` from any thread. */
-HIDDEN void task_cache_put(void *mem, struct task_cache *home);
+HIDDEN void nursery__task_cache_put(void *mem, struct task_cache *home);
 
 /* ---- nursery.c --------------------------------------------------------- */
 
@@ -305,19 +323,19 @@ struct nursery {
 #define NURSERY_CLOSED (UINT64_C(1) << 63)
 
 /* Marks a task's start in n: returns 0 or NURSERY_ECLOSED. */
-HIDDEN int nursery_task_begin(nursery_t *n);
+HIDDEN int nursery__task_begin(nursery_t *n);
 /* Called once per begun task when it has finished (last use of n). */
-HIDDEN void nursery_task_end(nursery_t *n);
+HIDDEN void nursery__task_end(nursery_t *n);
 /* Records a task's failure (err borrowed) or cancellation. */
-HIDDEN void nursery_task_failed(nursery_t *n, nursery_error_t *err);
-HIDDEN void nursery_task_cancelled(nursery_t *n);
+HIDDEN void nursery__task_failed(nursery_t *n, nursery_error_t *err);
+HIDDEN void nursery__task_cancelled(nursery_t *n);
 /* Delivers a task's end to a nursery_start() caller still waiting for
  * started(); err is borrowed (NULL: returned without started). */
-HIDDEN void start_slot_end(struct start_slot *slot, int code, nursery_error_t *err);
+HIDDEN void nursery__start_slot_end(struct start_slot *slot, int code, nursery_error_t *err);
 /* Queues a prepared task into n (begin + submit) with its cancel node under
  * `parent`.  On failure the task is discarded (arg_destroy has run) and its
  * memory is still the caller's. */
-HIDDEN int nursery_submit(nursery_t *n, struct task *t, struct cancel_node *parent);
+HIDDEN int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent);
 
 /* ---- result.c ---------------------------------------------------------- */
 
@@ -336,15 +354,15 @@ struct nursery_result {
 
 /* Completes a result.  Takes ownership of err.  Returns 0 or EALREADY (then
  * err is released and the first outcome kept). */
-HIDDEN int result_complete(nursery_result_t *r, void *value, nursery_error_t *err);
+HIDDEN int nursery__result_complete(nursery_result_t *r, void *value, nursery_error_t *err);
 
 /* A cancellation error for a task (with its name). */
-HIDDEN nursery_error_t *error_cancelled(const char *task_name);
+HIDDEN nursery_error_t *nursery__error_cancelled(const char *task_name);
 /* An immortal ENOMEM error, for when recording an error ran out of memory. */
-HIDDEN nursery_error_t *error_oom(void);
+HIDDEN nursery_error_t *nursery__error_oom(void);
 /* Claims a queued capture and runs it on the waiter's stack, when the
  * waiter is a worker of its pool (else the pool runs it).  True if it ran. */
-HIDDEN bool result_help(nursery_result_t *r);
+HIDDEN bool nursery__result_help(nursery_result_t *r);
 /* Internal nursery_start() on a prepared task (capture or not). */
 HIDDEN int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
                                void **started_value);

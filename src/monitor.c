@@ -1,7 +1,7 @@
 /*
  * monitor.c - adds threads when workers block in user code.
  *
- * A worker blocked in the library says so (pool_block_enter).  A worker
+ * A worker blocked in the library says so (nursery__pool_block_enter).  A worker
  * blocked in the user's own code - read(), nanosleep(), a foreign lock -
  * cannot, so a monitor thread watches from outside: every TICK_NS while
  * work is queued and the pool could grow, it reads each busy worker's
@@ -86,7 +86,7 @@ static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
                        atomic_load_explicit(&w->busy, memory_order_relaxed);
         if (is_busy)
             ++*busy;
-        /* Waiting in the library: pool_block_enter's business. */
+        /* Waiting in the library: nursery__pool_block_enter's business. */
         if (!watch || !is_busy || atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0) {
             w->cpu_seen = -1;
             w->stalled_ticks = 0;
@@ -132,7 +132,7 @@ static bool tick_locked(nursery_pool_t *p)
     /* Stalls matter only while work waits and the pool could add a thread
      * for it; otherwise no clock is read at all, since with a thousand
      * threads each tick would take a CPU of its own. */
-    size_t queued = pool_queued_estimate(p);
+    size_t queued = nursery__pool_queued_estimate(p);
     size_t busy;
     size_t candidates = look_at_workers(p, queued > 0 && may_grow, &busy);
     /* More threads than CPUs also stop clocks: add nobody while the process
@@ -150,7 +150,7 @@ static bool tick_locked(nursery_pool_t *p)
         /* One new thread per stalled worker: the pool doubles per tick
          * while everything it runs sleeps. */
         size_t add = stalled < queued ? stalled : queued;
-        while (add-- && p->threads < p->max && pool_spawn_locked(p) == 0)
+        while (add-- && p->threads < p->max && nursery__pool_spawn_locked(p) == 0)
             ;
     }
     return busy > 0 || queued > 0;
@@ -178,7 +178,7 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
-void monitor_kick_locked(nursery_pool_t *p)
+void nursery__monitor_kick_locked(nursery_pool_t *p)
 {
     struct monitor *m = p->monitor;
     if (m && m->asleep) {
@@ -188,7 +188,7 @@ void monitor_kick_locked(nursery_pool_t *p)
     }
 }
 
-int monitor_start(nursery_pool_t *p)
+int nursery__monitor_start(nursery_pool_t *p)
 {
     struct monitor *m = calloc(1, sizeof(*m));
     if (!m)
@@ -212,7 +212,7 @@ int monitor_start(nursery_pool_t *p)
     return 0;
 }
 
-void monitor_stop(nursery_pool_t *p)
+void nursery__monitor_stop(nursery_pool_t *p)
 {
     struct monitor *m = p->monitor;
     if (!m)

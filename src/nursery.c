@@ -6,8 +6,8 @@
  * subtracts one without a lock too, except the step from 1 to 0, which is
  * done under nursery.mu together with waking the joiner.  The joiner closes
  * the nursery (0 -> CLOSED) under the same lock, so it can never free the
- * nursery while the last task is still inside nursery_task_end().  The
- * body adds its starts in batches (credits, see nursery_task_begin).
+ * nursery while the last task is still inside nursery__task_end().  The
+ * body adds its starts in batches (credits, see nursery__task_begin).
  *
  * nursery.mu also protects the error group under construction and the
  * joiner's wait queue.
@@ -30,7 +30,7 @@
  * uses credits, and join gives back what is left before it waits. */
 #define START_CREDITS 64
 
-int nursery_task_begin(nursery_t *n)
+int nursery__task_begin(nursery_t *n)
 {
     bool body = nursery__ctx.node == &n->node;
     if (body && n->credits > 0) {
@@ -56,7 +56,7 @@ static void return_credits(nursery_t *n)
     }
 }
 
-void nursery_task_end(nursery_t *n)
+void nursery__task_end(nursery_t *n)
 {
     uint64_t v = atomic_load_explicit(&n->pending, memory_order_relaxed);
     for (;;) {
@@ -65,7 +65,7 @@ void nursery_task_end(nursery_t *n)
              * free the nursery until we are done with it. */
             pthread_mutex_lock(&n->mu);
             if (atomic_fetch_sub_explicit(&n->pending, 1, memory_order_release) == 1)
-                waitq_wake_all(&n->joiners);
+                nursery__waitq_wake_all(&n->joiners);
             pthread_mutex_unlock(&n->mu);
             return;
         }
@@ -76,29 +76,29 @@ void nursery_task_end(nursery_t *n)
     }
 }
 
-void nursery_task_failed(nursery_t *n, nursery_error_t *err)
+void nursery__task_failed(nursery_t *n, nursery_error_t *err)
 {
     pthread_mutex_lock(&n->mu);
-    error_acc_add(&n->errors, err);
+    nursery__error_acc_add(&n->errors, err);
     pthread_mutex_unlock(&n->mu);
-    cancel_node_cancel(&n->node);
+    nursery__cancel_node_cancel(&n->node);
 }
 
-void nursery_task_cancelled(nursery_t *n)
+void nursery__task_cancelled(nursery_t *n)
 {
     atomic_fetch_add_explicit(&n->cancelled_tasks, 1, memory_order_relaxed);
 }
 
-int nursery_submit(nursery_t *n, struct task *t, struct cancel_node *parent)
+int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent)
 {
-    int rc = pool_is_forked(n->pool) ? NURSERY_EFORKED : nursery_task_begin(n);
+    int rc = nursery__pool_is_forked(n->pool) ? NURSERY_EFORKED : nursery__task_begin(n);
     if (unlikely(rc)) {
-        task_discard(t);
+        nursery__task_discard(t);
         return rc;
     }
     t->nursery = n;
     atomic_store_explicit(&t->node.parent, parent, memory_order_relaxed);
-    pool_submit(n->pool, t);
+    nursery__pool_submit(n->pool, t);
     return 0;
 }
 
@@ -115,7 +115,7 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     nursery_t *n = calloc(1, sizeof(*n));
     if (!n)
         return ENOMEM;
-    rc = pool_nursery_opened(pool);
+    rc = nursery__pool_nursery_opened(pool);
     if (rc) {
         free(n);
         return rc;
@@ -125,21 +125,21 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     n->opener_task = nursery__ctx.task;
     n->opener = pthread_self();
     if (n->outer)
-        cancel_node_attach(n->outer);
-    cancel_node_init(&n->node, n->outer);
-    cancel_node_attach(&n->node);
+        nursery__cancel_node_attach(n->outer);
+    nursery__cancel_node_init(&n->node, n->outer);
+    nursery__cancel_node_attach(&n->node);
     atomic_init(&n->pending, 0);
     atomic_init(&n->refs, 1);
     atomic_init(&n->cancelled_tasks, 0);
     pthread_mutex_init(&n->mu, NULL);
-    waitq_init(&n->joiners);
+    nursery__waitq_init(&n->joiners);
     nursery__ctx.node = &n->node;
     *out = n;
     return 0;
 }
 
 struct join_wait {
-    struct wait_one one; /* on n->joiners; first, for wait_one_attach */
+    struct wait_one one; /* on n->joiners; first, for nursery__wait_one_attach */
     nursery_t *n;
 };
 
@@ -162,13 +162,13 @@ static bool join_ready(void *ctx)
 /* Restricted helping: only tasks of this nursery, never unrelated work. */
 static bool join_help(void *ctx)
 {
-    return pool_help(((struct join_wait *)ctx)->n);
+    return nursery__pool_help(((struct join_wait *)ctx)->n);
 }
 
 static const struct block_ops join_ops = {
     .ready = join_ready,
-    .attach = wait_one_attach,
-    .detach = wait_one_detach,
+    .attach = nursery__wait_one_attach,
+    .detach = nursery__wait_one_detach,
     .help = join_help,
 };
 
@@ -188,21 +188,21 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
         return rc;
 
     nursery__ctx.node = n->outer;
-    bool outer_cancelled = n->outer && cancel_node_cancelled(n->outer);
+    bool outer_cancelled = n->outer && nursery__cancel_node_cancelled(n->outer);
     /* Closed under n->mu after the last task's errors were added under it:
      * nothing changes them any more, so they are read without the lock. */
     bool failed = n->errors.count > 0 || n->errors.dropped > 0;
     rc = failed ? NURSERY_EFAILED : outer_cancelled ? ECANCELED : 0;
     nursery_errors_t *group = NULL;
     if (rc)
-        group = error_acc_finish(&n->errors, atomic_load(&n->cancelled_tasks));
+        group = nursery__error_acc_finish(&n->errors, atomic_load(&n->cancelled_tasks));
     if (errors)
         *errors = group;
     else
         nursery_errors_free(group);
 
-    cancel_node_fini(&n->node);
-    pool_nursery_closed(n->pool);
+    nursery__cancel_node_fini(&n->node);
+    nursery__pool_nursery_closed(n->pool);
     nursery_release(n);
     return rc;
 }
@@ -213,16 +213,16 @@ static void record_body_outcome(nursery_t *n, int code)
 {
     if (code == 0)
         return;
-    if (code == ECANCELED && cancel_node_cancelled(&n->node)) {
+    if (code == ECANCELED && nursery__cancel_node_cancelled(&n->node)) {
         nursery__set_last_error(NULL);
         return;
     }
     nursery_error_t *err = nursery__ctx.last_error;
     if (err && nursery_error_code(err) == code)
         nursery__ctx.last_error = NULL;
-    else if (!(err = error_from_code(code)))
-        err = error_oom();
-    nursery_task_failed(n, err);
+    else if (!(err = nursery__error_from_code(code)))
+        err = nursery__error_oom();
+    nursery__task_failed(n, err);
     nursery_error_release(err);
 }
 
@@ -245,7 +245,7 @@ int nursery_cancel(nursery_t *n)
 {
     if (!n)
         return EINVAL;
-    cancel_node_cancel(&n->node);
+    nursery__cancel_node_cancel(&n->node);
     return 0;
 }
 
@@ -260,7 +260,7 @@ void nursery_release(nursery_t *n)
 {
     if (!n || atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
         return;
-    error_acc_clear(&n->errors);
+    nursery__error_acc_clear(&n->errors);
     pthread_mutex_destroy(&n->mu);
     free(n);
 }
@@ -270,16 +270,16 @@ void nursery_release(nursery_t *n)
 int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
 {
     struct task *t = NULL;
-    int rc = !n || !fn ? EINVAL : task_new(&t, fn, arg, opts);
+    int rc = !n || !fn ? EINVAL : nursery__task_new(&t, fn, arg, opts);
     if (unlikely(rc)) {
         if (opts && opts->arg_destroy)
             opts->arg_destroy(arg);
         return rc;
     }
-    rc = nursery_submit(n, t, &n->node);
+    rc = nursery__submit(n, t, &n->node);
     if (unlikely(rc)) {
-        cancel_node_fini(&t->node);
-        task_free(t);
+        nursery__cancel_node_fini(&t->node);
+        nursery__task_free(t);
     }
     return rc;
 }
@@ -298,7 +298,7 @@ struct start_slot {
     struct waitq waiters;
 };
 
-/* The caller's wait; wait_one first, for wait_one_attach. */
+/* The caller's wait; wait_one first, for nursery__wait_one_attach. */
 struct slot_wait {
     struct wait_one one;
     struct start_slot *slot;
@@ -312,11 +312,11 @@ static void slot_settle(struct start_slot *slot, int state, void *value, int cod
     slot->code = code;
     slot->err = nursery_error_retain(err);
     atomic_store_explicit(&slot->state, state, memory_order_release);
-    waitq_wake_all(&slot->waiters);
+    nursery__waitq_wake_all(&slot->waiters);
     pthread_mutex_unlock(&slot->mu);
 }
 
-void start_slot_end(struct start_slot *slot, int code, nursery_error_t *err)
+void nursery__start_slot_end(struct start_slot *slot, int code, nursery_error_t *err)
 {
     slot_settle(slot, SLOT_ENDED, NULL, code, err);
 }
@@ -329,8 +329,8 @@ static bool slot_ready(void *ctx)
 
 static const struct block_ops slot_ops = {
     .ready = slot_ready,
-    .attach = wait_one_attach,
-    .detach = wait_one_detach,
+    .attach = nursery__wait_one_attach,
+    .detach = nursery__wait_one_detach,
 };
 
 /* The task's node lives until task_finish tears it down under the
@@ -339,7 +339,7 @@ static void cancel_task_node(struct task *t)
 {
     pthread_mutex_lock(&t->result->mu);
     if (atomic_load(&t->state) != TASK_DONE)
-        cancel_node_cancel(&t->node);
+        nursery__cancel_node_cancel(&t->node);
     pthread_mutex_unlock(&t->result->mu);
 }
 
@@ -349,13 +349,13 @@ int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
     struct start_slot slot = {.err = NULL};
     pthread_mutex_init(&slot.mu, NULL);
     atomic_init(&slot.state, SLOT_WAITING);
-    waitq_init(&slot.waiters);
+    nursery__waitq_init(&slot.waiters);
     t->start = &slot;
 
     /* Until started, the task is cancelled with its caller. */
     if (nursery__ctx.node)
-        cancel_node_attach(nursery__ctx.node);
-    int rc = nursery_submit(n, t, nursery__ctx.node);
+        nursery__cancel_node_attach(nursery__ctx.node);
+    int rc = nursery__submit(n, t, nursery__ctx.node);
     if (rc) {
         pthread_mutex_destroy(&slot.mu);
         return rc;
@@ -376,8 +376,8 @@ int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
             *started_value = slot.value;
     } else if (rc == 0) {
         rc = slot.code ? slot.code : NURSERY_ENOTSTARTED;
-        if (!slot.err && !(slot.err = error_from_code(rc)))
-            slot.err = error_oom();
+        if (!slot.err && !(slot.err = nursery__error_from_code(rc)))
+            slot.err = nursery__error_oom();
         nursery__set_last_error(slot.err);
         slot.err = NULL;
     }
@@ -427,7 +427,7 @@ int nursery_started(void *value)
     t->start = NULL;
     t->flags |= TASK_STARTED_FLAG;
     /* Move under the nursery before the caller (our old parent) can go. */
-    cancel_node_reparent(&t->node, &t->nursery->node);
+    nursery__cancel_node_reparent(&t->node, &t->nursery->node);
     slot_settle(slot, SLOT_STARTED, value, 0, NULL);
     return 0;
 }

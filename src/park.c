@@ -28,23 +28,23 @@
 /* The signaller holds the lock of the object the waiter is linked on, so
  * the waiter (which must unlink under that lock) outlives the whole signal,
  * FUTEX_WAKE included.  The woken thread takes no lock at all. */
-void waiter_init(struct waiter *w)
+void nursery__waiter_init(struct waiter *w)
 {
     atomic_init(&w->signalled, 0);
 }
 
-void waiter_destroy(struct waiter *w)
+void nursery__waiter_destroy(struct waiter *w)
 {
     (void)w;
 }
 
-void waiter_signal(struct waiter *w)
+void nursery__waiter_signal(struct waiter *w)
 {
     if (atomic_exchange_explicit(&w->signalled, 1, memory_order_release) == 0)
         syscall(SYS_futex, &w->signalled, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
 }
 
-int waiter_park(struct waiter *w, nursery_time_t deadline)
+int nursery__waiter_park(struct waiter *w, nursery_time_t deadline)
 {
     for (;;) {
         if (atomic_exchange_explicit(&w->signalled, 0, memory_order_acquire))
@@ -62,7 +62,7 @@ int waiter_park(struct waiter *w, nursery_time_t deadline)
 
 #else
 
-void waiter_init(struct waiter *w)
+void nursery__waiter_init(struct waiter *w)
 {
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -73,13 +73,13 @@ void waiter_init(struct waiter *w)
     w->signalled = false;
 }
 
-void waiter_destroy(struct waiter *w)
+void nursery__waiter_destroy(struct waiter *w)
 {
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
 }
 
-void waiter_signal(struct waiter *w)
+void nursery__waiter_signal(struct waiter *w)
 {
     pthread_mutex_lock(&w->mu);
     w->signalled = true;
@@ -87,7 +87,7 @@ void waiter_signal(struct waiter *w)
     pthread_mutex_unlock(&w->mu);
 }
 
-int waiter_park(struct waiter *w, nursery_time_t deadline)
+int nursery__waiter_park(struct waiter *w, nursery_time_t deadline)
 {
     int rc = 0;
     pthread_mutex_lock(&w->mu);
@@ -110,42 +110,42 @@ int waiter_park(struct waiter *w, nursery_time_t deadline)
 
 /* ---- wait queues ------------------------------------------------------- */
 
-void waitq_init(struct waitq *q)
+void nursery__waitq_init(struct waitq *q)
 {
     list_init(&q->links);
 }
 
-void waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w)
+void nursery__waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w)
 {
     link->waiter = w;
     list_push_back(&q->links, &link->node);
 }
 
-void waitq_remove(struct wait_link *link)
+void nursery__waitq_remove(struct wait_link *link)
 {
     list_remove(&link->node);
 }
 
-void waitq_wake_all(struct waitq *q)
+void nursery__waitq_wake_all(struct waitq *q)
 {
     struct list *pos;
     list_for_each(pos, &q->links)
-        waiter_signal(list_entry(pos, struct wait_link, node)->waiter);
+        nursery__waiter_signal(list_entry(pos, struct wait_link, node)->waiter);
 }
 
-void wait_one_attach(void *ctx, struct waiter *w)
+void nursery__wait_one_attach(void *ctx, struct waiter *w)
 {
     struct wait_one *one = ctx;
     pthread_mutex_lock(one->mu);
-    waitq_add(one->q, &one->link, w);
+    nursery__waitq_add(one->q, &one->link, w);
     pthread_mutex_unlock(one->mu);
 }
 
-void wait_one_detach(void *ctx)
+void nursery__wait_one_detach(void *ctx)
 {
     struct wait_one *one = ctx;
     pthread_mutex_lock(one->mu);
-    waitq_remove(&one->link);
+    nursery__waitq_remove(&one->link);
     pthread_mutex_unlock(one->mu);
 }
 
@@ -166,15 +166,15 @@ static void cancel_watch_begin(struct cancel_watch *cw, struct waiter *w)
     cw->node = nursery__ctx.node;
     if (!cw->node)
         return;
-    cancel_node_attach(cw->node);
+    nursery__cancel_node_attach(cw->node);
     cw->one = (struct wait_one){.mu = &cw->node->mu, .q = &cw->node->waiters};
-    wait_one_attach(&cw->one, w);
+    nursery__wait_one_attach(&cw->one, w);
 }
 
 static void cancel_watch_end(struct cancel_watch *cw)
 {
     if (cw->node)
-        wait_one_detach(&cw->one);
+        nursery__wait_one_detach(&cw->one);
 }
 
 int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline, int flags)
@@ -195,14 +195,14 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
 
     struct waiter w;
     struct cancel_watch cw;
-    waiter_init(&w);
+    nursery__waiter_init(&w);
     ops->attach(ctx, &w);
     if (cancellable)
         cancel_watch_begin(&cw, &w);
 
     int rc;
     bool replaced = false;
-    pool_wait_mark(1);
+    nursery__pool_wait_mark(1);
     nursery_time_t grace_end = nursery__ctx.worker ? nursery_after_ns(BLOCK_GRACE_NS) : 0;
     for (;;) {
         /* Registered before checking: a change after this check signals w. */
@@ -212,7 +212,7 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
         }
         if (may_help && ops->help(ctx))
             continue;
-        if (cancellable && nursery__ctx.node && cancel_node_cancelled(nursery__ctx.node)) {
+        if (cancellable && nursery__ctx.node && nursery__cancel_node_cancelled(nursery__ctx.node)) {
             rc = ECANCELED;
             break;
         }
@@ -225,19 +225,19 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
          * a thread); short waits, like a join whose last task is finishing
          * on another CPU, must not grow the pool. */
         if (!replaced && nursery__ctx.worker && now >= grace_end) {
-            pool_block_enter();
+            nursery__pool_block_enter();
             replaced = true;
         }
-        waiter_park(&w, replaced || !nursery__ctx.worker || deadline < grace_end ? deadline
+        nursery__waiter_park(&w, replaced || !nursery__ctx.worker || deadline < grace_end ? deadline
                                                                               : grace_end);
     }
     if (replaced)
-        pool_block_leave();
-    pool_wait_mark(-1);
+        nursery__pool_block_leave();
+    nursery__pool_wait_mark(-1);
 
     if (cancellable)
         cancel_watch_end(&cw);
     ops->detach(ctx);
-    waiter_destroy(&w);
+    nursery__waiter_destroy(&w);
     return rc;
 }

@@ -31,7 +31,7 @@
  * the looking.
  *
  * Elasticity.  A worker parked in a library wait counts as blocked (see
- * pool_block_enter); while tasks are queued and no worker is idle, the pool
+ * nursery__pool_block_enter); while tasks are queued and no worker is idle, the pool
  * adds a thread as long as fewer than `target` workers are unblocked and it
  * stays under `max`.  Threads above the target retire after RETIRE_NS idle.
  *
@@ -67,9 +67,6 @@
 #define SPIN_PAUSES 16
 #define STEAL_VICTIMS 16
 
-/* Incremented in the child after every fork(). */
-static atomic_uint fork_generation;
-
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(nursery_pool_t *) default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -80,7 +77,6 @@ HIDDEN nursery_pool_t *nursery__forsaken_default;
 
 static void after_fork_in_child(void)
 {
-    atomic_fetch_add(&fork_generation, 1);
     /* The parent's default pool has no threads here; forget it (its memory
      * is the parent's image, not ours to free) and start over on demand. */
     nursery__forsaken_default = atomic_exchange(&default_pool, NULL);
@@ -93,9 +89,9 @@ static void register_atfork(void)
     pthread_atfork(NULL, NULL, after_fork_in_child);
 }
 
-bool pool_is_forked(const nursery_pool_t *p)
+bool nursery__pool_is_forked(const nursery_pool_t *p)
 {
-    return p->generation != atomic_load_explicit(&fork_generation, memory_order_relaxed);
+    return nursery__forked(p->generation);
 }
 
 static size_t cpu_count(void)
@@ -115,7 +111,7 @@ static struct worker *current_worker(const nursery_pool_t *p)
     return w && w->pool == p ? w : NULL;
 }
 
-bool pool_is_current(const nursery_pool_t *p)
+bool nursery__pool_is_current(const nursery_pool_t *p)
 {
     return current_worker(p) != NULL;
 }
@@ -125,7 +121,7 @@ bool pool_is_current(const nursery_pool_t *p)
 static void kick_monitor(nursery_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
-    monitor_kick_locked(p);
+    nursery__monitor_kick_locked(p);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -135,7 +131,7 @@ static void run_claimed(struct worker *self, struct task *t, bool helping)
     if (unlikely(atomic_load_explicit(&self->pool->monitor_asleep, memory_order_relaxed)))
         kick_monitor(self->pool);
     atomic_store_explicit(&self->busy, true, memory_order_relaxed);
-    task_run(t);
+    nursery__task_run(t);
     atomic_store_explicit(&self->busy, false, memory_order_relaxed);
     atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
     if (helping)
@@ -146,8 +142,8 @@ static void run_claimed(struct worker *self, struct task *t, bool helping)
  * drops the queue's reference to its capture. */
 static void run_removed(struct worker *self, struct task *t, bool helping)
 {
-    nursery_result_t *r = t->result; /* a plain task is freed by task_run */
-    if (task_claim(t))
+    nursery_result_t *r = t->result; /* a plain task is freed by nursery__task_run */
+    if (nursery__task_claim(t))
         run_claimed(self, t, helping);
     nursery_result_release(r);
 }
@@ -160,7 +156,7 @@ static bool no_spinner_but_sleepers(nursery_pool_t *p)
            atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0;
 }
 
-size_t pool_queued_estimate(nursery_pool_t *p)
+size_t nursery__pool_queued_estimate(nursery_pool_t *p)
 {
     size_t queued = atomic_load_explicit(&p->injected, memory_order_relaxed);
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
@@ -177,7 +173,7 @@ static void wake_one_locked(nursery_pool_t *p)
         list_remove(&w->idle_link);
         w->parked = false;
         atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
-        waiter_signal(&w->park);
+        nursery__waiter_signal(&w->park);
     }
 }
 
@@ -361,7 +357,7 @@ static void *worker_main(void *arg);
 
 /* Starts one worker thread, on a retired record or a new one.  Returns 0,
  * ENOMEM or EAGAIN. */
-int pool_spawn_locked(nursery_pool_t *p)
+int nursery__pool_spawn_locked(nursery_pool_t *p)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
     struct worker *w = NULL;
@@ -379,7 +375,7 @@ int pool_spawn_locked(nursery_pool_t *p)
         w->id = n;
         w->seed = (unsigned)n * 2654435761u + 1;
         list_init(&w->idle_link);
-        waiter_init(&w->park);
+        nursery__waiter_init(&w->park);
     }
 
     pthread_attr_t attr;
@@ -391,7 +387,7 @@ int pool_spawn_locked(nursery_pool_t *p)
     pthread_attr_destroy(&attr);
     if (rc) {
         if (fresh) {
-            waiter_destroy(&w->park);
+            nursery__waiter_destroy(&w->park);
             free(w);
         }
         return rc == EAGAIN ? EAGAIN : ENOMEM;
@@ -419,7 +415,7 @@ static void grow_if_starved_locked(nursery_pool_t *p)
     }
     if (p->threads - blocked >= p->target || p->threads >= p->max)
         return;
-    pool_spawn_locked(p); /* on failure the blocked workers will come back */
+    nursery__pool_spawn_locked(p); /* on failure the blocked workers will come back */
 }
 
 static void unpark_locked(nursery_pool_t *p, struct worker *self)
@@ -471,7 +467,8 @@ static bool worker_idle(nursery_pool_t *p, struct worker *self)
      * threads going idle at once would otherwise read a million. */
     int rc = 0;
     if (atomic_load_explicit(&p->spinning, memory_order_seq_cst) > 0 || !work_visible(p))
-        rc = waiter_park(&self->park, surplus ? nursery_after_ns(RETIRE_NS) : NURSERY_FOREVER);
+        rc = nursery__waiter_park(&self->park,
+                                  surplus ? nursery_after_ns(RETIRE_NS) : NURSERY_FOREVER);
     else
         sched_yield(); /* work we could not take is held by a thread between
                         * two steps (a drainer, a producer): with more threads
@@ -532,7 +529,7 @@ static void *worker_main(void *arg)
 
 /* ---- what the rest of the library calls -------------------------------- */
 
-void pool_submit(nursery_pool_t *p, struct task *t)
+void nursery__pool_submit(nursery_pool_t *p, struct task *t)
 {
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_relaxed);
     struct worker *self = current_worker(p);
@@ -571,7 +568,7 @@ static void put_aside(nursery_pool_t *p, struct task *t)
     spread_work(p);
 }
 
-bool pool_help(nursery_t *n)
+bool nursery__pool_help(nursery_t *n)
 {
     nursery_pool_t *p = n->pool;
     struct worker *self = current_worker(p);
@@ -588,7 +585,7 @@ bool pool_help(nursery_t *n)
             return false;
     }
     nursery_result_t *r = t->result;
-    if (!task_claim(t)) {
+    if (!nursery__task_claim(t)) {
         nursery_result_release(r); /* someone else ran it: drop the entry */
         return true;
     }
@@ -603,7 +600,7 @@ bool pool_help(nursery_t *n)
     return true;
 }
 
-void pool_count_helped(nursery_pool_t *p)
+void nursery__pool_count_helped(nursery_pool_t *p)
 {
     struct worker *self = current_worker(p);
     if (self) {
@@ -612,7 +609,7 @@ void pool_count_helped(nursery_pool_t *p)
     }
 }
 
-void pool_block_enter(void)
+void nursery__pool_block_enter(void)
 {
     struct worker *w = nursery__ctx.worker;
     if (!w)
@@ -624,7 +621,7 @@ void pool_block_enter(void)
     pthread_mutex_unlock(&p->mu);
 }
 
-void pool_wait_mark(int delta)
+void nursery__pool_wait_mark(int delta)
 {
     struct worker *w = nursery__ctx.worker;
     if (!w)
@@ -635,7 +632,7 @@ void pool_wait_mark(int delta)
         spread_work(w->pool);
 }
 
-void pool_block_leave(void)
+void nursery__pool_block_leave(void)
 {
     struct worker *w = nursery__ctx.worker;
     if (w)
@@ -652,15 +649,15 @@ static atomic_size_t *open_counter(nursery_pool_t *p)
     return self ? &self->open_nurseries : &p->open_nurseries;
 }
 
-int pool_nursery_opened(nursery_pool_t *p)
+int nursery__pool_nursery_opened(nursery_pool_t *p)
 {
-    if (pool_is_forked(p))
+    if (nursery__pool_is_forked(p))
         return NURSERY_EFORKED;
     atomic_fetch_add_explicit(open_counter(p), 1, memory_order_relaxed);
     return 0;
 }
 
-void pool_nursery_closed(nursery_pool_t *p)
+void nursery__pool_nursery_closed(nursery_pool_t *p)
 {
     atomic_fetch_sub_explicit(open_counter(p), 1, memory_order_release);
 }
@@ -683,7 +680,7 @@ static void pool_free(nursery_pool_t *p)
         struct worker *w = p->workers[i];
         if (w->joinable)
             pthread_join(w->thread, NULL);
-        waiter_destroy(&w->park);
+        nursery__waiter_destroy(&w->park);
         free(w);
     }
     free(p->workers);
@@ -696,14 +693,14 @@ static void pool_free(nursery_pool_t *p)
  * (mu not held). */
 static void stop_workers(nursery_pool_t *p)
 {
-    monitor_stop(p); /* first: it may add workers */
+    nursery__monitor_stop(p); /* first: it may add workers */
     pthread_mutex_lock(&p->mu);
     p->stopping = true;
     struct list *first;
     while ((first = list_first(&p->idle))) {
         struct worker *w = list_entry(first, struct worker, idle_link);
         unpark_locked(p, w);
-        waiter_signal(&w->park);
+        nursery__waiter_signal(&w->park);
     }
     while (p->threads > 0)
         pthread_cond_wait(&p->exit_cv, &p->mu);
@@ -719,8 +716,9 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
     if (!opts)
         opts = &defaults;
     size_t threads = opts->threads ? opts->threads : cpu_count();
-    size_t max = opts->max_threads ? opts->max_threads
-                                   : (threads > DEFAULT_MAX_THREADS ? threads : DEFAULT_MAX_THREADS);
+    size_t max = opts->max_threads
+                     ? opts->max_threads
+                     : (threads > DEFAULT_MAX_THREADS ? threads : DEFAULT_MAX_THREADS);
     if (max < threads)
         return EINVAL;
     pthread_once(&atfork_once, register_atfork);
@@ -740,16 +738,16 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
     p->target = threads;
     p->max = max;
     p->stack_size = opts->stack_size;
-    p->generation = atomic_load(&fork_generation);
+    p->generation = nursery__generation();
     snprintf(p->name, sizeof(p->name), "%s", opts->name ? opts->name : "nursery");
 
     int rc = 0;
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < threads && rc == 0; i++)
-        rc = pool_spawn_locked(p);
+        rc = nursery__pool_spawn_locked(p);
     pthread_mutex_unlock(&p->mu);
     if (rc == 0)
-        rc = monitor_start(p);
+        rc = nursery__monitor_start(p);
     if (rc) {
         stop_workers(p);
         pool_free(p);
@@ -763,7 +761,7 @@ int nursery_pool_destroy(nursery_pool_t *p)
 {
     if (!p || p == atomic_load(&default_pool))
         return EINVAL;
-    if (pool_is_forked(p))
+    if (nursery__pool_is_forked(p))
         return NURSERY_EFORKED;
     if (current_worker(p))
         return EDEADLK;

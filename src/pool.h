@@ -68,13 +68,13 @@ struct nursery_pool {
 };
 
 /* pool.c, for the monitor (mu held where named _locked). */
-HIDDEN int pool_spawn_locked(nursery_pool_t *p);
-HIDDEN size_t pool_queued_estimate(nursery_pool_t *p);
+HIDDEN int nursery__pool_spawn_locked(nursery_pool_t *p);
+HIDDEN size_t nursery__pool_queued_estimate(nursery_pool_t *p);
 
 /* monitor.c */
-HIDDEN int monitor_start(nursery_pool_t *p);
-HIDDEN void monitor_stop(nursery_pool_t *p);
+HIDDEN int nursery__monitor_start(nursery_pool_t *p);
+HIDDEN void nursery__monitor_stop(nursery_pool_t *p);
 /* Tells a sleeping monitor that work started (mu held). */
-HIDDEN void monitor_kick_locked(nursery_pool_t *p);
+HIDDEN void nursery__monitor_kick_locked(nursery_pool_t *p);
 
 #endif

@@ -26,11 +26,11 @@ static nursery_result_t *result_alloc(bool capture)
     atomic_init(&r->done, false);
     r->is_capture = capture;
     pthread_mutex_init(&r->mu, NULL);
-    waitq_init(&r->waiters);
+    nursery__waitq_init(&r->waiters);
     return r;
 }
 
-int result_complete(nursery_result_t *r, void *value, nursery_error_t *err)
+int nursery__result_complete(nursery_result_t *r, void *value, nursery_error_t *err)
 {
     pthread_mutex_lock(&r->mu);
     if (atomic_load_explicit(&r->done, memory_order_relaxed)) {
@@ -42,7 +42,7 @@ int result_complete(nursery_result_t *r, void *value, nursery_error_t *err)
     r->error = err;
     r->completed_at = nursery_now();
     atomic_store_explicit(&r->done, true, memory_order_release);
-    waitq_wake_all(&r->waiters);
+    nursery__waitq_wake_all(&r->waiters);
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
@@ -53,8 +53,9 @@ int nursery_capture_create(nursery_result_t **out, nursery_fn fn, void *arg,
                            const nursery_task_options_t *opts)
 {
     nursery_result_t *r = NULL;
-    int rc = !out || !fn ? EINVAL : (r = result_alloc(true)) ? task_init(&r->task, fn, arg, opts)
-                                                             : ENOMEM;
+    int rc = !out || !fn                ? EINVAL
+             : (r = result_alloc(true)) ? nursery__task_init(&r->task, fn, arg, opts)
+                                        : ENOMEM;
     if (rc) {
         if (opts && opts->arg_destroy)
             opts->arg_destroy(arg);
@@ -79,7 +80,7 @@ int nursery_capture_run(nursery_result_t *r)
     if (!atomic_compare_exchange_strong(&r->task.state, &idle, TASK_RUNNING))
         return EALREADY;
     atomic_store_explicit(&r->task.node.parent, nursery__ctx.node, memory_order_relaxed);
-    task_run(&r->task);
+    nursery__task_run(&r->task);
     if (!r->error)
         return 0;
     nursery__set_last_error(nursery_error_retain(r->error));
@@ -102,7 +103,7 @@ int nursery_capture_start_soon(nursery_t *n, nursery_fn fn, void *arg,
     nursery_result_t *r = *out;
     r->pool = n->pool;
     nursery_result_retain(r); /* the queue entry's reference */
-    rc = nursery_submit(n, &r->task, &n->node);
+    rc = nursery__submit(n, &r->task, &n->node);
     if (rc) {
         nursery_result_release(r);
         nursery_result_release(r);
@@ -132,13 +133,13 @@ static int start_and_done_task(void *arg, void **value)
         /* The task never existed: settle the done result with the reason,
          * as task_finish would have. */
         pthread_mutex_lock(&done->mu);
-        cancel_node_fini(&done->task.node);
+        nursery__cancel_node_fini(&done->task.node);
         atomic_store(&done->task.state, TASK_DONE);
         pthread_mutex_unlock(&done->mu);
-        nursery_error_t *err = error_from_code(rc);
+        nursery_error_t *err = nursery__error_from_code(rc);
         if (!err)
-            err = error_oom();
-        result_complete(done, NULL, nursery_error_retain(err));
+            err = nursery__error_oom();
+        nursery__result_complete(done, NULL, nursery_error_retain(err));
         nursery_result_release(done);
         return nursery_fail_with(err);
     }
@@ -209,7 +210,7 @@ int nursery_future_set_value(nursery_result_t *r, void *value)
 {
     if (!r || r->is_capture)
         return EINVAL;
-    return result_complete(r, value, NULL);
+    return nursery__result_complete(r, value, NULL);
 }
 
 int nursery_future_set_error(nursery_result_t *r, nursery_error_t *err)
@@ -218,7 +219,7 @@ int nursery_future_set_error(nursery_result_t *r, nursery_error_t *err)
         nursery_error_release(err);
         return EINVAL;
     }
-    return result_complete(r, NULL, err);
+    return nursery__result_complete(r, NULL, err);
 }
 
 int nursery_future_fail(nursery_result_t *r, int code, const char *fmt, ...)
@@ -227,7 +228,7 @@ int nursery_future_fail(nursery_result_t *r, int code, const char *fmt, ...)
         return EINVAL;
     va_list ap;
     va_start(ap, fmt);
-    nursery_error_t *err = error_new(code, fmt, ap);
+    nursery_error_t *err = nursery__error_new(code, fmt, ap);
     va_end(ap);
     return err ? nursery_future_set_error(r, err) : ENOMEM;
 }
@@ -263,25 +264,25 @@ int nursery_result_error(const nursery_result_t *r, nursery_error_t **err)
 
 /* ---- waiting ----------------------------------------------------------- */
 
-bool result_help(nursery_result_t *r)
+bool nursery__result_help(nursery_result_t *r)
 {
     /* A worker must help or its pool may have nobody left to run the task;
      * any other thread leaves it to the pool, so that its wait stays
      * responsive to cancellation and to the caller's own tasks. */
-    if (!r->is_capture || !r->pool || !pool_is_current(r->pool) ||
+    if (!r->is_capture || !r->pool || !nursery__pool_is_current(r->pool) ||
         atomic_load_explicit(&r->task.state, memory_order_relaxed) != TASK_QUEUED)
         return false;
-    if (!task_claim(&r->task))
+    if (!nursery__task_claim(&r->task))
         return false;
     /* Its queue entry, and the reference it holds, stay until removed. */
     nursery_pool_t *pool = r->pool;
-    task_run(&r->task);
-    pool_count_helped(pool);
+    nursery__task_run(&r->task);
+    nursery__pool_count_helped(pool);
     return true;
 }
 
 struct result_wait {
-    struct wait_one one; /* on r->waiters; first, for wait_one_attach */
+    struct wait_one one; /* on r->waiters; first, for nursery__wait_one_attach */
     nursery_result_t *r;
 };
 
@@ -292,13 +293,13 @@ static bool result_ready(void *ctx)
 
 static bool result_wait_help(void *ctx)
 {
-    return result_help(((struct result_wait *)ctx)->r);
+    return nursery__result_help(((struct result_wait *)ctx)->r);
 }
 
 static const struct block_ops result_ops = {
     .ready = result_ready,
-    .attach = wait_one_attach,
-    .detach = wait_one_detach,
+    .attach = nursery__wait_one_attach,
+    .detach = nursery__wait_one_detach,
     .help = result_wait_help,
 };
 
@@ -319,7 +320,7 @@ int nursery_result_cancel(nursery_result_t *r)
     if (!r)
         return EINVAL;
     if (!r->is_capture) {
-        nursery_error_t *err = error_cancelled(NULL);
+        nursery_error_t *err = nursery__error_cancelled(NULL);
         return err ? nursery_future_set_error(r, err) : ENOMEM;
     }
     struct task *t = &r->task;
@@ -332,12 +333,12 @@ int nursery_result_cancel(nursery_result_t *r)
             if (!atomic_compare_exchange_strong(&t->state, &state, TASK_RUNNING))
                 continue;
             atomic_store(&t->node.cancelled, true);
-            task_run(t);
+            nursery__task_run(t);
             return 0;
         }
-        if (state == TASK_QUEUED && task_claim(t)) {
+        if (state == TASK_QUEUED && nursery__task_claim(t)) {
             atomic_store(&t->node.cancelled, true);
-            task_run(t);
+            nursery__task_run(t);
             return 0;
         }
         if (state == TASK_QUEUED)
@@ -346,7 +347,7 @@ int nursery_result_cancel(nursery_result_t *r)
         pthread_mutex_lock(&r->mu);
         bool running = atomic_load(&t->state) == TASK_RUNNING;
         if (running)
-            cancel_node_cancel(&t->node);
+            nursery__cancel_node_cancel(&t->node);
         pthread_mutex_unlock(&r->mu);
         return running ? 0 : EALREADY;
     }
@@ -406,9 +407,9 @@ void nursery_result_release(nursery_result_t *r)
     if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (r->is_capture) {
-        task_discard(&r->task); /* never ran: its argument is still ours */
+        nursery__task_discard(&r->task); /* never ran: its argument is still ours */
         if (atomic_load(&r->task.state) == TASK_IDLE)
-            cancel_node_fini(&r->task.node);
+            nursery__cancel_node_fini(&r->task.node);
         free(r->task.name);
     }
     nursery_error_release(r->error);

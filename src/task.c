@@ -1,7 +1,7 @@
 /*
  * task.c - running one task and recording its outcome.
  *
- * task_run() is the single place a task's function is called, whoever
+ * nursery__task_run() is the single place a task's function is called, whoever
  * claimed it (a worker, a waiter helping, a canceller, capture_run): it
  * installs the task as the thread's context, runs or skips the function,
  * turns the return code into an outcome, and hands the outcome to its
@@ -24,13 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
+int nursery__task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
 {
     memset(t, 0, sizeof(*t));
     t->fn = fn;
     t->arg = arg;
     atomic_init(&t->state, TASK_IDLE);
-    cancel_node_init(&t->node, NULL);
+    nursery__cancel_node_init(&t->node, NULL);
     if (opts) {
         t->arg_destroy = opts->arg_destroy;
         t->flags = opts->flags & ~TASK_STARTED_FLAG;
@@ -40,37 +40,38 @@ int task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_optio
     return 0;
 }
 
-int task_new(struct task **out, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
+int nursery__task_new(struct task **out, nursery_fn fn, void *arg,
+                      const nursery_task_options_t *opts)
 {
     struct task_cache *home;
-    struct task *t = task_cache_get(&home);
+    struct task *t = nursery__task_cache_get(&home);
     if (!t)
         return ENOMEM;
-    int rc = task_init(t, fn, arg, opts);
+    int rc = nursery__task_init(t, fn, arg, opts);
     t->home = home;
     if (rc) {
-        cancel_node_fini(&t->node);
-        task_free(t);
+        nursery__cancel_node_fini(&t->node);
+        nursery__task_free(t);
         return rc;
     }
     *out = t;
     return 0;
 }
 
-void task_free(struct task *t)
+void nursery__task_free(struct task *t)
 {
     free(t->name);
-    task_cache_put(t, t->home);
+    nursery__task_cache_put(t, t->home);
 }
 
-bool task_claim(struct task *t)
+bool nursery__task_claim(struct task *t)
 {
     int queued = TASK_QUEUED;
     return atomic_compare_exchange_strong_explicit(&t->state, &queued, TASK_RUNNING,
                                                    memory_order_acquire, memory_order_relaxed);
 }
 
-void task_discard(struct task *t)
+void nursery__task_discard(struct task *t)
 {
     void (*destroy)(void *) = t->arg_destroy;
     t->arg_destroy = NULL;
@@ -88,51 +89,51 @@ static nursery_error_t *take_outcome_error(int code)
         nursery__ctx.last_error = NULL;
         return err;
     }
-    err = error_from_code(code);
-    return err ? err : error_oom();
+    err = nursery__error_from_code(code);
+    return err ? err : nursery__error_oom();
 }
 
 static void task_finish(struct task *t, int code, void *value, nursery_error_t *err)
 {
     nursery_t *n = t->nursery;
-    bool cancelled = code == ECANCELED && cancel_node_cancelled(&t->node);
+    bool cancelled = code == ECANCELED && nursery__cancel_node_cancelled(&t->node);
 
     if (err)
-        error_set_task_name(err, t->name);
+        nursery__error_set_task_name(err, t->name);
     /* A nursery_start() caller still waiting for started() gets the
      * outcome instead of the nursery (below, once the task has ended). */
     struct start_slot *start = t->start;
     t->start = NULL;
     if (n && !start) {
         if (cancelled)
-            nursery_task_cancelled(n);
+            nursery__task_cancelled(n);
         else if (code && !(t->flags & NURSERY_TASK_SUPPRESS_ERROR))
-            nursery_task_failed(n, err);
+            nursery__task_failed(n, err);
     }
 
     nursery_result_t *r = t->result;
     if (r) {
         /* result.mu keeps nursery_result_cancel() off a dying node. */
         pthread_mutex_lock(&r->mu);
-        cancel_node_fini(&t->node);
+        nursery__cancel_node_fini(&t->node);
         atomic_store_explicit(&t->state, TASK_DONE, memory_order_relaxed);
         pthread_mutex_unlock(&r->mu);
     } else {
-        cancel_node_fini(&t->node);
+        nursery__cancel_node_fini(&t->node);
     }
-    task_discard(t);
+    nursery__task_discard(t);
     if (r)
-        result_complete(r, value, nursery_error_retain(err));
+        nursery__result_complete(r, value, nursery_error_retain(err));
     if (start)
-        start_slot_end(start, code, err);
+        nursery__start_slot_end(start, code, err);
     nursery_error_release(err);
     if (n)
-        nursery_task_end(n);
+        nursery__task_end(n);
     if (!r)
-        task_free(t);
+        nursery__task_free(t);
 }
 
-void task_run(struct task *t)
+void nursery__task_run(struct task *t)
 {
     struct thread_ctx saved = nursery__ctx;
     nursery__ctx.node = &t->node;
@@ -142,13 +143,13 @@ void task_run(struct task *t)
     void *value = NULL;
     int code;
     nursery_error_t *err = NULL;
-    if (cancel_node_cancelled(&t->node)) {
+    if (nursery__cancel_node_cancelled(&t->node)) {
         /* Cancelled before it started: it never runs. */
         code = ECANCELED;
         if (t->result || t->start) {
-            err = error_cancelled(t->name);
+            err = nursery__error_cancelled(t->name);
             if (!err)
-                err = error_oom();
+                err = nursery__error_oom();
         }
     } else {
         code = t->fn(t->arg, &value);

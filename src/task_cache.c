@@ -127,7 +127,7 @@ static struct free_block *pop_local(struct task_cache *c)
     return b;
 }
 
-void *task_cache_get(struct task_cache **home)
+void *nursery__task_cache_get(struct task_cache **home)
 {
     struct task_cache *c = cache_of_this_thread();
     *home = c;
@@ -152,7 +152,7 @@ void *task_cache_get(struct task_cache **home)
     return b;
 }
 
-void task_cache_put(void *mem, struct task_cache *home)
+void nursery__task_cache_put(void *mem, struct task_cache *home)
 {
     struct free_block *b = mem;
     if (!home) {

@@ -60,7 +60,7 @@ static void any_attach(void *ctx, struct waiter *w)
     for (size_t i = 0; i < aw->n; i++) {
         nursery_result_t *r = aw->results[i];
         pthread_mutex_lock(&r->mu);
-        waitq_add(&r->waiters, &aw->links[i], w);
+        nursery__waitq_add(&r->waiters, &aw->links[i], w);
         pthread_mutex_unlock(&r->mu);
     }
 }
@@ -71,7 +71,7 @@ static void any_detach(void *ctx)
     for (size_t i = 0; i < aw->n; i++) {
         nursery_result_t *r = aw->results[i];
         pthread_mutex_lock(&r->mu);
-        waitq_remove(&aw->links[i]);
+        nursery__waitq_remove(&aw->links[i]);
         pthread_mutex_unlock(&r->mu);
     }
 }
