@@ -1,22 +1,44 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cancel.c - the cancel tree, and the cancellation points that are not tied
  * to another object (checkpoint, sleep).
  *
  * Every task and every nursery has a cancel node.  A nursery's node hangs
  * under the node of the code that opened it (a task, or an enclosing
- * nursery's body); a task's node hangs under its nursery's node.  Being
- * cancelled is inherited: a node is cancelled when it or any ancestor is, so
- * nursery_cancelled() walks up and cancellation never has to visit
- * thousands of queued tasks.
+ * nursery's body); a task's node hangs under its nursery's node.  A node is
+ * cancelled when it or any ancestor is.
  *
- * Waking is the other half: a thread parked in the library is linked on its
- * innermost node's waiters, and nodes that may have parked threads below
- * them are attached to their parents.  nursery__cancel_node_cancel() sets the flag,
- * then walks the attached subtree under each node's lock, parent before
- * child, and signals every parked thread.  A node is attached before its
- * thread parks and the flag is checked after, so a cancellation either sees
- * the attachment or is seen by the check (both go through the parent's
- * lock), and no wake-up is lost.
+ * Attaching.  Nodes that may have parked threads below them (a thread
+ * parked under them, nurseries opened under them) are attached: linked in
+ * their parent's `children`, parent first (a node attaches its unattached
+ * ancestors before itself).  Queued and running tasks that never wait stay
+ * unattached, so cancelling never has to visit thousands of them.
+ *
+ * Cancelling sets the node's own flag, then walks its attached subtree and,
+ * at each node, under that node's lock, sets `inherited` and signals the
+ * threads parked there.  So an attached node knows of its ancestors'
+ * cancellation, and cancelled() stops at the first attached node it meets
+ * on its way up (or at a flag): a check costs one or two steps whatever the
+ * depth of the tree.  A node attaching under a parent copies the parent's
+ * flags under the parent's lock: either the walk has been there (the copy
+ * sees it) or it has not (the walk will see the new child).  A thread
+ * attaches and links its waiter before it checks the flags, so a
+ * cancellation either finds the waiter or is seen by the check, and no
+ * wake-up is lost.
+ *
+ * The walk holds one lock at a time and uses constant stack, whatever the
+ * depth.  To let go of a parent's lock while it visits a child's subtree,
+ * it pins the child (`pins`, under the parent's lock): a pinned child stays
+ * linked, so its `sibling` link still leads to the next child when the walk
+ * comes back, and its `parent` leads back up.  Whoever detaches a node
+ * (its owner, at the end of its task or at join) waits until it is
+ * unpinned.  The walk also detaches the direct children of the node it
+ * cancels, so a thousand tasks woken by one cancel end without queueing on
+ * its lock; deeper nodes stay attached, since a node between them may move.
+ *
+ * Moving (nursery_started() moves a task from its starter to its nursery)
+ * keeps a node cancelled if it was cancelled where it was: its own flag is
+ * set, so what the walk told its subtree stays true.
  */
 #include "internal.h"
 
@@ -26,99 +48,188 @@ void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent
 {
     atomic_init(&n->parent, parent);
     atomic_init(&n->cancelled, false);
+    atomic_init(&n->inherited, false);
     atomic_init(&n->attached, false);
+    n->pins = 0;
+    n->unpinned = NULL;
     pthread_mutex_init(&n->mu, NULL);
     list_init(&n->children);
     list_init(&n->sibling);
     nursery__waitq_init(&n->waiters);
 }
 
-/* The canceller of the parent may have detached n already (see
- * nursery__cancel_node_cancel), and then no longer touches it. */
-static void cancel_node_detach(struct cancel_node *n)
+static struct cancel_node *parent_of(struct cancel_node *n)
 {
-    if (!atomic_load_explicit(&n->attached, memory_order_acquire))
-        return;
-    struct cancel_node *parent = atomic_load_explicit(&n->parent, memory_order_relaxed);
-    pthread_mutex_lock(&parent->mu);
-    if (atomic_load_explicit(&n->attached, memory_order_relaxed)) {
-        list_remove(&n->sibling);
-        atomic_store_explicit(&n->attached, false, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&parent->mu);
+    return atomic_load_explicit(&n->parent, memory_order_acquire);
 }
 
-void nursery__cancel_node_fini(struct cancel_node *n)
+/* Cancelled itself, or told so by a walk (or a copy at attach). */
+static bool flagged(struct cancel_node *n)
 {
-    cancel_node_detach(n);
-    pthread_mutex_destroy(&n->mu);
-}
-
-void nursery__cancel_node_attach(struct cancel_node *n)
-{
-    struct cancel_node *parent = atomic_load_explicit(&n->parent, memory_order_relaxed);
-    if (!parent || atomic_load_explicit(&n->attached, memory_order_acquire))
-        return;
-    pthread_mutex_lock(&parent->mu);
-    if (!atomic_load_explicit(&n->attached, memory_order_relaxed)) {
-        list_push_back(&parent->children, &n->sibling);
-        atomic_store_explicit(&n->attached, true, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&parent->mu);
-}
-
-/* Attached under the new parent whatever the node was before: a canceller
- * of the old parent may have detached it, while nurseries opened under it
- * still need the path up. */
-void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent)
-{
-    cancel_node_detach(n);
-    atomic_store_explicit(&n->parent, parent, memory_order_release);
-    nursery__cancel_node_attach(n);
+    return atomic_load_explicit(&n->cancelled, memory_order_acquire) ||
+           atomic_load_explicit(&n->inherited, memory_order_acquire);
 }
 
 bool nursery__cancel_node_cancelled(struct cancel_node *n)
 {
-    for (; n; n = atomic_load_explicit(&n->parent, memory_order_acquire))
-        if (atomic_load_explicit(&n->cancelled, memory_order_acquire))
+    for (; n; n = parent_of(n)) {
+        if (flagged(n))
             return true;
+        /* An attached node has heard of every cancellation above it. */
+        if (atomic_load_explicit(&n->attached, memory_order_acquire))
+            return false;
+    }
     return false;
 }
 
-/* Signals every thread parked in the subtree.  Holds each node's lock while
- * visiting its children, so a child cannot detach (and be freed) meanwhile. */
-static void wake_subtree(struct cancel_node *n)
+/* ---- attaching and detaching ------------------------------------------- */
+
+/* Links n under its parent, which is attached, a root, or flagged. */
+static void attach_one(struct cancel_node *n, struct cancel_node *parent)
 {
-    pthread_mutex_lock(&n->mu);
-    nursery__waitq_wake_all(&n->waiters);
-    struct list *pos;
-    list_for_each(pos, &n->children)
-        wake_subtree(list_entry(pos, struct cancel_node, sibling));
-    pthread_mutex_unlock(&n->mu);
+    pthread_mutex_lock(&parent->mu);
+    if (!atomic_load_explicit(&n->attached, memory_order_relaxed)) {
+        list_push_back(&parent->children, &n->sibling);
+        if (flagged(parent))
+            atomic_store_explicit(&n->inherited, true, memory_order_relaxed);
+        atomic_store_explicit(&n->attached, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&parent->mu);
 }
 
-/* The direct children are detached on the way: nothing below a cancelled
- * node needs waking again (whoever parks there sees the flag first), so the
- * thousand tasks just woken end without queueing on n's lock.  Only direct
- * children: one of them stays cancelled unless it moves (reparent attaches
- * it again), while a deeper node would become uncancelled, and unreachable,
- * if a node between moved. */
-void nursery__cancel_node_cancel(struct cancel_node *n)
+/* Whether a node can take children as it is: attached, a root, or known to
+ * be cancelled (then a child learns it from the copy at attach). */
+static bool anchored(struct cancel_node *n)
 {
-    if (atomic_exchange_explicit(&n->cancelled, true, memory_order_acq_rel))
-        return;
-    pthread_mutex_lock(&n->mu);
-    nursery__waitq_wake_all(&n->waiters);
-    struct list *pos = n->children.next;
-    while (pos != &n->children) {
-        struct cancel_node *child = list_entry(pos, struct cancel_node, sibling);
-        pos = pos->next;
-        wake_subtree(child);
-        list_remove(&child->sibling);
-        /* The last touch: its owner may free it as soon as it sees this. */
-        atomic_store_explicit(&child->attached, false, memory_order_release);
+    return !parent_of(n) || atomic_load_explicit(&n->attached, memory_order_acquire) ||
+           flagged(n);
+}
+
+void nursery__cancel_node_attach(struct cancel_node *n)
+{
+    /* The unattached ancestors first, from the top: a few at most (a
+     * capture run inline by a task that never waited, say). */
+    while (!anchored(n)) {
+        struct cancel_node *x = n;
+        while (!anchored(parent_of(x)))
+            x = parent_of(x);
+        attach_one(x, parent_of(x));
     }
-    pthread_mutex_unlock(&n->mu);
+}
+
+/* Removes n from its parent's children once no walk holds it (parent->mu
+ * held).  Returns with parent->mu still held. */
+static void unlink_unpinned_locked(struct cancel_node *n, struct cancel_node *parent)
+{
+    while (n->pins > 0) {
+        struct waiter w;
+        nursery__waiter_init(&w);
+        n->unpinned = &w;
+        pthread_mutex_unlock(&parent->mu);
+        nursery__waiter_park(&w, NURSERY_FOREVER);
+        pthread_mutex_lock(&parent->mu);
+        n->unpinned = NULL;
+        nursery__waiter_destroy(&w);
+    }
+    if (atomic_load_explicit(&n->attached, memory_order_relaxed)) {
+        list_remove(&n->sibling);
+        atomic_store_explicit(&n->attached, false, memory_order_relaxed);
+    }
+}
+
+/* A walk that detached n (see cancel) does not touch it afterwards. */
+static void detach(struct cancel_node *n)
+{
+    if (!atomic_load_explicit(&n->attached, memory_order_acquire))
+        return;
+    struct cancel_node *parent = parent_of(n);
+    pthread_mutex_lock(&parent->mu);
+    unlink_unpinned_locked(n, parent);
+    pthread_mutex_unlock(&parent->mu);
+}
+
+void nursery__cancel_node_detach(struct cancel_node *n)
+{
+    detach(n);
+}
+
+void nursery__cancel_node_fini(struct cancel_node *n)
+{
+    detach(n);
+    pthread_mutex_destroy(&n->mu);
+}
+
+void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent)
+{
+    struct cancel_node *old = parent_of(n);
+    if (old) {
+        pthread_mutex_lock(&old->mu);
+        unlink_unpinned_locked(n, old);
+        /* Cancelled where it was: it stays so (see the top of the file). */
+        if (flagged(n) || nursery__cancel_node_cancelled(old))
+            atomic_store_explicit(&n->cancelled, true, memory_order_release);
+        pthread_mutex_unlock(&old->mu);
+    }
+    atomic_store_explicit(&n->parent, parent, memory_order_release);
+    nursery__cancel_node_attach(n);
+}
+
+/* ---- cancelling -------------------------------------------------------- */
+
+/* Tells a node under a cancelled one, and wakes its parked threads. */
+static void visit_locked(struct cancel_node *n)
+{
+    atomic_store_explicit(&n->inherited, true, memory_order_release);
+    nursery__waitq_wake_all(&n->waiters);
+}
+
+/* Lets go of a pinned child on the way back up (parent->mu held); the
+ * owner waiting to detach it goes on once nobody holds it. */
+static void unpin_locked(struct cancel_node *child)
+{
+    if (--child->pins == 0 && child->unpinned)
+        nursery__waiter_signal(child->unpinned);
+}
+
+void nursery__cancel_node_cancel(struct cancel_node *root)
+{
+    if (atomic_exchange_explicit(&root->cancelled, true, memory_order_acq_rel))
+        return;
+    struct cancel_node *node = root;
+    pthread_mutex_lock(&root->mu);
+    nursery__waitq_wake_all(&root->waiters);
+    struct list *next = root->children.next; /* the next child of node to visit */
+    for (;;) {
+        if (next != &node->children) {
+            /* Down into a child, pinned so that it stays linked while
+             * node's lock is let go. */
+            struct cancel_node *child = list_entry(next, struct cancel_node, sibling);
+            child->pins++;
+            pthread_mutex_unlock(&node->mu);
+            pthread_mutex_lock(&child->mu);
+            visit_locked(child);
+            node = child;
+            next = child->children.next;
+            continue;
+        }
+        if (node == root)
+            break;
+        /* Back up: node is done, its next sibling is next. */
+        struct cancel_node *parent = parent_of(node);
+        pthread_mutex_unlock(&node->mu);
+        pthread_mutex_lock(&parent->mu);
+        next = node->sibling.next;
+        unpin_locked(node);
+        if (parent == root && node->pins == 0) {
+            /* A direct child needs no more waking: whoever parks under it
+             * sees its flag first.  The last touch: its owner may free it
+             * as soon as it sees it detached. */
+            list_remove(&node->sibling);
+            atomic_store_explicit(&node->attached, false, memory_order_release);
+        }
+        node = parent;
+    }
+    pthread_mutex_unlock(&root->mu);
 }
 
 /* ---- cancellation points ----------------------------------------------- */

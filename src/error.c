@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * error.c - error objects, error groups and nursery_strerror().
  *
@@ -6,9 +7,12 @@
  * runner holds the only reference) and then only read, so readers need no
  * lock.  The reference count is the only field that changes afterwards.
  *
- * An error group is built inside a nursery under its lock (struct error_acc)
- * and handed to the joiner as a flat array: the cap keeps a million failing
- * tasks from exhausting memory while still counting every one of them.
+ * An error group is built inside the nursery whose errors it holds, under
+ * the nursery's lock, and handed to the joiner as it is: join allocates
+ * nothing, so no error is lost for want of memory.  The group's `release`
+ * gives the memory holding it back when the caller frees it.  The cap keeps
+ * a million failing tasks from exhausting memory while still counting
+ * every one of them.
  */
 #include "internal.h"
 
@@ -25,13 +29,6 @@ struct nursery_error {
     char *task_name;           /* owned or NULL; set once before sharing */
     void *payload;             /* user data, or NULL; set once before sharing */
     void (*destroy)(void *);   /* payload destructor, or NULL */
-};
-
-struct nursery_errors {
-    size_t count;              /* entries in items */
-    size_t dropped;            /* real errors past the cap */
-    size_t cancelled;          /* tasks that ended only cancelled */
-    nursery_error_t *items[];  /* owned references, primary first */
 };
 
 /* ---- errors ------------------------------------------------------------ */
@@ -65,16 +62,31 @@ static nursery_error_t *error_make(int code, const char *fmt, ...)
     return err;
 }
 
+/* Errors for when memory runs out, shared by everyone and never freed:
+ * their count starts so high that releases cannot bring it to 0. */
+#define IMMORTAL_ERROR(c, text) {.refs = INT32_MAX / 2, .code = (c), .message = (char *)(text)}
+
+nursery_error_t *nursery__error_oom(void)
+{
+    static nursery_error_t oom =
+        IMMORTAL_ERROR(ENOMEM, "Cannot allocate memory (while recording a task's error)");
+    return &oom;
+}
+
 nursery_error_t *nursery__error_from_code(int code)
 {
-    return error_make(code, NULL);
+    nursery_error_t *err = error_make(code, NULL);
+    return err ? err : nursery__error_oom();
 }
 
 nursery_error_t *nursery__error_cancelled(const char *task_name)
 {
-    nursery_error_t *err = nursery__error_from_code(ECANCELED);
-    if (err)
-        nursery__error_set_task_name(err, task_name);
+    /* A cancellation stays a cancellation when memory runs out. */
+    static nursery_error_t cancelled = IMMORTAL_ERROR(ECANCELED, "Operation canceled");
+    nursery_error_t *err = error_make(ECANCELED, NULL);
+    if (!err)
+        return &cancelled;
+    nursery__error_set_task_name(err, task_name);
     return err;
 }
 
@@ -147,63 +159,28 @@ void nursery_error_release(nursery_error_t *err)
     free(err);
 }
 
-/* ---- failing from a task ----------------------------------------------- */
-
-int nursery_fail(int code, const char *fmt, ...)
-{
-    if (code == 0)
-        return 0;
-    va_list ap;
-    va_start(ap, fmt);
-    nursery_error_t *err = nursery__error_new(code, fmt, ap);
-    va_end(ap);
-    nursery__set_last_error(err);
-    return err ? code : ENOMEM;
-}
-
-int nursery_fail_with(nursery_error_t *err)
-{
-    if (!err)
-        return EINVAL;
-    int code = err->code;
-    nursery__set_last_error(err);
-    return code;
-}
-
 /* ---- error groups ------------------------------------------------------ */
 
-void nursery__error_acc_add(struct error_acc *acc, nursery_error_t *err)
+void nursery__errors_init(nursery_errors_t *g, void (*release)(nursery_errors_t *g))
 {
-    if (acc->count < NURSERY_ERRORS_KEPT)
-        acc->kept[acc->count++] = nursery_error_retain(err);
+    *g = (nursery_errors_t){.release = release};
+}
+
+void nursery__errors_add(nursery_errors_t *g, nursery_error_t *err)
+{
+    if (g->count < NURSERY_ERRORS_KEPT)
+        g->items[g->count++] = nursery_error_retain(err);
     else
-        acc->dropped++;
+        g->dropped++;
 }
 
-void nursery__error_acc_clear(struct error_acc *acc)
+void nursery__errors_clear(nursery_errors_t *g)
 {
-    for (size_t i = 0; i < acc->count; i++)
-        nursery_error_release(acc->kept[i]);
-    acc->count = 0;
-    acc->dropped = 0;
-}
-
-nursery_errors_t *nursery__error_acc_finish(struct error_acc *acc, size_t cancelled)
-{
-    nursery_errors_t *g = NULL;
-    if (acc->count || acc->dropped || cancelled)
-        g = malloc(sizeof(*g) + acc->count * sizeof(g->items[0]));
-    if (!g) {
-        nursery__error_acc_clear(acc);
-        return NULL;
-    }
-    g->count = acc->count;
-    g->dropped = acc->dropped;
-    g->cancelled = cancelled;
-    memcpy(g->items, acc->kept, acc->count * sizeof(g->items[0]));
-    acc->count = 0; /* the references moved into the group */
-    acc->dropped = 0;
-    return g;
+    for (size_t i = 0; i < g->count; i++)
+        nursery_error_release(g->items[i]);
+    g->count = 0;
+    g->dropped = 0;
+    g->cancelled = 0;
 }
 
 size_t nursery_errors_count(const nursery_errors_t *g)
@@ -230,9 +207,9 @@ void nursery_errors_free(nursery_errors_t *g)
 {
     if (!g)
         return;
-    for (size_t i = 0; i < g->count; i++)
-        nursery_error_release(g->items[i]);
-    free(g);
+    nursery__errors_clear(g);
+    if (g->release)
+        g->release(g);
 }
 
 /* ---- strerror ---------------------------------------------------------- */
@@ -273,13 +250,3 @@ const char *nursery_strerror(int code)
     return "Unknown error";
 }
 
-nursery_error_t *nursery__error_oom(void)
-{
-    /* Never freed: its count starts so high that releases cannot reach 0. */
-    static nursery_error_t oom = {
-        .refs = INT32_MAX / 2,
-        .code = ENOMEM,
-        .message = "Cannot allocate memory (while recording a task's error)",
-    };
-    return &oom;
-}

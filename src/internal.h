@@ -93,21 +93,30 @@ static inline bool nursery__forked(unsigned generation)
 
 /* Creates an error from a code and an optional message; NULL on ENOMEM. */
 HIDDEN nursery_error_t *nursery__error_new(int code, const char *fmt, va_list ap);
+/* An error made from a code; never NULL: when memory runs out, a shared
+ * ENOMEM error (nursery__error_oom). */
 HIDDEN nursery_error_t *nursery__error_from_code(int code);
+/* A cancellation error for a task (with its name); never NULL: when memory
+ * runs out, a shared one without a name. */
+HIDDEN nursery_error_t *nursery__error_cancelled(const char *task_name);
+/* A shared ENOMEM error, for when recording an error ran out of memory. */
+HIDDEN nursery_error_t *nursery__error_oom(void);
 /* Sets the task name if the error has none and is not yet shared. */
 HIDDEN void nursery__error_set_task_name(nursery_error_t *err, const char *name);
 
-/* An error group under construction inside a nursery (its lock held). */
-struct error_acc {
-    nursery_error_t *kept[NURSERY_ERRORS_KEPT]; /* owned references, arrival order */
-    size_t count;                               /* entries used in kept */
-    size_t dropped;                             /* real errors past the cap */
+/* An error group: built inside a nursery (its lock held), then handed to
+ * the joiner as it is. */
+struct nursery_errors {
+    size_t count;                                /* entries used in items */
+    size_t dropped;                              /* real errors past the cap */
+    size_t cancelled;                            /* tasks that ended only cancelled */
+    void (*release)(nursery_errors_t *g);        /* gives back the memory holding g */
+    nursery_error_t *items[NURSERY_ERRORS_KEPT]; /* owned references, arrival order */
 };
-HIDDEN void nursery__error_acc_add(struct error_acc *acc, nursery_error_t *err);
-/* Turns the accumulator into a group (NULL if empty and no cancellations);
- * releases everything on ENOMEM... returns NULL then. */
-HIDDEN nursery_errors_t *nursery__error_acc_finish(struct error_acc *acc, size_t cancelled);
-HIDDEN void nursery__error_acc_clear(struct error_acc *acc);
+HIDDEN void nursery__errors_init(nursery_errors_t *g, void (*release)(nursery_errors_t *g));
+HIDDEN void nursery__errors_add(nursery_errors_t *g, nursery_error_t *err);
+/* Releases the errors; the group is empty again. */
+HIDDEN void nursery__errors_clear(nursery_errors_t *g);
 
 /* ---- park.c: waiters, wait queues and the one blocking loop ------------- */
 
@@ -186,33 +195,43 @@ HIDDEN int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t
 
 /* ---- cancel.c: the cancel tree ------------------------------------------ */
 
-/* A node of the cancel tree: a nursery's scope or a task.  A node is
- * cancelled if it or any ancestor is; the walk up makes that visible
- * without touching children.  Children are attached to their parent only
- * while they may need waking (a thread parked under them, or nurseries
- * opened under them); cancelling walks the attached subtree and wakes the
- * parked threads.  Invariant: a node is attached only after its parent is
- * (nurseries attach at open, tasks on first need). */
+/* A node of the cancel tree: a nursery's scope or a task.  See cancel.c for
+ * how cancellation is inherited and how the walk wakes parked threads. */
 struct cancel_node {
-    _Atomic(struct cancel_node *) parent; /* changed only by its owner thread */
-    atomic_bool cancelled;                /* set once, never cleared */
-    atomic_bool attached;                 /* in parent->children: set by the owner
-                                           * thread, cleared by it or by a canceller
-                                           * of an ancestor, under parent->mu */
-    pthread_mutex_t mu;                   /* protects children and waiters */
+    _Atomic(struct cancel_node *) parent; /* changed by its owner thread, only while it is
+                                           * not attached */
+    atomic_bool cancelled;                /* cancelled itself: set once, never cleared */
+    atomic_bool inherited;                /* an ancestor is cancelled: set under mu by a
+                                           * walk, or at attach from the parent; never
+                                           * cleared */
+    atomic_bool attached;                 /* in parent->children; changed under parent->mu
+                                           * (by the owner, or a walk detaching it) */
+    int pins;                             /* walks inside this node's subtree that let go
+                                           * of parent->mu; parent->mu */
+    struct waiter *unpinned;              /* the owner waiting for pins == 0; parent->mu */
+    pthread_mutex_t mu;                   /* protects children, waiters, the children's
+                                           * pins and links */
     struct list children;                 /* attached child nodes */
     struct list sibling;                  /* link in parent->children (parent->mu) */
     struct waitq waiters;                 /* threads parked under this node */
 };
 
 HIDDEN void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent);
-/* Detaches from the parent; the node must have no attached children. */
+/* Detaches from the parent (waiting while a cancel walks its subtree): its
+ * parent may go after this.  The node must have no attached children. */
+HIDDEN void nursery__cancel_node_detach(struct cancel_node *n);
+/* Detaches and destroys the node. */
 HIDDEN void nursery__cancel_node_fini(struct cancel_node *n);
+/* Cancels the node and everything under it; constant stack.  The caller
+ * keeps the node alive for the call. */
 HIDDEN void nursery__cancel_node_cancel(struct cancel_node *n);
+/* Whether the node or an ancestor is cancelled.  O(1) steps in practice. */
 HIDDEN bool nursery__cancel_node_cancelled(struct cancel_node *n);
-/* Attaches the node to its parent (idempotent).  Owner thread only. */
+/* Attaches the node, and its unattached ancestors first (idempotent).
+ * Called by the thread running under the node. */
 HIDDEN void nursery__cancel_node_attach(struct cancel_node *n);
-/* Moves the node under a new parent.  Owner thread only. */
+/* Moves the node under a new parent; a node cancelled where it was stays
+ * cancelled.  Owner thread only. */
 HIDDEN void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent);
 
 /* ---- pool.c ------------------------------------------------------------ */
@@ -226,20 +245,32 @@ HIDDEN void nursery__pool_submit(nursery_pool_t *p, struct task *t);
  * queued task of n or of a nursery opened under it.  Returns true if it
  * made progress (ran a task, or dropped a stale queue entry). */
 HIDDEN bool nursery__pool_help(nursery_t *n);
-/* Counts a task that the calling worker claimed and ran while waiting. */
-HIDDEN void nursery__pool_count_helped(nursery_pool_t *p);
+/* The calling worker starts / has finished running a task (no-ops off
+ * the pool): the statistics, and the monitor's watch over blocked tasks. */
+HIDDEN void nursery__pool_task_starting(void);
+HIDDEN void nursery__pool_task_finished(void);
 /* Whether the calling thread is one of the pool's workers. */
 HIDDEN bool nursery__pool_is_current(const nursery_pool_t *p);
 /* Whether the pool was created before a fork() in this (child) process. */
 HIDDEN bool nursery__pool_is_forked(const nursery_pool_t *p);
-/* The calling worker enters (+1) or leaves (-1) a library wait; the
- * monitor leaves such workers to the grace period below.  No-op off the
- * pool. */
-HIDDEN void nursery__pool_wait_mark(int delta);
+/* The calling worker enters (+1) or leaves (-1) a library wait, in which
+ * the tasks it runs count as helped (no-op off the pool). */
+HIDDEN void nursery__pool_wait_depth(int delta);
+/* The calling worker parks (+1) in a library wait or wakes (-1): the
+ * monitor leaves it to the grace period below (no-op off the pool). */
+HIDDEN void nursery__pool_park_mark(int delta);
 /* The calling worker has been parked a while / has woken (no-ops off the
  * pool). */
 HIDDEN void nursery__pool_block_enter(void);
 HIDDEN void nursery__pool_block_leave(void);
+/* Whether the pool can neither add a thread nor wake an idle one: then a
+ * queued task may wait for a worker forever, and a worker waiting for it
+ * to start runs it itself.  nursery__pool_watch_saturation(p, w) has w
+ * signalled when that happens while the calling worker waits, and returns
+ * the waiter it watched for before (waits nest: put it back when done);
+ * no-op (NULL) unless the caller is a worker of p. */
+HIDDEN bool nursery__pool_saturated(nursery_pool_t *p);
+HIDDEN struct waiter *nursery__pool_watch_saturation(nursery_pool_t *p, struct waiter *w);
 /* Open-nursery accounting, for EBUSY on destroy. */
 HIDDEN int nursery__pool_nursery_opened(nursery_pool_t *p);
 HIDDEN void nursery__pool_nursery_closed(nursery_pool_t *p);
@@ -283,6 +314,11 @@ HIDDEN void nursery__task_free(struct task *t);
 HIDDEN void nursery__task_run(struct task *t);
 /* Runs arg_destroy (once) on a task that will never run. */
 HIDDEN void nursery__task_discard(struct task *t);
+/* The error a task (or a body) that returns `code` leaves: the one it
+ * recorded with nursery_fail() if the codes match (an error propagated like
+ * an exception; taken from the thread's last error), else one made from the
+ * code.  Never NULL; the caller owns it. */
+HIDDEN nursery_error_t *nursery__outcome_error(int code);
 /* Claims a queued task (TASK_QUEUED -> TASK_RUNNING) wherever it is queued
  * or listed.  Returns true if the caller must now run it. */
 HIDDEN bool nursery__task_claim(struct task *t);
@@ -308,6 +344,10 @@ struct nursery {
     struct task *opener_task;  /* the task that opened it, or NULL (a plain thread) */
     pthread_t opener;
     uint64_t credits;          /* opener's body only: starts already counted in pending */
+    unsigned generation;       /* fork generation at open (see context.c) */
+    nursery_error_t *body_error; /* opener only: the last error the body failed with by
+                                  * nursery_fail(), borrowed, so that nursery_run does
+                                  * not count it twice */
     /* Written on every start and end: a cache line of its own, by padding
      * (an aligned allocation per nursery costs more than it saves). */
     char pad_before_pending[64];
@@ -317,7 +357,7 @@ struct nursery {
     atomic_size_t cancelled_tasks; /* tasks that ended only cancelled */
     pthread_mutex_t mu;        /* protects errors, joiners, and pending's 1->0 */
     struct waitq joiners;
-    struct error_acc errors;
+    nursery_errors_t errors;   /* built under mu, then handed to the joiner */
 };
 
 #define NURSERY_CLOSED (UINT64_C(1) << 63)
@@ -331,7 +371,8 @@ HIDDEN void nursery__task_failed(nursery_t *n, nursery_error_t *err);
 HIDDEN void nursery__task_cancelled(nursery_t *n);
 /* Delivers a task's end to a nursery_start() caller still waiting for
  * started(); err is borrowed (NULL: returned without started). */
-HIDDEN void nursery__start_slot_end(struct start_slot *slot, int code, nursery_error_t *err);
+HIDDEN void nursery__start_slot_end(struct start_slot *slot, int code, nursery_error_t *err,
+                                    bool cancelled);
 /* Queues a prepared task into n (begin + submit) with its cancel node under
  * `parent`.  On failure the task is discarded (arg_destroy has run) and its
  * memory is still the caller's. */
@@ -356,10 +397,6 @@ struct nursery_result {
  * err is released and the first outcome kept). */
 HIDDEN int nursery__result_complete(nursery_result_t *r, void *value, nursery_error_t *err);
 
-/* A cancellation error for a task (with its name). */
-HIDDEN nursery_error_t *nursery__error_cancelled(const char *task_name);
-/* An immortal ENOMEM error, for when recording an error ran out of memory. */
-HIDDEN nursery_error_t *nursery__error_oom(void);
 /* Claims a queued capture and runs it on the waiter's stack, when the
  * waiter is a worker of its pool (else the pool runs it).  True if it ran. */
 HIDDEN bool nursery__result_help(nursery_result_t *r);

@@ -83,7 +83,7 @@ static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
     for (size_t i = 0; i < n; i++) {
         struct worker *w = p->workers[i];
         bool is_busy = atomic_load_explicit(&w->live, memory_order_relaxed) &&
-                       atomic_load_explicit(&w->busy, memory_order_relaxed);
+                       atomic_load_explicit(&w->running, memory_order_relaxed) > 0;
         if (is_busy)
             ++*busy;
         /* Waiting in the library: nursery__pool_block_enter's business. */

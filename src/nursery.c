@@ -1,5 +1,7 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * nursery.c - nurseries: open, start tasks, join; and Trio's start/started.
+ * nursery.c - nurseries: open, start tasks, join; how a task or a body
+ * fails; and Trio's start/started.
  *
  * A nursery counts its pending tasks in one atomic word whose top bit is
  * NURSERY_CLOSED.  Starting a task adds one without a lock; finishing one
@@ -10,7 +12,14 @@
  * body adds its starts in batches (credits, see nursery__task_begin).
  *
  * nursery.mu also protects the error group under construction and the
- * joiner's wait queue.
+ * joiner's wait queue.  The group lives in the nursery and is handed to the
+ * joiner as it is (holding a reference to the nursery), so join allocates
+ * nothing and loses no error.
+ *
+ * The nursery's memory (its cancel node included) lives as long as a
+ * reference does: the opener's until join, nursery_retain()'s, the error
+ * group's, and a nursery_cancel() in progress, so a cancel that races with
+ * join never touches freed memory.
  *
  * The opener's thread context points at the nursery's cancel node from open
  * to join, which is how the body sees the nursery's cancellation; that is
@@ -19,6 +28,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 
 /* ---- task accounting --------------------------------------------------- */
@@ -79,7 +89,7 @@ void nursery__task_end(nursery_t *n)
 void nursery__task_failed(nursery_t *n, nursery_error_t *err)
 {
     pthread_mutex_lock(&n->mu);
-    nursery__error_acc_add(&n->errors, err);
+    nursery__errors_add(&n->errors, err);
     pthread_mutex_unlock(&n->mu);
     nursery__cancel_node_cancel(&n->node);
 }
@@ -91,18 +101,33 @@ void nursery__task_cancelled(nursery_t *n)
 
 int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent)
 {
-    int rc = nursery__pool_is_forked(n->pool) ? NURSERY_EFORKED : nursery__task_begin(n);
+    /* Nothing of the pool is read before the nursery is known open: a
+     * joined nursery's pool may be gone. */
+    int rc = nursery__forked(n->generation) ? NURSERY_EFORKED : nursery__task_begin(n);
     if (unlikely(rc)) {
         nursery__task_discard(t);
         return rc;
     }
     t->nursery = n;
+    if (t->result)
+        t->result->pool = n->pool; /* where a waiter may help with it */
     atomic_store_explicit(&t->node.parent, parent, memory_order_relaxed);
     nursery__pool_submit(n->pool, t);
     return 0;
 }
 
 /* ---- open and join ----------------------------------------------------- */
+
+static bool is_closed(const nursery_t *n)
+{
+    return atomic_load_explicit(&n->pending, memory_order_acquire) & NURSERY_CLOSED;
+}
+
+/* The error group's hold on the nursery, given back when it is freed. */
+static void release_group(nursery_errors_t *g)
+{
+    nursery_release((nursery_t *)((char *)g - offsetof(nursery_t, errors)));
+}
 
 int nursery_open(nursery_t **out, nursery_pool_t *pool)
 {
@@ -121,11 +146,10 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
         return rc;
     }
     n->pool = pool;
+    n->generation = nursery__generation(); /* the pool's: it is not forked */
     n->outer = nursery__ctx.node;
     n->opener_task = nursery__ctx.task;
     n->opener = pthread_self();
-    if (n->outer)
-        nursery__cancel_node_attach(n->outer);
     nursery__cancel_node_init(&n->node, n->outer);
     nursery__cancel_node_attach(&n->node);
     atomic_init(&n->pending, 0);
@@ -133,13 +157,14 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     atomic_init(&n->cancelled_tasks, 0);
     pthread_mutex_init(&n->mu, NULL);
     nursery__waitq_init(&n->joiners);
+    nursery__errors_init(&n->errors, release_group);
     nursery__ctx.node = &n->node;
     *out = n;
     return 0;
 }
 
 struct join_wait {
-    struct wait_one one; /* on n->joiners; first, for nursery__wait_one_attach */
+    struct wait_one one; /* on n->joiners; first, for wait_one_attach */
     nursery_t *n;
 };
 
@@ -172,11 +197,30 @@ static const struct block_ops join_ops = {
     .help = join_help,
 };
 
+/* Closed under n->mu after the last task's errors were added under it:
+ * nothing changes them any more, so they are read without the lock.  The
+ * group goes to the caller as it is, with a reference to the nursery. */
+static void hand_over_errors(nursery_t *n, nursery_errors_t **out)
+{
+    nursery_errors_t *g = &n->errors;
+    g->cancelled = atomic_load_explicit(&n->cancelled_tasks, memory_order_relaxed);
+    if (out && (g->count || g->dropped || g->cancelled)) {
+        *out = g;
+        nursery_retain(n);
+    } else {
+        nursery__errors_clear(g);
+    }
+}
+
 int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **errors)
 {
     if (errors)
         *errors = NULL;
-    if (!n || !pthread_equal(n->opener, pthread_self()) || nursery__ctx.node != &n->node)
+    if (!n)
+        return EINVAL;
+    if (nursery__forked(n->generation))
+        return NURSERY_EFORKED;
+    if (!pthread_equal(n->opener, pthread_self()) || nursery__ctx.node != &n->node)
         return EINVAL;
 
     return_credits(n);
@@ -188,42 +232,14 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
         return rc;
 
     nursery__ctx.node = n->outer;
+    nursery__cancel_node_detach(&n->node); /* before the outer node can go */
     bool outer_cancelled = n->outer && nursery__cancel_node_cancelled(n->outer);
-    /* Closed under n->mu after the last task's errors were added under it:
-     * nothing changes them any more, so they are read without the lock. */
     bool failed = n->errors.count > 0 || n->errors.dropped > 0;
     rc = failed ? NURSERY_EFAILED : outer_cancelled ? ECANCELED : 0;
-    nursery_errors_t *group = NULL;
-    if (rc)
-        group = nursery__error_acc_finish(&n->errors, atomic_load(&n->cancelled_tasks));
-    if (errors)
-        *errors = group;
-    else
-        nursery_errors_free(group);
-
-    nursery__cancel_node_fini(&n->node);
+    hand_over_errors(n, errors);
     nursery__pool_nursery_closed(n->pool);
     nursery_release(n);
     return rc;
-}
-
-/* The body counts as a task of the nursery: its failure is recorded the
- * same way. */
-static void record_body_outcome(nursery_t *n, int code)
-{
-    if (code == 0)
-        return;
-    if (code == ECANCELED && nursery__cancel_node_cancelled(&n->node)) {
-        nursery__set_last_error(NULL);
-        return;
-    }
-    nursery_error_t *err = nursery__ctx.last_error;
-    if (err && nursery_error_code(err) == code)
-        nursery__ctx.last_error = NULL;
-    else if (!(err = nursery__error_from_code(code)))
-        err = nursery__error_oom();
-    nursery__task_failed(n, err);
-    nursery_error_release(err);
 }
 
 int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void *arg,
@@ -237,7 +253,16 @@ int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void
     int rc = nursery_open(&n, pool);
     if (rc)
         return rc;
-    record_body_outcome(n, body(n, arg));
+    rc = body(n, arg);
+    /* Cancelled and saying so is not a failure; an error the body recorded
+     * with nursery_fail() and returns is already counted. */
+    if (rc == ECANCELED && nursery__cancel_node_cancelled(&n->node)) {
+        nursery__set_last_error(NULL);
+    } else if (rc && !(nursery__ctx.last_error && nursery__ctx.last_error == n->body_error)) {
+        nursery_error_t *err = nursery__outcome_error(rc);
+        nursery__task_failed(n, err);
+        nursery_error_release(err);
+    }
     return nursery_join(n, NURSERY_FOREVER, errors);
 }
 
@@ -245,8 +270,16 @@ int nursery_cancel(nursery_t *n)
 {
     if (!n)
         return EINVAL;
-    nursery__cancel_node_cancel(&n->node);
-    return 0;
+    if (nursery__forked(n->generation))
+        return NURSERY_EFORKED;
+    /* The cancel may be what lets the tasks end and join free the
+     * nursery: hold it until the walk is over. */
+    nursery_retain(n);
+    int rc = is_closed(n) ? NURSERY_ECLOSED : 0;
+    if (rc == 0)
+        nursery__cancel_node_cancel(&n->node);
+    nursery_release(n);
+    return rc;
 }
 
 nursery_t *nursery_retain(nursery_t *n)
@@ -258,11 +291,56 @@ nursery_t *nursery_retain(nursery_t *n)
 
 void nursery_release(nursery_t *n)
 {
-    if (!n || atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+    /* A parent's nursery, in a child of fork(): its locks may be held by
+     * threads that are not here; leave it be. */
+    if (!n || nursery__forked(n->generation) ||
+        atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
         return;
-    nursery__error_acc_clear(&n->errors);
+    nursery__errors_clear(&n->errors);
+    nursery__cancel_node_fini(&n->node);
     pthread_mutex_destroy(&n->mu);
     free(n);
+}
+
+/* ---- failing: tasks and bodies ----------------------------------------- */
+
+/* The nursery whose body the calling thread runs, or NULL.  The innermost
+ * node is the running task's own, or a nursery's opened since. */
+static nursery_t *current_body(void)
+{
+    struct cancel_node *node = nursery__ctx.node;
+    if (!node || (nursery__ctx.task && node == &nursery__ctx.task->node))
+        return NULL;
+    return (nursery_t *)((char *)node - offsetof(nursery_t, node));
+}
+
+/* Records err (owned) as the calling thread's last error; in a body, also
+ * as a failure of its nursery, at once, as a task's failure would be. */
+static int fail_here(nursery_error_t *err)
+{
+    nursery_t *body = current_body();
+    if (body) {
+        body->body_error = err;
+        nursery__task_failed(body, err);
+    }
+    nursery__set_last_error(err);
+    return nursery_error_code(err);
+}
+
+int nursery_fail(int code, const char *fmt, ...)
+{
+    if (code == 0)
+        return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    nursery_error_t *err = nursery__error_new(code, fmt, ap);
+    va_end(ap);
+    return fail_here(err ? err : nursery__error_oom());
+}
+
+int nursery_fail_with(nursery_error_t *err)
+{
+    return err ? fail_here(err) : EINVAL;
 }
 
 /* ---- starting tasks ---------------------------------------------------- */
@@ -286,61 +364,105 @@ int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg, const nursery_tas
 
 /* ---- start / started --------------------------------------------------- */
 
-enum { SLOT_WAITING, SLOT_STARTED, SLOT_ENDED };
+/* WAITING -> STARTED or ENDED, set by the task; WAITING -> ABANDONED, set by
+ * the caller when it gives up (then the task can only end: started() is
+ * refused). */
+enum { SLOT_WAITING, SLOT_ABANDONED, SLOT_STARTED, SLOT_ENDED };
 
 /* Where a nursery_start() caller waits; on its stack. */
 struct start_slot {
-    pthread_mutex_t mu;     /* state, value, code, err, waiters */
-    atomic_int state;       /* SLOT_*: set once by the task, under mu */
+    pthread_mutex_t mu;     /* state, value, code, err, cancelled, waiters */
+    atomic_int state;       /* SLOT_*, changed under mu */
     void *value;            /* the started value */
     int code;               /* the task's code when it ended before started */
     nursery_error_t *err;   /* owned: its error then, or NULL */
+    bool cancelled;         /* it ended only because it was cancelled */
     struct waitq waiters;
 };
 
-/* The caller's wait; wait_one first, for nursery__wait_one_attach. */
+/* The caller's wait; wait_one first, for wait_one_attach. */
 struct slot_wait {
     struct wait_one one;
     struct start_slot *slot;
+    struct task *task;
+    struct waiter *outer_watch; /* an enclosing start's, put back at detach */
 };
 
-static void slot_settle(struct start_slot *slot, int state, void *value, int code,
-                        nursery_error_t *err)
+static bool slot_settled(const struct start_slot *slot)
 {
-    pthread_mutex_lock(&slot->mu);
-    slot->value = value;
-    slot->code = code;
-    slot->err = nursery_error_retain(err);
-    atomic_store_explicit(&slot->state, state, memory_order_release);
-    nursery__waitq_wake_all(&slot->waiters);
-    pthread_mutex_unlock(&slot->mu);
+    int state = atomic_load_explicit(&slot->state, memory_order_acquire);
+    return state == SLOT_STARTED || state == SLOT_ENDED;
 }
 
-void nursery__start_slot_end(struct start_slot *slot, int code, nursery_error_t *err)
+static void slot_settle_locked(struct start_slot *slot, int state, void *value)
 {
-    slot_settle(slot, SLOT_ENDED, NULL, code, err);
+    slot->value = value;
+    atomic_store_explicit(&slot->state, state, memory_order_release);
+    nursery__waitq_wake_all(&slot->waiters);
+}
+
+void nursery__start_slot_end(struct start_slot *slot, int code, nursery_error_t *err,
+                             bool cancelled)
+{
+    pthread_mutex_lock(&slot->mu);
+    slot->code = code;
+    slot->err = nursery_error_retain(err);
+    slot->cancelled = cancelled;
+    slot_settle_locked(slot, SLOT_ENDED, NULL);
+    pthread_mutex_unlock(&slot->mu);
 }
 
 static bool slot_ready(void *ctx)
 {
-    struct start_slot *slot = ((struct slot_wait *)ctx)->slot;
-    return atomic_load_explicit(&slot->state, memory_order_acquire) != SLOT_WAITING;
+    return slot_settled(((struct slot_wait *)ctx)->slot);
+}
+
+/* A worker waiting for its task to start runs it itself only when no
+ * other worker can: run here, the task keeps the caller until it returns,
+ * not only until it calls started().  So only when its pool can neither
+ * grow nor wake an idle worker; the pool signals the waiter if that happens
+ * while it waits. */
+static bool slot_help(void *ctx)
+{
+    nursery_result_t *r = ((struct slot_wait *)ctx)->task->result;
+    return nursery__pool_saturated(r->pool) && nursery__result_help(r);
+}
+
+static void slot_attach(void *ctx, struct waiter *w)
+{
+    struct slot_wait *sw = ctx;
+    nursery__wait_one_attach(&sw->one, w);
+    sw->outer_watch = nursery__pool_watch_saturation(sw->task->result->pool, w);
+}
+
+static void slot_detach(void *ctx)
+{
+    struct slot_wait *sw = ctx;
+    nursery__pool_watch_saturation(sw->task->result->pool, sw->outer_watch);
+    nursery__wait_one_detach(&sw->one);
 }
 
 static const struct block_ops slot_ops = {
     .ready = slot_ready,
-    .attach = nursery__wait_one_attach,
-    .detach = nursery__wait_one_detach,
+    .attach = slot_attach,
+    .detach = slot_detach,
+    .help = slot_help,
 };
 
-/* The task's node lives until task_finish tears it down under the
- * capture's lock and marks the task done (every started task has one). */
-static void cancel_task_node(struct task *t)
+/* The caller gave up (deadline or cancellation).  Unless the task started
+ * first, it stays the caller's and is cancelled - on the spot if it is still
+ * queued - and the caller waits for it to end, as it must not outlive the
+ * call.  Returns with the slot settled. */
+static void give_up(struct slot_wait *sw)
 {
-    pthread_mutex_lock(&t->result->mu);
-    if (atomic_load(&t->state) != TASK_DONE)
-        nursery__cancel_node_cancel(&t->node);
-    pthread_mutex_unlock(&t->result->mu);
+    pthread_mutex_lock(&sw->slot->mu);
+    bool abandon = atomic_load_explicit(&sw->slot->state, memory_order_relaxed) == SLOT_WAITING;
+    if (abandon)
+        atomic_store_explicit(&sw->slot->state, SLOT_ABANDONED, memory_order_relaxed);
+    pthread_mutex_unlock(&sw->slot->mu);
+    if (abandon)
+        nursery_result_cancel(sw->task->result);
+    nursery__block(&slot_ops, sw, NURSERY_FOREVER, BLOCK_UNCANCELLABLE);
 }
 
 int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
@@ -360,32 +482,28 @@ int nursery__start_task(nursery_t *n, struct task *t, nursery_time_t deadline,
         pthread_mutex_destroy(&slot.mu);
         return rc;
     }
-    struct slot_wait sw = {.one = {.mu = &slot.mu, .q = &slot.waiters}, .slot = &slot};
-    rc = nursery__block(&slot_ops, &sw, deadline, 0);
-    if (rc) {
-        /* Gave up: cancel the task while it is still ours, then wait until
-         * it no longer refers to the slot. */
-        pthread_mutex_lock(&slot.mu);
-        if (atomic_load(&slot.state) == SLOT_WAITING)
-            cancel_task_node(t);
-        pthread_mutex_unlock(&slot.mu);
-        nursery__block(&slot_ops, &sw, NURSERY_FOREVER, BLOCK_UNCANCELLABLE);
-    }
-    if (rc == 0 && atomic_load(&slot.state) == SLOT_STARTED) {
+    struct slot_wait sw = {
+        .one = {.mu = &slot.mu, .q = &slot.waiters}, .slot = &slot, .task = t};
+    int gave_up = nursery__block(&slot_ops, &sw, deadline, 0);
+    if (gave_up)
+        give_up(&sw);
+
+    /* The task may still be inside settling after we saw the state change
+     * without the lock: once we hold it, the slot is ours alone. */
+    pthread_mutex_lock(&slot.mu);
+    pthread_mutex_unlock(&slot.mu);
+    if (atomic_load_explicit(&slot.state, memory_order_relaxed) == SLOT_STARTED) {
+        rc = 0; /* started before the caller gave up: that wins */
         if (started_value)
             *started_value = slot.value;
-    } else if (rc == 0) {
+    } else if (gave_up && slot.cancelled) {
+        rc = gave_up; /* ended because we cancelled it */
+    } else {
         rc = slot.code ? slot.code : NURSERY_ENOTSTARTED;
-        if (!slot.err && !(slot.err = nursery__error_from_code(rc)))
-            slot.err = nursery__error_oom();
-        nursery__set_last_error(slot.err);
+        nursery__set_last_error(slot.err ? slot.err : nursery__error_from_code(rc));
         slot.err = NULL;
     }
     nursery_error_release(slot.err);
-    /* The task may still be inside slot_settle() after we saw the state
-     * change without the lock: wait until it has let go of the slot. */
-    pthread_mutex_lock(&slot.mu);
-    pthread_mutex_unlock(&slot.mu);
     pthread_mutex_destroy(&slot.mu);
     return rc;
 }
@@ -407,9 +525,10 @@ int nursery_start(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_opt
     /* A capture serves both cases; the queue entry holds a reference. */
     nursery_result_retain(r);
     rc = nursery__start_task(n, &r->task, deadline, started_value);
-    if (rc == NURSERY_ECLOSED || rc == NURSERY_EFORKED)
-        nursery_result_release(r); /* the task never existed */
-    if (done && rc != NURSERY_ECLOSED && rc != NURSERY_EFORKED)
+    bool never_existed = rc == NURSERY_ECLOSED || rc == NURSERY_EFORKED;
+    if (never_existed)
+        nursery_result_release(r); /* the queue entry's: there is none */
+    if (done && !never_existed)
         *done = r;
     else
         nursery_result_release(r);
@@ -424,10 +543,17 @@ int nursery_started(void *value)
     struct start_slot *slot = t->start;
     if (!slot)
         return (t->flags & TASK_STARTED_FLAG) ? EALREADY : EINVAL;
+    pthread_mutex_lock(&slot->mu);
+    if (atomic_load_explicit(&slot->state, memory_order_relaxed) == SLOT_ABANDONED) {
+        /* Nobody takes the value any more: it stays the task's. */
+        pthread_mutex_unlock(&slot->mu);
+        return ECANCELED;
+    }
     t->start = NULL;
     t->flags |= TASK_STARTED_FLAG;
-    /* Move under the nursery before the caller (our old parent) can go. */
+    /* Moved under the nursery before the caller (our old parent) can go. */
     nursery__cancel_node_reparent(&t->node, &t->nursery->node);
-    slot_settle(slot, SLOT_STARTED, value, 0, NULL);
+    slot_settle_locked(slot, SLOT_STARTED, value);
+    pthread_mutex_unlock(&slot->mu);
     return 0;
 }

@@ -177,20 +177,41 @@ static void cancel_watch_end(struct cancel_watch *cw)
         nursery__wait_one_detach(&cw->one);
 }
 
+/* Whether the wait may stop now: ready, cancelled or past its deadline
+ * (in that order: a ready condition wins).  Returns -1 to go on. */
+static int wait_outcome(const struct block_ops *ops, void *ctx, nursery_time_t deadline,
+                        bool cancellable)
+{
+    if (ops->ready(ctx))
+        return 0;
+    if (cancellable && nursery__ctx.node && nursery__cancel_node_cancelled(nursery__ctx.node))
+        return ECANCELED;
+    if (deadline != NURSERY_FOREVER && nursery_now() >= deadline)
+        return ETIMEDOUT;
+    return -1;
+}
+
 int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline, int flags)
 {
     bool cancellable = !(flags & BLOCK_UNCANCELLABLE);
+    /* A cancellation point even when the wait could end at once. */
+    if (cancellable && nursery__ctx.node && nursery__cancel_node_cancelled(nursery__ctx.node))
+        return ECANCELED;
     /* Only pool workers help: their pool may have nobody else to run what
      * they wait for.  Other threads just wait, and stay responsive to their
      * deadline and to cancellation. */
     bool may_help = ops->help && nursery__ctx.worker;
-    /* Most waits of a worker end by running what they wait for: no
-     * waiter is set up until there is nothing left to help with. */
-    for (;;) {
-        if (ops->ready(ctx))
-            return 0;
+    nursery__pool_wait_depth(1);
+    /* Most waits of a worker end by running what they wait for: no waiter
+     * is set up until there is nothing left to help with.  The deadline and
+     * cancellation are looked at between the tasks it runs. */
+    int rc;
+    while ((rc = wait_outcome(ops, ctx, deadline, cancellable)) < 0)
         if (!may_help || !ops->help(ctx))
             break;
+    if (rc >= 0) {
+        nursery__pool_wait_depth(-1);
+        return rc;
     }
 
     struct waiter w;
@@ -200,44 +221,32 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
     if (cancellable)
         cancel_watch_begin(&cw, &w);
 
-    int rc;
     bool replaced = false;
-    nursery__pool_wait_mark(1);
     nursery_time_t grace_end = nursery__ctx.worker ? nursery_after_ns(BLOCK_GRACE_NS) : 0;
-    for (;;) {
-        /* Registered before checking: a change after this check signals w. */
-        if (ops->ready(ctx)) {
-            rc = 0;
-            break;
-        }
+    /* Registered before looking: a change after this look signals w. */
+    while ((rc = wait_outcome(ops, ctx, deadline, cancellable)) < 0) {
         if (may_help && ops->help(ctx))
             continue;
-        if (cancellable && nursery__ctx.node && nursery__cancel_node_cancelled(nursery__ctx.node)) {
-            rc = ECANCELED;
-            break;
-        }
-        nursery_time_t now = nursery_now();
-        if (deadline != NURSERY_FOREVER && now >= deadline) {
-            rc = ETIMEDOUT;
-            break;
-        }
         /* A worker blocked past a grace period is replaced (the pool may add
          * a thread); short waits, like a join whose last task is finishing
          * on another CPU, must not grow the pool. */
-        if (!replaced && nursery__ctx.worker && now >= grace_end) {
+        if (!replaced && nursery__ctx.worker && nursery_now() >= grace_end) {
             nursery__pool_block_enter();
             replaced = true;
         }
-        nursery__waiter_park(&w, replaced || !nursery__ctx.worker || deadline < grace_end ? deadline
-                                                                              : grace_end);
+        nursery__pool_park_mark(1);
+        nursery__waiter_park(&w, replaced || !nursery__ctx.worker || deadline < grace_end
+                                     ? deadline
+                                     : grace_end);
+        nursery__pool_park_mark(-1);
     }
     if (replaced)
         nursery__pool_block_leave();
-    nursery__pool_wait_mark(-1);
 
     if (cancellable)
         cancel_watch_end(&cw);
     ops->detach(ctx);
     nursery__waiter_destroy(&w);
+    nursery__pool_wait_depth(-1);
     return rc;
 }

@@ -125,26 +125,13 @@ static void kick_monitor(nursery_pool_t *p)
     pthread_mutex_unlock(&p->mu);
 }
 
-static void run_claimed(struct worker *self, struct task *t, bool helping)
-{
-    /* A task may block in user code: the monitor must be watching. */
-    if (unlikely(atomic_load_explicit(&self->pool->monitor_asleep, memory_order_relaxed)))
-        kick_monitor(self->pool);
-    atomic_store_explicit(&self->busy, true, memory_order_relaxed);
-    nursery__task_run(t);
-    atomic_store_explicit(&self->busy, false, memory_order_relaxed);
-    atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
-    if (helping)
-        atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
-}
-
 /* Runs a task removed from a queue, if nobody claimed it meanwhile, and
  * drops the queue's reference to its capture. */
-static void run_removed(struct worker *self, struct task *t, bool helping)
+static void run_removed(struct task *t)
 {
     nursery_result_t *r = t->result; /* a plain task is freed by nursery__task_run */
     if (nursery__task_claim(t))
-        run_claimed(self, t, helping);
+        nursery__task_run(t);
     nursery_result_release(r);
 }
 
@@ -402,6 +389,16 @@ int nursery__pool_spawn_locked(nursery_pool_t *p)
     return 0;
 }
 
+/* The pool cannot add a thread for queued work: a worker waiting for a
+ * task to start may have to run it itself (see nursery__pool_saturated). */
+void nursery__pool_nudge_locked(nursery_pool_t *p)
+{
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++)
+        if (p->workers[i]->nudge)
+            nursery__waiter_signal(p->workers[i]->nudge);
+}
+
 /* Adds a thread when queued work cannot be served because workers block
  * (or wakes an idle one, if there is one). */
 static void grow_if_starved_locked(nursery_pool_t *p)
@@ -413,8 +410,12 @@ static void grow_if_starved_locked(nursery_pool_t *p)
         wake_one_locked(p);
         return;
     }
-    if (p->threads - blocked >= p->target || p->threads >= p->max)
+    if (p->threads - blocked >= p->target)
         return;
+    if (p->threads >= p->max) {
+        nursery__pool_nudge_locked(p);
+        return;
+    }
     nursery__pool_spawn_locked(p); /* on failure the blocked workers will come back */
 }
 
@@ -518,7 +519,7 @@ static void *worker_main(void *arg)
         if (!t && (t = find_work_spinning(p, self)) && no_spinner_but_sleepers(p))
             wake_one(p); /* hand the looking over: more work may follow */
         if (t)
-            run_removed(self, t, false);
+            run_removed(t);
         else if (!worker_idle(p, self))
             break;
     }
@@ -595,18 +596,32 @@ bool nursery__pool_help(nursery_t *n)
         put_aside(p, t);
         return own;
     }
-    run_claimed(self, t, true);
+    nursery__task_run(t);
     nursery_result_release(r);
     return true;
 }
 
-void nursery__pool_count_helped(nursery_pool_t *p)
+void nursery__pool_task_starting(void)
 {
-    struct worker *self = current_worker(p);
-    if (self) {
-        atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
+    struct worker *self = nursery__ctx.worker;
+    if (!self)
+        return;
+    /* A task may block in user code: the monitor must be watching. */
+    if (unlikely(atomic_load_explicit(&self->pool->monitor_asleep, memory_order_relaxed)))
+        kick_monitor(self->pool);
+    atomic_fetch_add_explicit(&self->running, 1, memory_order_relaxed);
+}
+
+void nursery__pool_task_finished(void)
+{
+    struct worker *self = nursery__ctx.worker;
+    if (!self)
+        return;
+    atomic_fetch_sub_explicit(&self->running, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
+    /* Run inside one of the worker's own waits: it helped. */
+    if (self->wait_depth > 0)
         atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
-    }
 }
 
 void nursery__pool_block_enter(void)
@@ -621,13 +636,20 @@ void nursery__pool_block_enter(void)
     pthread_mutex_unlock(&p->mu);
 }
 
-void nursery__pool_wait_mark(int delta)
+void nursery__pool_wait_depth(int delta)
+{
+    struct worker *w = nursery__ctx.worker;
+    if (w)
+        w->wait_depth += delta;
+}
+
+void nursery__pool_park_mark(int delta)
 {
     struct worker *w = nursery__ctx.worker;
     if (!w)
         return;
     atomic_fetch_add_explicit(&w->waiting, delta, memory_order_relaxed);
-    /* Going to wait with tasks in our deque: someone else must take them. */
+    /* Going to sleep with tasks in our deque: someone else must take them. */
     if (delta > 0 && deque_size(&w->dq) > 0)
         spread_work(w->pool);
 }
@@ -637,6 +659,26 @@ void nursery__pool_block_leave(void)
     struct worker *w = nursery__ctx.worker;
     if (w)
         atomic_fetch_sub(&w->pool->blocked, 1);
+}
+
+bool nursery__pool_saturated(nursery_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool saturated = p->threads >= p->max && list_empty(&p->idle);
+    pthread_mutex_unlock(&p->mu);
+    return saturated;
+}
+
+struct waiter *nursery__pool_watch_saturation(nursery_pool_t *p, struct waiter *w)
+{
+    struct worker *self = current_worker(p);
+    if (!self)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    struct waiter *before = self->nudge;
+    self->nudge = w;
+    pthread_mutex_unlock(&p->mu);
+    return before;
 }
 
 /* Nurseries are counted where they are opened: a pool's own workers open
@@ -811,7 +853,7 @@ int nursery_pool_stats(nursery_pool_t *p, nursery_pool_stats_t *out)
     for (size_t i = 0; i < n; i++) {
         struct worker *w = p->workers[i];
         out->queued += (size_t)deque_size(&w->dq);
-        out->running += atomic_load_explicit(&w->busy, memory_order_relaxed);
+        out->running += (size_t)atomic_load_explicit(&w->running, memory_order_relaxed);
         out->completed += atomic_load_explicit(&w->completed, memory_order_relaxed);
         out->helped += atomic_load_explicit(&w->helped, memory_order_relaxed);
     }

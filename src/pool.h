@@ -23,11 +23,15 @@ struct worker {
     bool parked;                 /* (mu) on pool.idle */
     struct list idle_link;       /* (mu) in pool.idle while parked */
     struct waiter park;          /* where the thread sleeps when idle */
-    atomic_bool busy;            /* running a task (stats, monitor) */
-    atomic_int waiting;          /* nested library waits in progress (monitor) */
+    atomic_int running;          /* tasks started and not finished on this thread
+                                  * (nested when it helps while waiting): stats, monitor */
+    atomic_int waiting;          /* parked in a library wait (0 or 1; for the monitor) */
+    int wait_depth;              /* library waits in progress, nested; owner only */
     atomic_uint_fast64_t completed; /* tasks run, by this record's threads */
-    atomic_uint_fast64_t helped;    /* of which while waiting for them */
+    atomic_uint_fast64_t helped;    /* of which run inside one of its own waits */
     atomic_size_t open_nurseries; /* opened by this record's threads, not yet joined */
+    struct waiter *nudge;        /* (mu) a start waiting for its task, to signal when the
+                                  * pool cannot grow (nursery__pool_watch_saturation) */
     unsigned seed;               /* victim choice; owner only */
     atomic_int cpu_clock;        /* the thread's CPU-time clock (a clockid_t) */
     atomic_int tid;              /* the thread's kernel id, 0 if unknown */
@@ -70,6 +74,7 @@ struct nursery_pool {
 /* pool.c, for the monitor (mu held where named _locked). */
 HIDDEN int nursery__pool_spawn_locked(nursery_pool_t *p);
 HIDDEN size_t nursery__pool_queued_estimate(nursery_pool_t *p);
+HIDDEN void nursery__pool_nudge_locked(nursery_pool_t *p);
 
 /* monitor.c */
 HIDDEN int nursery__monitor_start(nursery_pool_t *p);

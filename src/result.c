@@ -275,9 +275,7 @@ bool nursery__result_help(nursery_result_t *r)
     if (!nursery__task_claim(&r->task))
         return false;
     /* Its queue entry, and the reference it holds, stay until removed. */
-    nursery_pool_t *pool = r->pool;
     nursery__task_run(&r->task);
-    nursery__pool_count_helped(pool);
     return true;
 }
 

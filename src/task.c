@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * task.c - running one task and recording its outcome.
  *
@@ -10,19 +11,21 @@
  *   1. the nursery's error group (failures) or its cancelled count, unless
  *      a nursery_start() caller still waits for started();
  *   2. arg_destroy;
- *   3. the capture's result;
- *   4. that nursery_start() caller, if any;
- *   5. the nursery's pending count - after which join may free the nursery,
+ *   3. the pool's count of completed tasks;
+ *   4. the capture's result;
+ *   5. that nursery_start() caller, if any;
+ *   6. the nursery's pending count - after which join may free the nursery,
  *      so nothing touches it afterwards.
  *
- * So when join returns, every result of its tasks is done and every
- * argument destroyed.
+ * So when join returns, every result of its tasks is done, every argument
+ * destroyed, and the pool's statistics count the tasks.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int nursery__task_init(struct task *t, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
 {
@@ -79,18 +82,14 @@ void nursery__task_discard(struct task *t)
         destroy(t->arg);
 }
 
-/* The error a failing task leaves: the one it recorded with nursery_fail()
- * if the codes match (an error propagated like an exception), else one made
- * from the code.  Never NULL. */
-static nursery_error_t *take_outcome_error(int code)
+nursery_error_t *nursery__outcome_error(int code)
 {
     nursery_error_t *err = nursery__ctx.last_error;
     if (err && nursery_error_code(err) == code) {
         nursery__ctx.last_error = NULL;
         return err;
     }
-    err = nursery__error_from_code(code);
-    return err ? err : nursery__error_oom();
+    return nursery__error_from_code(code);
 }
 
 static void task_finish(struct task *t, int code, void *value, nursery_error_t *err)
@@ -122,15 +121,31 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
         nursery__cancel_node_fini(&t->node);
     }
     nursery__task_discard(t);
+    /* Counted before anyone can see it finished: a joiner that reads the
+     * pool's statistics finds it completed. */
+    nursery__pool_task_finished();
     if (r)
         nursery__result_complete(r, value, nursery_error_retain(err));
     if (start)
-        nursery__start_slot_end(start, code, err);
+        nursery__start_slot_end(start, code, err, cancelled);
     nursery_error_release(err);
     if (n)
         nursery__task_end(n);
     if (!r)
         nursery__task_free(t);
+}
+
+/* The task called fork() and returned in the child, where the task, its
+ * nursery and its result are the parent's.  A pool thread has nothing to
+ * go back to: the child ends, as if the task had called _exit().  A thread
+ * that ran a capture itself (nursery_capture_run) goes on, outside any
+ * task, and the capture is left as it was (the call reports
+ * NURSERY_EFORKED). */
+static void returned_in_fork_child(const struct thread_ctx *saved, int code)
+{
+    if (saved->worker)
+        _exit(code == 0 ? 0 : 1);
+    nursery__set_last_error(saved->last_error);
 }
 
 void nursery__task_run(struct task *t)
@@ -139,6 +154,7 @@ void nursery__task_run(struct task *t)
     nursery__ctx.node = &t->node;
     nursery__ctx.task = t;
     nursery__ctx.last_error = NULL;
+    nursery__pool_task_starting();
 
     void *value = NULL;
     int code;
@@ -146,15 +162,18 @@ void nursery__task_run(struct task *t)
     if (nursery__cancel_node_cancelled(&t->node)) {
         /* Cancelled before it started: it never runs. */
         code = ECANCELED;
-        if (t->result || t->start) {
+        if (t->result || t->start)
             err = nursery__error_cancelled(t->name);
-            if (!err)
-                err = nursery__error_oom();
-        }
     } else {
+        unsigned generation =
+            atomic_load_explicit(&nursery__fork_generation, memory_order_relaxed);
         code = t->fn(t->arg, &value);
+        if (unlikely(nursery__forked(generation))) {
+            returned_in_fork_child(&saved, code);
+            return;
+        }
         if (code)
-            err = take_outcome_error(code);
+            err = nursery__outcome_error(code);
     }
     if (code)
         value = NULL;
