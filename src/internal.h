@@ -383,6 +383,7 @@ HIDDEN int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *par
 struct nursery_result {
     atomic_int refs;
     bool is_capture;              /* fixed at creation */
+    unsigned generation;          /* fork generation at creation (see context.c) */
     atomic_bool done;             /* set once, under mu, after the outcome */
     pthread_mutex_t mu;           /* outcome and waiters */
     void *value;                  /* valid once done */

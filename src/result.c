@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * result.c - results: captures (the outcome of a task) and futures (set by
  * hand), one refcounted type.
@@ -7,6 +8,10 @@
  * and error without the lock, and the outcome never changes afterwards.
  * A capture embeds its task: a queue entry naming the task holds a
  * reference to the result, so the task's memory outlives it.
+ *
+ * In the child of a fork(), a result made before it is the parent's: every
+ * call that returns a code refuses it with NURSERY_EFORKED without touching
+ * its lock, and releasing it does nothing.
  */
 #include "internal.h"
 
@@ -25,6 +30,7 @@ static nursery_result_t *result_alloc(bool capture)
     atomic_init(&r->refs, 1);
     atomic_init(&r->done, false);
     r->is_capture = capture;
+    r->generation = nursery__generation();
     pthread_mutex_init(&r->mu, NULL);
     nursery__waitq_init(&r->waiters);
     return r;
@@ -72,15 +78,25 @@ int nursery_capture_create(nursery_result_t **out, nursery_fn fn, void *arg,
     return 0;
 }
 
+/* A parent's result, in a child of fork(). */
+static bool forked(const nursery_result_t *r)
+{
+    return nursery__forked(r->generation);
+}
+
 int nursery_capture_run(nursery_result_t *r)
 {
     if (!r || !r->is_capture)
         return EINVAL;
+    if (forked(r))
+        return NURSERY_EFORKED;
     int idle = TASK_IDLE;
     if (!atomic_compare_exchange_strong(&r->task.state, &idle, TASK_RUNNING))
         return EALREADY;
     atomic_store_explicit(&r->task.node.parent, nursery__ctx.node, memory_order_relaxed);
     nursery__task_run(&r->task);
+    if (forked(r)) /* it called fork() and returned in the child */
+        return NURSERY_EFORKED;
     if (!r->error)
         return 0;
     nursery__set_last_error(nursery_error_retain(r->error));
@@ -101,7 +117,6 @@ int nursery_capture_start_soon(nursery_t *n, nursery_fn fn, void *arg,
     if (rc)
         return rc;
     nursery_result_t *r = *out;
-    r->pool = n->pool;
     nursery_result_retain(r); /* the queue entry's reference */
     rc = nursery__submit(n, &r->task, &n->node);
     if (rc) {
@@ -119,14 +134,27 @@ struct start_and_done {
     nursery_result_t *done;
 };
 
+/* The done capture was cancelled on its own before its task started: so
+ * is this start task, so that the start nursery counts a cancellation and
+ * not a failure.  Returns ECANCELED, or 0 if it was not cancelled. */
+static int cancelled_with(nursery_result_t *done)
+{
+    if (!nursery_result_is_done(done) ||
+        !atomic_load_explicit(&done->task.node.cancelled, memory_order_acquire))
+        return 0;
+    nursery__cancel_node_cancel(&nursery__ctx.task->node);
+    return ECANCELED;
+}
+
 static int start_and_done_task(void *arg, void **value)
 {
     struct start_and_done *sd = arg;
-    int idle = TASK_IDLE;
-    if (!atomic_compare_exchange_strong(&sd->done->task.state, &idle, TASK_RUNNING))
-        return EALREADY;
     nursery_result_t *done = sd->done;
-    done->pool = sd->run_nursery->pool;
+    int idle = TASK_IDLE;
+    if (!atomic_compare_exchange_strong(&done->task.state, &idle, TASK_RUNNING)) {
+        int rc = cancelled_with(done);
+        return rc ? rc : EALREADY;
+    }
     nursery_result_retain(done); /* the queue entry's reference */
     int rc = nursery__start_task(sd->run_nursery, &done->task, NURSERY_FOREVER, value);
     if (rc == NURSERY_ECLOSED || rc == NURSERY_EFORKED) {
@@ -137,12 +165,12 @@ static int start_and_done_task(void *arg, void **value)
         atomic_store(&done->task.state, TASK_DONE);
         pthread_mutex_unlock(&done->mu);
         nursery_error_t *err = nursery__error_from_code(rc);
-        if (!err)
-            err = nursery__error_oom();
         nursery__result_complete(done, NULL, nursery_error_retain(err));
         nursery_result_release(done);
         return nursery_fail_with(err);
     }
+    if (rc == ECANCELED && cancelled_with(done))
+        return ECANCELED;
     return rc;
 }
 
@@ -210,6 +238,8 @@ int nursery_future_set_value(nursery_result_t *r, void *value)
 {
     if (!r || r->is_capture)
         return EINVAL;
+    if (forked(r))
+        return NURSERY_EFORKED;
     return nursery__result_complete(r, value, NULL);
 }
 
@@ -219,6 +249,10 @@ int nursery_future_set_error(nursery_result_t *r, nursery_error_t *err)
         nursery_error_release(err);
         return EINVAL;
     }
+    if (forked(r)) {
+        nursery_error_release(err);
+        return NURSERY_EFORKED;
+    }
     return nursery__result_complete(r, NULL, err);
 }
 
@@ -226,6 +260,8 @@ int nursery_future_fail(nursery_result_t *r, int code, const char *fmt, ...)
 {
     if (!r || r->is_capture || code == 0)
         return EINVAL;
+    if (forked(r))
+        return NURSERY_EFORKED;
     va_list ap;
     va_start(ap, fmt);
     nursery_error_t *err = nursery__error_new(code, fmt, ap);
@@ -244,6 +280,8 @@ int nursery_result_value(const nursery_result_t *r, void **value)
 {
     if (!r || !value)
         return EINVAL;
+    if (forked(r))
+        return NURSERY_EFORKED;
     if (!nursery_result_is_done(r))
         return NURSERY_ENOTDONE;
     if (r->error)
@@ -256,6 +294,8 @@ int nursery_result_error(const nursery_result_t *r, nursery_error_t **err)
 {
     if (!r || !err)
         return EINVAL;
+    if (forked(r))
+        return NURSERY_EFORKED;
     if (!nursery_result_is_done(r))
         return NURSERY_ENOTDONE;
     *err = r->error;
@@ -305,6 +345,8 @@ int nursery_result_wait(nursery_result_t *r, nursery_time_t deadline)
 {
     if (!r)
         return EINVAL;
+    if (forked(r))
+        return NURSERY_EFORKED;
     if (r->is_capture && nursery__ctx.task == &r->task)
         return EDEADLK;
     struct result_wait rw = {.one = {.mu = &r->mu, .q = &r->waiters}, .r = r};
@@ -317,10 +359,10 @@ int nursery_result_cancel(nursery_result_t *r)
 {
     if (!r)
         return EINVAL;
-    if (!r->is_capture) {
-        nursery_error_t *err = nursery__error_cancelled(NULL);
-        return err ? nursery_future_set_error(r, err) : ENOMEM;
-    }
+    if (forked(r))
+        return NURSERY_EFORKED;
+    if (!r->is_capture)
+        return nursery_future_set_error(r, nursery__error_cancelled(NULL));
     struct task *t = &r->task;
     for (;;) {
         if (nursery_result_is_done(r))
@@ -402,7 +444,7 @@ nursery_result_t *nursery_result_retain(nursery_result_t *r)
 
 void nursery_result_release(nursery_result_t *r)
 {
-    if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
+    if (!r || forked(r) || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (r->is_capture) {
         nursery__task_discard(&r->task); /* never ran: its argument is still ours */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wait.c - waiting for several results: wait_all, wait_any, and
  * results_to_channel (aioresult's waiting utilities).
@@ -5,34 +6,42 @@
  * wait_any registers one waiter on every result and sleeps until the first
  * completion signals it: no polling, whatever the number of results.  Of
  * the results found done, it reports the one that completed first, by the
- * completion time each result records under its lock.
+ * completion time each result records under its lock.  A waiting pool
+ * worker runs a queued capture of the set itself (see result_help), so the
+ * wait makes progress on a pool of any size.
  */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
-static bool all_valid(nursery_result_t *const *results, size_t n)
+/* EINVAL for a NULL array or entry, NURSERY_EFORKED for a result of the
+ * parent of a fork(), else 0. */
+static int check_results(nursery_result_t *const *results, size_t n)
 {
     if (n && !results)
-        return false;
-    for (size_t i = 0; i < n; i++)
+        return EINVAL;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
         if (!results[i])
-            return false;
-    return true;
+            return EINVAL;
+        if (nursery__forked(results[i]->generation))
+            rc = NURSERY_EFORKED;
+    }
+    return rc;
 }
 
 int nursery_wait_all(nursery_result_t *const *results, size_t n, nursery_time_t deadline)
 {
-    if (!all_valid(results, n))
-        return EINVAL;
+    int rc = check_results(results, n);
+    if (rc == 0)
+        rc = nursery_checkpoint(); /* also with nothing to wait for */
+    if (rc)
+        return rc;
     /* Waiting in turn is enough: a result already done returns at once. */
-    for (size_t i = 0; i < n; i++) {
-        int rc = nursery_result_wait(results[i], deadline);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = nursery_result_wait(results[i], deadline);
+    return rc;
 }
 
 /* ---- wait_any ---------------------------------------------------------- */
@@ -76,12 +85,23 @@ static void any_detach(void *ctx)
     }
 }
 
+/* Runs one queued capture of the set, if the waiter is a worker of its
+ * pool: on a pool that cannot grow nobody else might.  It may not be the
+ * first to complete; the first is reported all the same. */
+static bool any_help(void *ctx)
+{
+    struct any_wait *aw = ctx;
+    for (size_t i = 0; i < aw->n; i++)
+        if (nursery__result_help(aw->results[i]))
+            return true;
+    return false;
+}
+
 static const struct block_ops any_ops = {
     .ready = any_ready,
     .attach = any_attach,
     .detach = any_detach,
-    /* No help: running one task to its end here would hide the others'
-     * completions, and wait_any is about the first of them. */
+    .help = any_help,
 };
 
 /* The done result that completed first (lowest index on a tie). */
@@ -100,13 +120,19 @@ static size_t first_completed(nursery_result_t *const *results, size_t n)
 int nursery_wait_any(nursery_result_t *const *results, size_t n, nursery_time_t deadline,
                      size_t *index)
 {
-    if (n == 0 || !index || !all_valid(results, n))
+    if (n == 0 || !index)
         return EINVAL;
+    int rc = check_results(results, n);
+    if (rc)
+        return rc;
     struct wait_link inline_links[ANY_INLINE_LINKS];
     struct any_wait aw = {.results = results, .n = n, .links = inline_links};
-    if (n > ANY_INLINE_LINKS && !(aw.links = malloc(n * sizeof(aw.links[0]))))
+    /* Links are needed only to sleep: a cancelled caller, or a result done
+     * already (done stays done), ends the wait before any is used. */
+    if (n > ANY_INLINE_LINKS && nursery_checkpoint() == 0 && !any_ready(&aw) &&
+        !(aw.links = malloc(n * sizeof(aw.links[0]))))
         return ENOMEM;
-    int rc = nursery__block(&any_ops, &aw, deadline, 0);
+    rc = nursery__block(&any_ops, &aw, deadline, 0);
     if (aw.links != inline_links)
         free(aw.links);
     if (rc == 0)
@@ -119,7 +145,7 @@ int nursery_wait_any(nursery_result_t *const *results, size_t n, nursery_time_t 
 int nursery_results_to_channel(nursery_result_t *const *results, size_t n, nursery_sender_t *tx,
                                bool close_on_complete)
 {
-    int rc = !tx || !all_valid(results, n) ? EINVAL : 0;
+    int rc = !tx ? EINVAL : check_results(results, n);
     nursery_result_t **left = NULL;
     if (rc == 0 && n && !(left = malloc(n * sizeof(*left))))
         rc = ENOMEM;
