@@ -51,6 +51,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,7 +344,7 @@ static bool work_visible(nursery_pool_t *p)
 static void *worker_main(void *arg);
 
 /* Starts one worker thread, on a retired record or a new one.  Returns 0,
- * ENOMEM or EAGAIN. */
+ * ENOMEM, EAGAIN, or EINVAL (a stack size the system refuses). */
 int nursery__pool_spawn_locked(nursery_pool_t *p)
 {
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
@@ -367,17 +368,19 @@ int nursery__pool_spawn_locked(nursery_pool_t *p)
 
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    if (p->stack_size)
-        pthread_attr_setstacksize(&attr, p->stack_size);
+    /* A size the system refuses is the caller's mistake (EINVAL), not a
+     * reason to run with another. */
+    int rc = p->stack_size ? pthread_attr_setstacksize(&attr, p->stack_size) : 0;
     /* The thread takes mu before it reads its record's shared fields. */
-    int rc = pthread_create(&w->thread, &attr, worker_main, w);
+    if (rc == 0)
+        rc = pthread_create(&w->thread, &attr, worker_main, w);
     pthread_attr_destroy(&attr);
     if (rc) {
         if (fresh) {
             nursery__waiter_destroy(&w->park);
             free(w);
         }
-        return rc == EAGAIN ? EAGAIN : ENOMEM;
+        return rc == EINVAL || rc == EAGAIN ? rc : ENOMEM;
     }
     atomic_store(&w->live, true);
     w->joinable = true;
@@ -761,7 +764,7 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
     size_t max = opts->max_threads
                      ? opts->max_threads
                      : (threads > DEFAULT_MAX_THREADS ? threads : DEFAULT_MAX_THREADS);
-    if (max < threads)
+    if (max < threads || (opts->stack_size && opts->stack_size < (size_t)PTHREAD_STACK_MIN))
         return EINVAL;
     pthread_once(&atfork_once, register_atfork);
 
@@ -841,6 +844,9 @@ int nursery_pool_stats(nursery_pool_t *p, nursery_pool_stats_t *out)
 {
     if (!p || !out)
         return EINVAL;
+    /* Before the lock, which a thread that is not in the child may hold. */
+    if (nursery__pool_is_forked(p))
+        return NURSERY_EFORKED;
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&p->mu);
     out->threads = p->threads;
