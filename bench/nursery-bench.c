@@ -1006,15 +1006,85 @@ static void fork_join_burst_teardown(void)
     free(burst_expected);
 }
 
+/* A thread that reads the default pool's thread count every millisecond and keeps the
+ * largest, so that a peak between two joins is seen; a millisecond of sleep between reads
+ * (each one a short critical section on the pool's lock) barely touches the run. */
+struct thread_sampler {
+    pthread_t tid;
+    nursery_pool_t *pool;
+    atomic_bool stop; /* set once, by thread_sampler_stop; relaxed: it publishes nothing */
+    size_t first;     /* the count when the sampler started */
+    size_t peak;      /* the largest count read; the sampler's until it is joined */
+};
+
+static size_t pool_threads(nursery_pool_t *pool)
+{
+    nursery_pool_stats_t st;
+    check(nursery_pool_stats(pool, &st), "nursery_pool_stats");
+    return st.threads;
+}
+
+static void *thread_sampler_main(void *arg)
+{
+    struct thread_sampler *s = arg;
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+        size_t t = pool_threads(s->pool);
+        if (t > s->peak)
+            s->peak = t;
+        bench_nap(1000000);
+    }
+    return NULL;
+}
+
+/* The first reading is taken here, before the caller starts its work. */
+static void thread_sampler_start(struct thread_sampler *s)
+{
+    check(nursery_pool_default(&s->pool), "nursery_pool_default");
+    atomic_init(&s->stop, false);
+    s->first = s->peak = pool_threads(s->pool);
+    int rc = pthread_create(&s->tid, NULL, thread_sampler_main, s);
+    if (rc != 0)
+        bench_die("cannot create the sampler thread: %s", strerror(rc));
+}
+
+/* Returns the peak, with one last reading taken after the sampler's last one. */
+static size_t thread_sampler_stop(struct thread_sampler *s)
+{
+    atomic_store_explicit(&s->stop, true, memory_order_relaxed);
+    pthread_join(s->tid, NULL); /* makes s->peak visible here */
+    size_t t = pool_threads(s->pool);
+    return t > s->peak ? t : s->peak;
+}
+
+/* Waits (up to a second) until the default pool is back to the threads it keeps, one per CPU
+ * (threads added for blocked workers retire after 250 ms idle), so that a run's peak is the
+ * growth of that run alone, not what an earlier run left. */
+static void default_pool_rest(void)
+{
+    nursery_pool_t *pool;
+    check(nursery_pool_default(&pool), "nursery_pool_default");
+    size_t t = pool_threads(pool);
+    for (int ms = 0; t > ncpu && ms < 1000; ms += 10) {
+        bench_nap(10000000);
+        t = pool_threads(pool);
+    }
+}
+
 /* fork_join_burst: a merge sort of 2^19 ints (fib's task shape: a group of two child tasks
  * per call while n >= 4096, then a merge after the join) called 15 times back to back, the
- * root calls in the main thread.  ms for the 15 calls.  Every call sorts the same input; the
- * last call's output is checked. */
+ * root calls in the main thread.  ms for the 15 calls; and (fork_join_burst_threads) the
+ * largest thread count of libnursery's default pool seen during them, which issue 6 item 18
+ * wants at most CPUs + 2.  The sampler runs for every implementation, so that each pays for
+ * it alike.  Every call sorts the same input; the last call's output is checked. */
 static void measure_fork_join_burst(enum impl impl, double *v)
 {
     size_t n = cfg.burst_len;
+    struct thread_sampler sampler;
 
     memset(burst_out, 0xff, n * sizeof *burst_out);
+    if (impl == NURSERY)
+        default_pool_rest();
+    thread_sampler_start(&sampler);
     int64_t t0 = bench_now_ns();
     for (int i = 0; i < cfg.burst_calls; i++) {
         switch (impl) {
@@ -1035,6 +1105,15 @@ static void measure_fork_join_burst(enum impl impl, double *v)
         }
     }
     v[0] = ms_since(t0);
+    size_t peak = thread_sampler_stop(&sampler);
+    if (impl == NURSERY) {
+        v[1] = (double)peak;
+        if (cfg.verbose)
+            fprintf(stderr,
+                    "\n  nursery: the default pool had %zu threads before the burst, %zu "
+                    "at its peak",
+                    sampler.first, peak);
+    }
     if (memcmp(burst_out, burst_expected, n * sizeof *burst_out) != 0)
         bench_die("fork_join_burst, %s: the ints are not sorted as qsort sorts them",
                   impl_names[impl]);
@@ -1227,6 +1306,8 @@ static const struct workload workloads[] = {
      .measure = measure_map_sum},
     {.name = "fork_join_burst",
      .unit = "ms",
+     .name2 = "fork_join_burst_threads",
+     .unit2 = "threads",
      .impls = IMPL(NURSERY) | IMPL(OPENMP) | IMPL(TBB) | IMPL(SEQUENTIAL),
      .setup = fork_join_burst_setup,
      .teardown = fork_join_burst_teardown,
