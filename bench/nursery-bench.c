@@ -4,7 +4,8 @@
  *
  * For every workload the driver prepares the input, runs one untimed warm-up per
  * implementation, then `reps` repetitions in which every implementation runs once (the order
- * rotates from one repetition to the next), checks every answer, and prints the medians:
+ * rotates from one repetition to the next), checks every answer, and prints the medians (of
+ * a peak, the largest):
  *
  *     RESULT workload=<name> impl=<impl> value=<median> unit=<unit>
  *     RATIO workload=<name> nursery/<peer>=<nursery's median / the peer's>
@@ -1269,6 +1270,8 @@ struct workload {
     const char *unit;       /* of the first value */
     const char *name2;      /* a second value from the same runs (NULL: none) */
     const char *unit2;      /* of the second value */
+    bool peak2;             /* the second value is a peak: report the largest of the
+                               repetitions, not their median */
     unsigned impls;         /* the implementations it has */
     bool no_warm_up;        /* no untimed run per implementation first */
     void (*setup)(void);    /* before the first run (NULL: nothing to do) */
@@ -1308,6 +1311,7 @@ static const struct workload workloads[] = {
      .unit = "ms",
      .name2 = "fork_join_burst_threads",
      .unit2 = "threads",
+     .peak2 = true,
      .impls = IMPL(NURSERY) | IMPL(OPENMP) | IMPL(TBB) | IMPL(SEQUENTIAL),
      .setup = fork_join_burst_setup,
      .teardown = fork_join_burst_teardown,
@@ -1376,6 +1380,15 @@ static double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double largest(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        if (v[i] > m)
+            m = v[i];
+    return m;
 }
 
 /* Prints the RESULT lines of one value of a workload, then its RATIO lines. */
@@ -1454,8 +1467,9 @@ static void run_workload(const struct workload *w)
                 continue;
             for (int r = 0; r < cfg.reps; r++)
                 column[r] = samples[r][which][i];
-            if (!isnan(column[0]))
-                med[i] = median(column, cfg.reps);
+            if (isnan(column[0]))
+                continue;
+            med[i] = which && w->peak2 ? largest(column, cfg.reps) : median(column, cfg.reps);
         }
         report(which ? w->name2 : w->name, which ? w->unit2 : w->unit, med);
     }
