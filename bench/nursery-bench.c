@@ -1588,7 +1588,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: nursery-bench [-q] [-v] [-w workload,...] [-i impl,...] [-r reps] [-n tasks]\n"
-            "                     [--fib N] [-o dir]\n"
+            "                     [--fib N] [--sort N] [-o dir]\n"
             "  -w LIST   workloads to run (default: all):\n           ");
     for (size_t i = 0; i < NWORKLOADS; i++)
         fprintf(f, " %s", workloads[i].name);
@@ -1600,7 +1600,7 @@ static void usage(FILE *f)
                "  -r N      timed repetitions of each implementation (default 5; -q: 1)\n"
                "  -n N      tasks of spawn_join and spawn_join_nested (default 1000000)\n"
                "  --fib N   fib(N) for the fib workloads (default 38)\n"
-
+               "  --sort N  ints per merge sort in fork_join_burst (default 524288)\n"
                "  -q        quick: small sizes, a smoke test that takes seconds\n"
                "  -o DIR    write DIR/results.csv and DIR/ratios.svg (default: .)\n"
                "  -v        print every sample, and the default pool's threads after each\n"
@@ -1639,11 +1639,12 @@ static long parse_number(const char *opt, const char *s, long min)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"fib", required_argument, NULL, 'f'},
+                                             {"sort", required_argument, NULL, 's'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *workload_names[NWORKLOADS];
     unsigned selected = (1u << NWORKLOADS) - 1;
-    long reps = -1, tasks = -1, fib = -1;
+    long reps = -1, tasks = -1, fib = -1, sort = -1;
     bool quick = false;
     int opt;
 
@@ -1666,7 +1667,9 @@ int main(int argc, char **argv)
         case 'f':
             fib = parse_number("--fib", optarg, 0);
             break;
-
+        case 's':
+            sort = parse_number("--sort", optarg, 1);
+            break;
         case 'q':
             quick = true;
             break;
@@ -1707,7 +1710,8 @@ int main(int argc, char **argv)
         cfg.spawn_tasks = (size_t)tasks;
     if (fib >= 0)
         cfg.fib_n = (int)fib;
-
+    if (sort > 0)
+        cfg.burst_len = (size_t)sort;
     if (cfg.impls & ~impls_built()) {
         for (int i = 0; i < NIMPLS; i++)
             if (cfg.impls & ~impls_built() & IMPL(i))
