@@ -5,9 +5,9 @@
  * driver can check it: the driver prepares the data, times the call, and verifies the result.
  * The peers are OpenMP tasks (peers_openmp.c), oneTBB task_group (peers_tbb.cc, C++), one
  * POSIX thread per task (peers_pthread.c) and a minimal mutex+condvar pool with a future per
- * task (toypool.c).  The kernels that do the work (bench_fib_seq, bench_sum_sqrt) are
- * compiled once, out of line, so every implementation runs the very same code between its
- * spawns and joins.
+ * task (toypool.c).  The kernels that do the work (bench_fib_seq, bench_sum_sqrt,
+ * bench_merge_sort_seq, bench_merge) are compiled once, out of line, so every implementation
+ * runs the very same code between its spawns and joins.
  */
 #ifndef BENCH_H
 #define BENCH_H
@@ -30,6 +30,10 @@ extern "C" {
 /* fib(n) opens a task group with two child tasks while n >= this, and recurses plainly
  * below it. */
 #define BENCH_FIB_CUTOFF 20
+
+/* A merge sort of n ints opens a task group with two child tasks (one per half) while
+ * n >= this, and sorts plainly below it: 2^19 ints make 255 groups and 256 leaves of 2048. */
+#define BENCH_SORT_CUTOFF 4096
 
 /* ------------------------------------------------------------------------ */
 /* Helpers (nursery-bench.c)                                                */
@@ -67,6 +71,14 @@ size_t bench_mem_growth(bench_mem_t before, bench_mem_t after);
 long bench_fib_seq(int n);
 double bench_sum_sqrt(const double *a, size_t n);
 
+/* Merge sort, out of place: sorts in[0..n) into out[0..n), with tmp[0..n) as scratch, and
+ * never writes in[].  Each half is sorted into tmp (with out as its scratch), then the
+ * halves are merged into out; so the three ranges must not overlap, and two halves touch
+ * disjoint parts of all three, which is what lets a parallel version sort them at once. */
+void bench_merge_sort_seq(const int *in, int *out, int *tmp, size_t n);
+/* Merges the sorted a[0..na) and b[0..nb) into out[0..na+nb). */
+void bench_merge(const int *a, size_t na, const int *b, size_t nb, int *out);
+
 /* A gate: threads wait until it is opened, once.  For the peers that have no futures of
  * their own to block a worker with (toypool, TBB).  The struct is opaque here so that the
  * C++ file needs no pthread types in its interface. */
@@ -92,6 +104,10 @@ void bench_gate_destroy(bench_gate_t *g);
  *   fib_from_task(n)             the same, with the root call itself a task.
  *   map_sum(a, n, chunks, part)  chunk c (of `chunks` equal slices of a[0..n)) is one task
  *                                that stores bench_sum_sqrt of its slice in part[c].
+ *   merge_sort(in, out, tmp, n)  bench_merge_sort_seq's recursion, with one group of two
+ *                                child tasks (the halves) per call while n >= the cutoff,
+ *                                then bench_merge in the calling thread; the root call in
+ *                                the calling thread.
  *   blocking_fanout(k, ns, done) k tasks; task i sleeps ns in bench_nap, then sets done[i].
  *   queued_memory(slots, n)      n spawn_join tasks queued behind a worker blocked on a gate;
  *                                returns bench_mem_growth from before they are started to
@@ -106,6 +122,7 @@ void openmp_spawn_join_nested(long *slots, size_t n);
 long openmp_fib(int n);
 long openmp_fib_from_task(int n);
 void openmp_map_sum(const double *a, size_t n, size_t chunks, double *part);
+void openmp_merge_sort(const int *in, int *out, int *tmp, size_t n);
 void openmp_blocking_fanout(size_t k, int64_t ns, unsigned char *done);
 #else
 /* Built without OpenMP: the driver never selects openmp (see impls_built()), and these stand
@@ -117,6 +134,7 @@ void openmp_blocking_fanout(size_t k, int64_t ns, unsigned char *done);
 #define openmp_fib(n) ((long)BENCH_NO_OPENMP)
 #define openmp_fib_from_task(n) ((long)BENCH_NO_OPENMP)
 #define openmp_map_sum(a, n, chunks, part) ((void)BENCH_NO_OPENMP)
+#define openmp_merge_sort(in, out, tmp, n) ((void)BENCH_NO_OPENMP)
 #define openmp_blocking_fanout(k, ns, done) ((void)BENCH_NO_OPENMP)
 #endif
 
@@ -128,6 +146,7 @@ void tbb_spawn_join(long *slots, size_t n);
 void tbb_spawn_join_nested(long *slots, size_t n);
 long tbb_fib(int n);
 void tbb_map_sum(const double *a, size_t n, size_t chunks, double *part);
+void tbb_merge_sort(const int *in, int *out, int *tmp, size_t n);
 void tbb_blocking_fanout(size_t k, int64_t ns, unsigned char *done);
 size_t tbb_queued_memory(long *slots, size_t n);
 #else
@@ -137,6 +156,7 @@ size_t tbb_queued_memory(long *slots, size_t n);
 #define tbb_spawn_join_nested(slots, n) ((void)BENCH_NO_TBB)
 #define tbb_fib(n) ((long)BENCH_NO_TBB)
 #define tbb_map_sum(a, n, chunks, part) ((void)BENCH_NO_TBB)
+#define tbb_merge_sort(in, out, tmp, n) ((void)BENCH_NO_TBB)
 #define tbb_blocking_fanout(k, ns, done) ((void)BENCH_NO_TBB)
 #define tbb_queued_memory(slots, n) ((size_t)BENCH_NO_TBB)
 #endif

@@ -4,7 +4,8 @@
  *
  * For every workload the driver prepares the input, runs one untimed warm-up per
  * implementation, then `reps` repetitions in which every implementation runs once (the order
- * rotates from one repetition to the next), checks every answer, and prints the medians:
+ * rotates from one repetition to the next), checks every answer, and prints the medians (of
+ * a peak, the largest):
  *
  *     RESULT workload=<name> impl=<impl> value=<median> unit=<unit>
  *     RATIO workload=<name> nursery/<peer>=<nursery's median / the peer's>
@@ -129,6 +130,42 @@ __attribute__((noinline)) double bench_sum_sqrt(const double *a, size_t n)
     return s;
 }
 
+/* Branch-free: which side the next element comes from is random, so a branch on it would be
+ * mispredicted half the time, and the sort would measure the branch predictor. */
+__attribute__((noinline)) void bench_merge(const int *a, size_t na, const int *b, size_t nb,
+                                           int *out)
+{
+    const int *a_end = a + na, *b_end = b + nb;
+    while (a < a_end && b < b_end) {
+        int x = *a, y = *b, take_b = y < x;
+        *out++ = take_b ? y : x;
+        a += !take_b;
+        b += take_b;
+    }
+    while (a < a_end)
+        *out++ = *a++;
+    while (b < b_end)
+        *out++ = *b++;
+}
+
+__attribute__((noinline)) void bench_merge_sort_seq(const int *in, int *out, int *tmp, size_t n)
+{
+    if (n <= 16) { /* insertion sort, straight from in into out */
+        for (size_t i = 0; i < n; i++) {
+            int v = in[i];
+            size_t j = i;
+            for (; j > 0 && out[j - 1] > v; j--)
+                out[j] = out[j - 1];
+            out[j] = v;
+        }
+        return;
+    }
+    size_t h = n / 2;
+    bench_merge_sort_seq(in, tmp, out, h);
+    bench_merge_sort_seq(in + h, tmp + h, out + h, n - h);
+    bench_merge(tmp, h, tmp + h, n - h, out);
+}
+
 struct bench_gate {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -209,6 +246,8 @@ static struct config {
     int fib_n;            /* --fib */
     size_t sum_len;       /* map_sum: doubles */
     size_t sum_chunks;    /* map_sum: tasks */
+    size_t burst_len;     /* fork_join_burst: ints per sort */
+    int burst_calls;      /* fork_join_burst: sorts back to back */
     size_t wake_rounds;   /* wake_latency: round trips per run */
     size_t fanout_tasks;  /* blocking_fanout: tasks */
     int64_t fanout_ns;    /* blocking_fanout: each task's nanosleep */
@@ -225,6 +264,8 @@ static struct config {
     .fib_n = 38,
     .sum_len = 10000000,
     .sum_chunks = 1000,
+    .burst_len = 1u << 19,
+    .burst_calls = 15,
     .wake_rounds = 10000,
     .fanout_tasks = 64,
     .fanout_ns = 10000000,
@@ -365,6 +406,42 @@ static long lib_fib_from_task(nursery_pool_t *pool, int n)
     check(nursery_start_soon(nur, fib_task, &root, NULL), "nursery_start_soon");
     join_ok(nur);
     return root.result;
+}
+
+/* One call of the merge sort as a task: fib's shape, with a merge after the join. */
+struct sort_call {
+    const int *in; /* sorted into out, with tmp as scratch (bench_merge_sort_seq) */
+    int *out;
+    int *tmp;
+    size_t n;
+};
+
+static void lib_merge_sort(const int *in, int *out, int *tmp, size_t n);
+
+static int sort_task(void *arg, void **value)
+{
+    struct sort_call *c = arg;
+    lib_merge_sort(c->in, c->out, c->tmp, c->n);
+    (void)value;
+    return 0;
+}
+
+/* On the default pool.  The halves go into tmp, each with its part of out as scratch; after
+ * the join, which makes everything they wrote visible here, they are merged into out. */
+static void lib_merge_sort(const int *in, int *out, int *tmp, size_t n)
+{
+    if (n < BENCH_SORT_CUTOFF) {
+        bench_merge_sort_seq(in, out, tmp, n);
+        return;
+    }
+    size_t h = n / 2;
+    struct sort_call a = {in, tmp, out, h}, b = {in + h, tmp + h, out + h, n - h};
+    nursery_t *nur;
+    check(nursery_open(&nur, NULL), "nursery_open");
+    check(nursery_start_soon(nur, sort_task, &a, NULL), "nursery_start_soon");
+    check(nursery_start_soon(nur, sort_task, &b, NULL), "nursery_start_soon");
+    join_ok(nur);
+    bench_merge(tmp, h, tmp + h, n - h, out);
 }
 
 struct chunk {
@@ -613,6 +690,10 @@ static size_t slots_len;
 static double *sum_input;        /* map_sum */
 static double *sum_part;         /* map_sum: one partial sum per chunk */
 static double sum_expected;      /* map_sum: the partials summed in order */
+static int *burst_in;            /* fork_join_burst: the ints to sort, never written */
+static int *burst_out;           /* fork_join_burst: where each sort puts them */
+static int *burst_tmp;           /* fork_join_burst: each sort's scratch */
+static int *burst_expected;      /* fork_join_burst: burst_in sorted by qsort */
 static unsigned char *naps_done; /* blocking_fanout */
 
 static double ms_since(int64_t t0)
@@ -890,6 +971,155 @@ static void measure_wake_latency(enum impl impl, double *v)
     v[1] = (double)cpu / (double)cfg.wake_rounds / 1e3;
 }
 
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The input is the same pseudo-random ints in every run (xorshift64, fixed seed); the answer
+ * comes from qsort, so a fault in the merge sort kernel itself is caught too. */
+static void fork_join_burst_setup(void)
+{
+    size_t n = cfg.burst_len;
+    uint64_t x = UINT64_C(88172645463325252);
+    burst_in = malloc(n * sizeof *burst_in);
+    burst_out = malloc(n * sizeof *burst_out);
+    burst_tmp = malloc(n * sizeof *burst_tmp);
+    burst_expected = malloc(n * sizeof *burst_expected);
+    if (!burst_in || !burst_out || !burst_tmp || !burst_expected)
+        bench_die("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        burst_in[i] = (int)(x >> 33);
+    }
+    memcpy(burst_expected, burst_in, n * sizeof *burst_in);
+    qsort(burst_expected, n, sizeof *burst_expected, cmp_int);
+}
+
+static void fork_join_burst_teardown(void)
+{
+    free(burst_in);
+    free(burst_out);
+    free(burst_tmp);
+    free(burst_expected);
+}
+
+/* A thread that reads the default pool's thread count every millisecond and keeps the
+ * largest, so that a peak between two joins is seen; a millisecond of sleep between reads
+ * (each one a short critical section on the pool's lock) barely touches the run. */
+struct thread_sampler {
+    pthread_t tid;
+    nursery_pool_t *pool;
+    atomic_bool stop; /* set once, by thread_sampler_stop; relaxed: it publishes nothing */
+    size_t first;     /* the count when the sampler started */
+    size_t peak;      /* the largest count read; the sampler's until it is joined */
+};
+
+static size_t pool_threads(nursery_pool_t *pool)
+{
+    nursery_pool_stats_t st;
+    check(nursery_pool_stats(pool, &st), "nursery_pool_stats");
+    return st.threads;
+}
+
+static void *thread_sampler_main(void *arg)
+{
+    struct thread_sampler *s = arg;
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+        size_t t = pool_threads(s->pool);
+        if (t > s->peak)
+            s->peak = t;
+        bench_nap(1000000);
+    }
+    return NULL;
+}
+
+/* The first reading is taken here, before the caller starts its work. */
+static void thread_sampler_start(struct thread_sampler *s)
+{
+    check(nursery_pool_default(&s->pool), "nursery_pool_default");
+    atomic_init(&s->stop, false);
+    s->first = s->peak = pool_threads(s->pool);
+    int rc = pthread_create(&s->tid, NULL, thread_sampler_main, s);
+    if (rc != 0)
+        bench_die("cannot create the sampler thread: %s", strerror(rc));
+}
+
+/* Returns the peak, with one last reading taken after the sampler's last one. */
+static size_t thread_sampler_stop(struct thread_sampler *s)
+{
+    atomic_store_explicit(&s->stop, true, memory_order_relaxed);
+    pthread_join(s->tid, NULL); /* makes s->peak visible here */
+    size_t t = pool_threads(s->pool);
+    return t > s->peak ? t : s->peak;
+}
+
+/* Waits (up to a second) until the default pool is back to the threads it keeps, one per CPU
+ * (threads added for blocked workers retire after 250 ms idle), so that a run's peak is the
+ * growth of that run alone, not what an earlier run left. */
+static void default_pool_rest(void)
+{
+    nursery_pool_t *pool;
+    check(nursery_pool_default(&pool), "nursery_pool_default");
+    size_t t = pool_threads(pool);
+    for (int ms = 0; t > ncpu && ms < 1000; ms += 10) {
+        bench_nap(10000000);
+        t = pool_threads(pool);
+    }
+}
+
+/* fork_join_burst: a merge sort of 2^19 ints (fib's task shape: a group of two child tasks
+ * per call while n >= 4096, then a merge after the join) called 15 times back to back, the
+ * root calls in the main thread.  ms for the 15 calls; and (fork_join_burst_threads) the
+ * largest thread count of libnursery's default pool seen during them, which issue 6 item 18
+ * wants at most CPUs + 2.  The sampler runs for every implementation, so that each pays for
+ * it alike.  Every call sorts the same input; the last call's output is checked. */
+static void measure_fork_join_burst(enum impl impl, double *v)
+{
+    size_t n = cfg.burst_len;
+    struct thread_sampler sampler;
+
+    memset(burst_out, 0xff, n * sizeof *burst_out);
+    if (impl == NURSERY)
+        default_pool_rest();
+    thread_sampler_start(&sampler);
+    int64_t t0 = bench_now_ns();
+    for (int i = 0; i < cfg.burst_calls; i++) {
+        switch (impl) {
+        case NURSERY:
+            lib_merge_sort(burst_in, burst_out, burst_tmp, n);
+            break;
+        case OPENMP:
+            openmp_merge_sort(burst_in, burst_out, burst_tmp, n);
+            break;
+        case TBB:
+            tbb_merge_sort(burst_in, burst_out, burst_tmp, n);
+            break;
+        case SEQUENTIAL:
+            bench_merge_sort_seq(burst_in, burst_out, burst_tmp, n);
+            break;
+        default:
+            no_version("fork_join_burst", impl);
+        }
+    }
+    v[0] = ms_since(t0);
+    size_t peak = thread_sampler_stop(&sampler);
+    if (impl == NURSERY) {
+        v[1] = (double)peak;
+        if (cfg.verbose)
+            fprintf(stderr,
+                    "\n  nursery: the default pool had %zu threads before the burst, %zu "
+                    "at its peak",
+                    sampler.first, peak);
+    }
+    if (memcmp(burst_out, burst_expected, n * sizeof *burst_out) != 0)
+        bench_die("fork_join_burst, %s: the ints are not sorted as qsort sorts them",
+                  impl_names[impl]);
+}
+
 static void blocking_fanout_setup(void)
 {
     naps_done = malloc(cfg.fanout_tasks);
@@ -1040,6 +1270,8 @@ struct workload {
     const char *unit;       /* of the first value */
     const char *name2;      /* a second value from the same runs (NULL: none) */
     const char *unit2;      /* of the second value */
+    bool peak2;             /* the second value is a peak: report the largest of the
+                               repetitions, not their median */
     unsigned impls;         /* the implementations it has */
     bool no_warm_up;        /* no untimed run per implementation first */
     void (*setup)(void);    /* before the first run (NULL: nothing to do) */
@@ -1075,6 +1307,15 @@ static const struct workload workloads[] = {
      .setup = map_sum_setup,
      .teardown = map_sum_teardown,
      .measure = measure_map_sum},
+    {.name = "fork_join_burst",
+     .unit = "ms",
+     .name2 = "fork_join_burst_threads",
+     .unit2 = "threads",
+     .peak2 = true,
+     .impls = IMPL(NURSERY) | IMPL(OPENMP) | IMPL(TBB) | IMPL(SEQUENTIAL),
+     .setup = fork_join_burst_setup,
+     .teardown = fork_join_burst_teardown,
+     .measure = measure_fork_join_burst},
     {.name = "wake_latency",
      .unit = "us",
      .name2 = "wake_latency_cpu",
@@ -1139,6 +1380,15 @@ static double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double largest(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        if (v[i] > m)
+            m = v[i];
+    return m;
 }
 
 /* Prints the RESULT lines of one value of a workload, then its RATIO lines. */
@@ -1217,8 +1467,9 @@ static void run_workload(const struct workload *w)
                 continue;
             for (int r = 0; r < cfg.reps; r++)
                 column[r] = samples[r][which][i];
-            if (!isnan(column[0]))
-                med[i] = median(column, cfg.reps);
+            if (isnan(column[0]))
+                continue;
+            med[i] = which && w->peak2 ? largest(column, cfg.reps) : median(column, cfg.reps);
         }
         report(which ? w->name2 : w->name, which ? w->unit2 : w->unit, med);
     }
@@ -1337,7 +1588,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: nursery-bench [-q] [-v] [-w workload,...] [-i impl,...] [-r reps] [-n tasks]\n"
-            "                     [--fib N] [-o dir]\n"
+            "                     [--fib N] [--sort N] [-o dir]\n"
             "  -w LIST   workloads to run (default: all):\n           ");
     for (size_t i = 0; i < NWORKLOADS; i++)
         fprintf(f, " %s", workloads[i].name);
@@ -1349,6 +1600,7 @@ static void usage(FILE *f)
                "  -r N      timed repetitions of each implementation (default 5; -q: 1)\n"
                "  -n N      tasks of spawn_join and spawn_join_nested (default 1000000)\n"
                "  --fib N   fib(N) for the fib workloads (default 38)\n"
+               "  --sort N  ints per merge sort in fork_join_burst (default 524288)\n"
                "  -q        quick: small sizes, a smoke test that takes seconds\n"
                "  -o DIR    write DIR/results.csv and DIR/ratios.svg (default: .)\n"
                "  -v        print every sample, and the default pool's threads after each\n"
@@ -1387,11 +1639,12 @@ static long parse_number(const char *opt, const char *s, long min)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"fib", required_argument, NULL, 'f'},
+                                             {"sort", required_argument, NULL, 's'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *workload_names[NWORKLOADS];
     unsigned selected = (1u << NWORKLOADS) - 1;
-    long reps = -1, tasks = -1, fib = -1;
+    long reps = -1, tasks = -1, fib = -1, sort = -1;
     bool quick = false;
     int opt;
 
@@ -1413,6 +1666,9 @@ int main(int argc, char **argv)
             break;
         case 'f':
             fib = parse_number("--fib", optarg, 0);
+            break;
+        case 's':
+            sort = parse_number("--sort", optarg, 1);
             break;
         case 'q':
             quick = true;
@@ -1441,6 +1697,7 @@ int main(int argc, char **argv)
         cfg.pthread_tasks = 2000;
         cfg.fib_n = 30;
         cfg.sum_len = 1000000;
+        cfg.burst_len = 1u << 16;
         cfg.wake_rounds = 1000;
         cfg.cancel_tasks = 100;
         cfg.queued_tasks = 20000;
@@ -1453,6 +1710,8 @@ int main(int argc, char **argv)
         cfg.spawn_tasks = (size_t)tasks;
     if (fib >= 0)
         cfg.fib_n = (int)fib;
+    if (sort > 0)
+        cfg.burst_len = (size_t)sort;
     if (cfg.impls & ~impls_built()) {
         for (int i = 0; i < NIMPLS; i++)
             if (cfg.impls & ~impls_built() & IMPL(i))

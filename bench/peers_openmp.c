@@ -100,6 +100,28 @@ void openmp_map_sum(const double *a, size_t n, size_t chunks, double *part)
     }
 }
 
+static void merge_sort_tasks(const int *in, int *out, int *tmp, size_t n)
+{
+    if (n < BENCH_SORT_CUTOFF) {
+        bench_merge_sort_seq(in, out, tmp, n);
+        return;
+    }
+    size_t h = n / 2;
+#pragma omp task
+    merge_sort_tasks(in, tmp, out, h);
+#pragma omp task
+    merge_sort_tasks(in + h, tmp + h, out + h, n - h);
+#pragma omp taskwait
+    bench_merge(tmp, h, tmp + h, n - h, out);
+}
+
+void openmp_merge_sort(const int *in, int *out, int *tmp, size_t n)
+{
+#pragma omp parallel
+#pragma omp single
+    merge_sort_tasks(in, out, tmp, n);
+}
+
 void openmp_blocking_fanout(size_t k, int64_t ns, unsigned char *done)
 {
 #pragma omp parallel

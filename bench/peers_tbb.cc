@@ -64,6 +64,20 @@ void tbb_map_sum(const double *a, size_t n, size_t chunks, double *part)
     g.wait();
 }
 
+void tbb_merge_sort(const int *in, int *out, int *tmp, size_t n)
+{
+    if (n < BENCH_SORT_CUTOFF) {
+        bench_merge_sort_seq(in, out, tmp, n);
+        return;
+    }
+    size_t h = n / 2;
+    tbb::task_group g;
+    g.run([=] { tbb_merge_sort(in, tmp, out, h); });
+    g.run([=] { tbb_merge_sort(in + h, tmp + h, out + h, n - h); });
+    g.wait();
+    bench_merge(tmp, h, tmp + h, n - h, out);
+}
+
 void tbb_blocking_fanout(size_t k, int64_t ns, unsigned char *done)
 {
     tbb::task_group g;
