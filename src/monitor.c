@@ -30,11 +30,15 @@
 #define TICK_NS INT64_C(1000000)
 #define STALLED_CPU_NS (TICK_NS / 10)
 #define STALL_TICKS 2
+#define MAX_TICK_NS (16 * TICK_NS)
 
 struct monitor {
     pthread_t thread;
     pthread_cond_t cv;  /* the monitor sleeps here (monotonic clock) */
-    int_fast64_t process_cpu; /* monitor only: process CPU time at the last tick */
+    int_fast64_t process_cpu; /* monitor only: process CPU time at the last reading, or -1 */
+    nursery_time_t read_at;   /* monitor only: when it was read */
+    int64_t interval;         /* (mu) the time between ticks: TICK_NS, longer while nothing
+                               * looks blocked */
     bool asleep;        /* (mu) waiting for a kick, not ticking */
     bool stopping;      /* (mu) */
 };
@@ -122,38 +126,61 @@ static size_t count_stalled(nursery_pool_t *p)
     return stalled;
 }
 
+/* Whether the process kept the CPUs busy since the last reading: more
+ * threads than CPUs stop clocks too, and a worker that waits for CPU work
+ * (a join whose tasks run elsewhere) blocks no CPU.  Then a thread added
+ * would only share the CPUs.  The first reading is only a base. */
+static bool cpus_busy(nursery_pool_t *p)
+{
+    struct monitor *m = p->monitor;
+    int_fast64_t cpu = cpu_time(CLOCK_PROCESS_CPUTIME_ID);
+    nursery_time_t now = nursery_now();
+    bool busy = m->process_cpu < 0 || cpu < 0 ||
+                (cpu - m->process_cpu) * 4 >= (now - m->read_at) * (int_fast64_t)p->target * 3;
+    m->process_cpu = cpu;
+    m->read_at = now;
+    return busy;
+}
+
 /* One tick.  Returns false when nothing runs or waits (mu held on entry and
  * exit, released while looking). */
 static bool tick_locked(nursery_pool_t *p)
 {
     struct monitor *m = p->monitor;
-    bool may_grow = list_empty(&p->idle) && p->threads < p->max;
+    bool no_idle = list_empty(&p->idle);
+    bool may_grow = no_idle && p->threads < p->max;
     pthread_mutex_unlock(&p->mu);
-    /* Stalls matter only while work waits and the pool could add a thread
-     * for it; otherwise no clock is read at all, since with a thousand
-     * threads each tick would take a CPU of its own. */
+    /* Stalls matter only while work waits and no idle worker can take it;
+     * otherwise no clock is read at all, since with a thousand threads each
+     * tick would take a CPU of its own. */
     size_t queued = nursery__pool_queued_estimate(p);
+    bool watch = queued > 0 && no_idle;
     size_t busy;
-    size_t candidates = look_at_workers(p, queued > 0 && may_grow, &busy);
-    /* More threads than CPUs also stop clocks: add nobody while the process
-     * keeps the CPUs busy.  The process clock costs a read of every thread,
-     * so it is read only while some worker may be stalling; the first
-     * reading is only the base for the next. */
-    int_fast64_t cpu = candidates ? cpu_time(CLOCK_PROCESS_CPUTIME_ID) : -1;
-    bool cpus_busy = m->process_cpu < 0 || cpu < 0 ||
-                     cpu - m->process_cpu >= (int_fast64_t)p->target * TICK_NS * 3 / 4;
-    m->process_cpu = cpu;
-    size_t stalled = cpus_busy ? 0 : count_stalled(p);
+    size_t candidates = look_at_workers(p, watch, &busy);
+    size_t blocked = atomic_load_explicit(&p->blocked, memory_order_relaxed);
+    /* The process clock costs a read of every thread: only while some
+     * worker shows a sign of blocking. */
+    bool signs = watch && (candidates > 0 || blocked > 0);
+    size_t stuck = signs && !cpus_busy(p) ? blocked + count_stalled(p) : 0;
+    if (!signs)
+        m->process_cpu = -1;
     pthread_mutex_lock(&p->mu);
 
-    if (stalled && list_empty(&p->idle) && p->threads - stalled < p->target) {
-        /* One new thread per stalled worker: the pool doubles per tick
-         * while everything it runs sleeps. */
-        size_t add = stalled < queued ? stalled : queued;
-        while (add-- && p->threads < p->max && nursery__pool_spawn_locked(p) == 0)
-            ;
+    if (stuck && list_empty(&p->idle) && p->threads < p->target + stuck) {
+        if (may_grow) {
+            /* One new thread per stuck worker: the pool doubles per tick
+             * while everything it runs sleeps. */
+            size_t add = stuck < queued ? stuck : queued;
+            while (add-- && p->threads < p->max && nursery__pool_spawn_locked(p) == 0)
+                ;
+        } else {
+            nursery__pool_nudge_locked(p);
+        }
     }
-    return busy > 0 || queued > 0;
+    /* Nothing looks blocked: look again later and later, so that CPU-bound
+     * work is left alone; a sign of blocking or a kick starts over. */
+    m->interval = signs ? TICK_NS : m->interval * 2 < MAX_TICK_NS ? m->interval * 2 : MAX_TICK_NS;
+    return busy > 0 || queued > 0 || blocked > 0;
 }
 
 static void *monitor_main(void *arg)
@@ -167,7 +194,7 @@ static void *monitor_main(void *arg)
             m->process_cpu = -1; /* a fresh start: no tick to compare with */
             continue;
         }
-        struct timespec ts = nursery__timespec(nursery_after_ns(TICK_NS));
+        struct timespec ts = nursery__timespec(nursery_after_ns(m->interval));
         pthread_cond_timedwait(&m->cv, &p->mu, &ts);
         if (!m->stopping && !tick_locked(p)) {
             m->asleep = true;
@@ -181,11 +208,12 @@ static void *monitor_main(void *arg)
 void nursery__monitor_kick_locked(nursery_pool_t *p)
 {
     struct monitor *m = p->monitor;
-    if (m && m->asleep) {
-        m->asleep = false;
-        atomic_store_explicit(&p->monitor_asleep, false, memory_order_relaxed);
-        pthread_cond_signal(&m->cv);
-    }
+    if (!m || (!m->asleep && m->interval == TICK_NS))
+        return;
+    m->asleep = false;
+    m->interval = TICK_NS;
+    atomic_store_explicit(&p->monitor_asleep, false, memory_order_relaxed);
+    pthread_cond_signal(&m->cv);
 }
 
 int nursery__monitor_start(nursery_pool_t *p)
@@ -200,6 +228,7 @@ int nursery__monitor_start(nursery_pool_t *p)
     pthread_condattr_destroy(&attr);
     m->asleep = true;
     m->process_cpu = -1;
+    m->interval = TICK_NS;
     atomic_store(&p->monitor_asleep, true);
     p->monitor = m;
     int rc = pthread_create(&m->thread, NULL, monitor_main, p);

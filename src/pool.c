@@ -402,24 +402,20 @@ void nursery__pool_nudge_locked(nursery_pool_t *p)
             nursery__waiter_signal(p->workers[i]->nudge);
 }
 
-/* Adds a thread when queued work cannot be served because workers block
- * (or wakes an idle one, if there is one). */
-static void grow_if_starved_locked(nursery_pool_t *p)
+/* Queued work may be waiting for a worker that blocks: an idle worker takes
+ * it; else the monitor decides whether a thread is worth adding (it asks
+ * whether the CPUs are busy first), or, at the maximum, workers waiting for
+ * a task to start are told to run it themselves. */
+static void serve_starved_locked(nursery_pool_t *p)
 {
-    size_t blocked = atomic_load(&p->blocked);
     if (p->stopping || !work_visible(p))
         return;
-    if (!list_empty(&p->idle)) {
+    if (!list_empty(&p->idle))
         wake_one_locked(p);
-        return;
-    }
-    if (p->threads - blocked >= p->target)
-        return;
-    if (p->threads >= p->max) {
+    else if (p->threads >= p->max)
         nursery__pool_nudge_locked(p);
-        return;
-    }
-    nursery__pool_spawn_locked(p); /* on failure the blocked workers will come back */
+    else
+        nursery__monitor_kick_locked(p);
 }
 
 static void unpark_locked(nursery_pool_t *p, struct worker *self)
@@ -546,7 +542,7 @@ void nursery__pool_submit(nursery_pool_t *p, struct task *t)
         wake_one(p);
     } else if (unlikely(atomic_load_explicit(&p->blocked, memory_order_relaxed) > 0)) {
         pthread_mutex_lock(&p->mu);
-        grow_if_starved_locked(p);
+        serve_starved_locked(p);
         pthread_mutex_unlock(&p->mu);
     }
 }
@@ -635,7 +631,7 @@ void nursery__pool_block_enter(void)
     nursery_pool_t *p = w->pool;
     atomic_fetch_add(&p->blocked, 1);
     pthread_mutex_lock(&p->mu);
-    grow_if_starved_locked(p);
+    serve_starved_locked(p);
     pthread_mutex_unlock(&p->mu);
 }
 
