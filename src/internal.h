@@ -169,6 +169,9 @@ struct block_ops {
     void (*attach)(void *ctx, struct waiter *w);
     void (*detach)(void *ctx);
     bool (*help)(void *ctx);
+    /* A join: what it waits for runs on the pool's other workers, so a
+     * worker parked in it keeps no CPU idle (see monitor.c). */
+    bool joins;
 };
 
 /* The common case of attach/detach: one object's wait queue under its
@@ -261,8 +264,8 @@ HIDDEN void nursery__pool_wait_depth(int delta);
 HIDDEN void nursery__pool_park_mark(int delta);
 /* The calling worker has been parked a while / has woken (no-ops off the
  * pool). */
-HIDDEN void nursery__pool_block_enter(void);
-HIDDEN void nursery__pool_block_leave(void);
+HIDDEN void nursery__pool_block_enter(bool joining);
+HIDDEN void nursery__pool_block_leave(bool joining);
 /* Whether the pool can neither add a thread nor wake an idle one: then a
  * queued task may wait for a worker forever, and a worker waiting for it
  * to start runs it itself.  nursery__pool_watch_saturation(p, w) has w

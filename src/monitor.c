@@ -142,6 +142,22 @@ static bool cpus_busy(nursery_pool_t *p)
     return busy;
 }
 
+/* Workers parked in a library wait that keep queued work from running.  A
+ * worker parked in a join waits for tasks that run on other workers: its
+ * own deque is empty (a joiner runs or puts aside what it holds before it
+ * parks), so what is queued sits with workers that run, or that count
+ * here or as stalled themselves - unless tasks wait in the injection
+ * queue, which only a worker looking for work drains: then joiners count
+ * too. */
+static size_t stuck_in_library(nursery_pool_t *p)
+{
+    size_t blocked = atomic_load_explicit(&p->blocked, memory_order_relaxed);
+    if (atomic_load_explicit(&p->injected, memory_order_relaxed) > 0)
+        return blocked;
+    size_t joiners = atomic_load_explicit(&p->blocked_joiners, memory_order_relaxed);
+    return blocked > joiners ? blocked - joiners : 0;
+}
+
 /* One tick.  Returns false when nothing runs or waits (mu held on entry and
  * exit, released while looking). */
 static bool tick_locked(nursery_pool_t *p)
@@ -157,7 +173,7 @@ static bool tick_locked(nursery_pool_t *p)
     bool watch = queued > 0 && no_idle;
     size_t busy;
     size_t candidates = look_at_workers(p, watch, &busy);
-    size_t blocked = atomic_load_explicit(&p->blocked, memory_order_relaxed);
+    size_t blocked = stuck_in_library(p);
     /* The process clock costs a read of every thread: only while some
      * worker shows a sign of blocking. */
     bool signs = watch && (candidates > 0 || blocked > 0);
@@ -180,7 +196,7 @@ static bool tick_locked(nursery_pool_t *p)
     /* Nothing looks blocked: look again later and later, so that CPU-bound
      * work is left alone; a sign of blocking or a kick starts over. */
     m->interval = signs ? TICK_NS : m->interval * 2 < MAX_TICK_NS ? m->interval * 2 : MAX_TICK_NS;
-    return busy > 0 || queued > 0 || blocked > 0;
+    return busy > 0 || queued > 0 || atomic_load_explicit(&p->blocked, memory_order_relaxed) > 0;
 }
 
 static void *monitor_main(void *arg)

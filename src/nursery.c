@@ -195,6 +195,7 @@ static const struct block_ops join_ops = {
     .attach = nursery__wait_one_attach,
     .detach = nursery__wait_one_detach,
     .help = join_help,
+    .joins = true,
 };
 
 /* Closed under n->mu after the last task's errors were added under it:

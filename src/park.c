@@ -231,7 +231,7 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
          * a thread); short waits, like a join whose last task is finishing
          * on another CPU, must not grow the pool. */
         if (!replaced && nursery__ctx.worker && nursery_now() >= grace_end) {
-            nursery__pool_block_enter();
+            nursery__pool_block_enter(ops->joins);
             replaced = true;
         }
         nursery__pool_park_mark(1);
@@ -241,7 +241,7 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
         nursery__pool_park_mark(-1);
     }
     if (replaced)
-        nursery__pool_block_leave();
+        nursery__pool_block_leave(ops->joins);
 
     if (cancellable)
         cancel_watch_end(&cw);

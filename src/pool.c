@@ -623,13 +623,15 @@ void nursery__pool_task_finished(void)
         atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
 }
 
-void nursery__pool_block_enter(void)
+void nursery__pool_block_enter(bool joining)
 {
     struct worker *w = nursery__ctx.worker;
     if (!w)
         return;
     nursery_pool_t *p = w->pool;
     atomic_fetch_add(&p->blocked, 1);
+    if (joining)
+        atomic_fetch_add(&p->blocked_joiners, 1);
     pthread_mutex_lock(&p->mu);
     serve_starved_locked(p);
     pthread_mutex_unlock(&p->mu);
@@ -653,11 +655,14 @@ void nursery__pool_park_mark(int delta)
         spread_work(w->pool);
 }
 
-void nursery__pool_block_leave(void)
+void nursery__pool_block_leave(bool joining)
 {
     struct worker *w = nursery__ctx.worker;
-    if (w)
-        atomic_fetch_sub(&w->pool->blocked, 1);
+    if (!w)
+        return;
+    if (joining)
+        atomic_fetch_sub(&w->pool->blocked_joiners, 1);
+    atomic_fetch_sub(&w->pool->blocked, 1);
 }
 
 bool nursery__pool_saturated(nursery_pool_t *p)

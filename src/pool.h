@@ -58,6 +58,7 @@ struct nursery_pool {
     atomic_size_t spinning;       /* workers looking for work before sleeping */
     size_t threads;               /* (mu) live worker threads */
     atomic_size_t blocked;        /* workers parked in a library wait */
+    atomic_size_t blocked_joiners; /* of which in a join (see the monitor) */
     bool stopping;                /* (mu) set by destroy */
     atomic_size_t open_nurseries; /* opened by other threads, not yet joined */
     atomic_bool monitor_asleep;   /* the monitor waits for a kick */
