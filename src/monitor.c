@@ -1,19 +1,24 @@
 /*
- * monitor.c - adds threads when workers block in user code.
+ * monitor.c - adds threads when workers block.
  *
- * A worker blocked in the library says so (nursery__pool_block_enter).  A worker
- * blocked in the user's own code - read(), nanosleep(), a foreign lock -
- * cannot, so a monitor thread watches from outside: every TICK_NS while
- * work is queued and the pool could grow, it reads each busy worker's
+ * A worker blocked in the library says so (nursery__pool_block_enter).  A
+ * worker blocked in the user's own code - read(), nanosleep(), a foreign
+ * lock - cannot, so a monitor thread watches from outside: every tick while
+ * work is queued and no worker is idle, it reads each busy worker's
  * CPU-time clock, and a busy worker that used less than a tenth of a tick,
  * two ticks in a row (a new thread counts its life so far as one), and that
- * the kernel does not list as runnable (on Linux), is stalled.  When no
- * worker is idle, the process leaves the CPUs partly unused and fewer than
- * `target` workers make progress, it adds one thread per stalled worker
- * (so a pool full of sleepers doubles every two ticks, and 64 blocked tasks
- * on 2 CPUs are all running within about a dozen milliseconds), up to the
- * pool's maximum.  CPU-bound work keeps its workers' clocks moving and
- * never adds threads; the extra threads retire when idle (pool.c).
+ * the kernel does not list as runnable (on Linux), is stalled.  Stalled
+ * workers and those blocked in the library are stuck - except a worker
+ * parked in a join, which waits for tasks that other workers run.  When the
+ * process left the CPUs partly unused since the last tick and fewer than
+ * `target` workers make progress, the monitor adds one thread per stuck
+ * worker (so a pool full of sleepers doubles every two ticks, and 64
+ * blocked tasks on 2 CPUs are all running within about a dozen
+ * milliseconds), up to the pool's maximum; at the maximum it nudges the
+ * workers waiting for a task to start (pool.c).  CPU-bound work keeps the
+ * CPUs busy and never adds threads, and the monitor looks less and less
+ * often (TICK_NS doubling to MAX_TICK_NS) while nothing shows a sign of
+ * blocking.  The extra threads retire when idle (pool.c).
  *
  * The monitor sleeps on its condition variable while nothing runs, and is
  * kicked when a sleeping worker is woken for new work, so an idle pool

@@ -227,9 +227,9 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
     while ((rc = wait_outcome(ops, ctx, deadline, cancellable)) < 0) {
         if (may_help && ops->help(ctx))
             continue;
-        /* A worker blocked past a grace period is replaced (the pool may add
-         * a thread); short waits, like a join whose last task is finishing
-         * on another CPU, must not grow the pool. */
+        /* A worker blocked past a grace period counts as blocked (the
+         * monitor may add a thread for it); short waits, like a join whose
+         * last task is finishing on another CPU, must not grow the pool. */
         if (!replaced && nursery__ctx.worker && nursery_now() >= grace_end) {
             nursery__pool_block_enter(ops->joins);
             replaced = true;

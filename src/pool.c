@@ -30,10 +30,12 @@
  * wake-up is lost.  A spinner that finds work wakes a sleeper to take over
  * the looking.
  *
- * Elasticity.  A worker parked in a library wait counts as blocked (see
- * nursery__pool_block_enter); while tasks are queued and no worker is idle, the pool
- * adds a thread as long as fewer than `target` workers are unblocked and it
- * stays under `max`.  Threads above the target retire after RETIRE_NS idle.
+ * Elasticity.  A worker parked in a library wait past a grace period counts
+ * as blocked (see nursery__pool_block_enter); one blocked in user code is
+ * found by the monitor.  The monitor alone adds threads (monitor.c): while
+ * tasks are queued, no worker is idle and the CPUs are not busy, as long as
+ * fewer than `target` workers make progress and the pool stays under
+ * `max`.  Threads above the target retire after RETIRE_NS idle.
  *
  * Worker records are never freed before the pool: thieves read other
  * workers' deques without a lock, so a retired worker's record (with its
