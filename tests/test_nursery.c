@@ -1171,11 +1171,13 @@ START_TEST(start_deadline_passing_cancels_the_task)
         nursery_result_release(done);
         gated_fini(&g);
     }
-    /* The target nursery is unaffected. */
+    /* The target nursery is unaffected: nothing failed in it (a task that
+     * ends before started is its caller's). */
     ck_assert(!nursery_cancelled());
     nursery_errors_t *errs = INT2PTR(1);
     ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
-    ck_assert_ptr_null(errs);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
     ck_assert_int_eq(nursery_pool_destroy(pool), 0);
 }
 END_TEST
