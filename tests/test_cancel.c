@@ -328,6 +328,46 @@ START_TEST(cancel_from_foreign_thread_wakes_task)
 }
 END_TEST
 
+/* A nursery that was retained and joined is closed: cancelling it is
+ * NURSERY_ECLOSED and reaches nobody (issue 6, item 1). */
+START_TEST(cancel_of_joined_retained_nursery_is_eclosed)
+{
+    nursery_pool_t *pool = test_pool(1);
+
+    /* Joined without having been cancelled. */
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    ck_assert(!nursery_cancelled());
+    nursery_release(n);
+
+    /* Cancelled, then joined. */
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    nursery_release(n);
+
+    /* Joined inside a body that is still open: the enclosing body is not
+     * cancelled through it. */
+    nursery_t *outer = NULL;
+    ck_assert_int_eq(nursery_open(&outer, pool), 0);
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+    ck_assert_int_eq(nursery_join(outer, NURSERY_FOREVER, NULL), 0);
+    nursery_release(n);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- time --------------------------------------------------------------- */
 
 static nursery_time_t mono_ns(void)
@@ -409,6 +449,7 @@ static Suite *cancel_suite(void)
     tcase_add_test(tc, task_started_into_cancelled_nursery_never_runs);
     tcase_add_test(tc, cancel_outer_reaches_nested_bodies_and_tasks);
     tcase_add_test(tc, cancel_from_foreign_thread_wakes_task);
+    tcase_add_test(tc, cancel_of_joined_retained_nursery_is_eclosed);
 
     tc = tcase_with_timeout(s, "time", 60);
     tcase_add_test(tc, now_is_monotonic_clock);
