@@ -4,6 +4,8 @@
  */
 #include "helpers.h"
 
+#include <string.h>
+
 #define MS INT64_C(1000000)
 #define SEC INT64_C(1000000000)
 
@@ -368,6 +370,210 @@ START_TEST(cancel_of_joined_retained_nursery_is_eclosed)
 }
 END_TEST
 
+/* ---- deep trees ---------------------------------------------------------
+ * Cancelling and failing walk the cancel tree with constant stack (issue 6,
+ * item 4): a thread with a small stack opens thousands of nested nurseries,
+ * the innermost with a task that waits for cancellation, then the
+ * outermost is cancelled or fails.  Every join is checked. */
+
+enum deep_end {
+    DEEP_CANCEL, /* the opener cancels the outermost with nursery_cancel */
+    DEEP_FAIL,   /* a task fails in the innermost, then one in the outermost */
+};
+
+struct deep {
+    nursery_pool_t *pool;
+    int depth;
+    enum deep_end end;
+    nursery_t **n;  /* depth nurseries, outermost first */
+    int *join_rc;   /* what each join returned, -1 until joined */
+    int opened;     /* how many opened (depth unless an open failed) */
+    int open_rc;    /* the failing open's code, or 0 */
+    int cancel_rc;  /* DEEP_CANCEL: nursery_cancel's code */
+    int sleeper_rc; /* the innermost task's sleep, -1 until it returns */
+    latch_t sleeping; /* the innermost task is running */
+    latch_t failed_inner, failed_outer; /* DEEP_FAIL: counted down by the
+                                           failing tasks' arg_destroy, which
+                                           runs once the failure has
+                                           cancelled its nursery */
+};
+
+static void deep_init(struct deep *d, nursery_pool_t *pool, int depth, enum deep_end end)
+{
+    memset(d, 0, sizeof(*d));
+    d->pool = pool;
+    d->depth = depth;
+    d->end = end;
+    d->n = calloc((size_t)depth, sizeof(*d->n));
+    d->join_rc = malloc((size_t)depth * sizeof(*d->join_rc));
+    ck_assert_ptr_nonnull(d->n);
+    ck_assert_ptr_nonnull(d->join_rc);
+    for (int i = 0; i < depth; i++)
+        d->join_rc[i] = -1;
+    d->sleeper_rc = -1;
+    d->cancel_rc = -1;
+    latch_init(&d->sleeping, 1);
+    latch_init(&d->failed_inner, 1);
+    latch_init(&d->failed_outer, 1);
+}
+
+static void deep_fini(struct deep *d)
+{
+    latch_destroy(&d->sleeping);
+    latch_destroy(&d->failed_inner);
+    latch_destroy(&d->failed_outer);
+    free(d->n);
+    free(d->join_rc);
+}
+
+static int deep_sleeper(void *arg, void **value)
+{
+    (void)value;
+    struct deep *d = arg;
+    latch_count_down(&d->sleeping);
+    d->sleeper_rc = nursery_sleep(NURSERY_FOREVER);
+    return d->sleeper_rc;
+}
+
+static int deep_fail(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return nursery_fail(EIO, "deep failure");
+}
+
+static void deep_failed(void *arg)
+{
+    latch_count_down(arg);
+}
+
+/* The opener: runs in a task on a pool with small stacks, or in a thread
+ * with a small stack.  Everything it finds is recorded in d; the test
+ * thread asserts. */
+static void deep_run(struct deep *d)
+{
+    for (d->opened = 0; d->opened < d->depth; d->opened++) {
+        d->open_rc = nursery_open(&d->n[d->opened], d->pool);
+        if (d->open_rc)
+            break;
+    }
+    if (d->opened == d->depth) {
+        nursery_t *innermost = d->n[d->depth - 1];
+        task_expect_eq(nursery_start_soon(innermost, deep_sleeper, d, NULL), 0);
+        /* Running, so that the cancellation has a thread to wake at the
+         * bottom (a queued task would just never run). */
+        task_expect(latch_wait(&d->sleeping));
+        if (d->end == DEEP_CANCEL) {
+            d->cancel_rc = nursery_cancel(d->n[0]);
+        } else {
+            /* The inner failure first (it cancels only the innermost),
+             * then the outer one, whose cancellation walks the whole
+             * chain on the thread of the failing task. */
+            nursery_task_options_t inner = {.arg_destroy = deep_failed};
+            task_expect_eq(nursery_start_soon(innermost, deep_fail, &d->failed_inner, &inner), 0);
+            task_expect(latch_wait(&d->failed_inner));
+            nursery_task_options_t outer = {.arg_destroy = deep_failed};
+            task_expect_eq(nursery_start_soon(d->n[0], deep_fail, &d->failed_outer, &outer), 0);
+            task_expect(latch_wait(&d->failed_outer));
+        }
+    }
+    for (int i = d->opened - 1; i >= 0; i--)
+        d->join_rc[i] = nursery_join(d->n[i], NURSERY_FOREVER, NULL);
+}
+
+static int deep_task(void *arg, void **value)
+{
+    (void)value;
+    deep_run(arg);
+    return 0;
+}
+
+static void *deep_thread(void *arg)
+{
+    deep_run(arg);
+    return NULL;
+}
+
+/* What the joins must have returned. */
+static void deep_check(const struct deep *d)
+{
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(d->open_rc, 0);
+    ck_assert_int_eq(d->opened, d->depth);
+    ck_assert_int_eq(d->sleeper_rc, ECANCELED);
+    int last = d->depth - 1;
+    if (d->end == DEEP_CANCEL) {
+        ck_assert_int_eq(d->cancel_rc, 0);
+        /* Cancelled with nursery_cancel: not an error. */
+        ck_assert_int_eq(d->join_rc[0], 0);
+    } else {
+        ck_assert_int_eq(d->join_rc[0], NURSERY_EFAILED);
+        ck_assert_int_eq(d->join_rc[last], NURSERY_EFAILED);
+        last--;
+    }
+    /* Inside a cancelled scope, nothing failed in them. */
+    for (int i = 1; i <= last; i++)
+        ck_assert_msg(d->join_rc[i] == ECANCELED, "join of level %d of %d returned %d", i,
+                      d->depth, d->join_rc[i]);
+}
+
+#define DEEP_ON_TASK 4000
+#define DEEP_ON_THREAD 40000
+
+/* A pool whose workers have 64 KiB stacks, and room for the opener, the
+ * innermost task and the failing tasks. */
+static nursery_pool_t *small_stack_pool(void)
+{
+    nursery_pool_options_t o = {.threads = 3, .stack_size = 65536};
+    nursery_pool_t *p = NULL;
+    ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
+    return p;
+}
+
+static void deep_on_small_stack_task(enum deep_end end)
+{
+    nursery_pool_t *pool = small_stack_pool();
+    struct deep d;
+    deep_init(&d, pool, DEEP_ON_TASK, end);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, deep_task, &d, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    deep_check(&d);
+    deep_fini(&d);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+
+START_TEST(cancel_of_4000_nested_nurseries_runs_on_a_64k_stack)
+{
+    deep_on_small_stack_task(DEEP_CANCEL);
+}
+END_TEST
+
+START_TEST(failure_in_4000_nested_nurseries_runs_on_a_64k_stack)
+{
+    deep_on_small_stack_task(DEEP_FAIL);
+}
+END_TEST
+
+START_TEST(cancel_of_40000_nested_nurseries_runs_on_a_1m_stack)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct deep d;
+    deep_init(&d, pool, DEEP_ON_THREAD, DEEP_CANCEL);
+    pthread_attr_t attr;
+    ck_assert_int_eq(pthread_attr_init(&attr), 0);
+    ck_assert_int_eq(pthread_attr_setstacksize(&attr, (size_t)1 << 20), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, &attr, deep_thread, &d), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pthread_attr_destroy(&attr);
+    deep_check(&d);
+    deep_fini(&d);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- time --------------------------------------------------------------- */
 
 static nursery_time_t mono_ns(void)
@@ -450,6 +656,11 @@ static Suite *cancel_suite(void)
     tcase_add_test(tc, cancel_outer_reaches_nested_bodies_and_tasks);
     tcase_add_test(tc, cancel_from_foreign_thread_wakes_task);
     tcase_add_test(tc, cancel_of_joined_retained_nursery_is_eclosed);
+
+    tc = tcase_with_timeout(s, "deep", 60);
+    tcase_add_test(tc, cancel_of_4000_nested_nurseries_runs_on_a_64k_stack);
+    tcase_add_test(tc, failure_in_4000_nested_nurseries_runs_on_a_64k_stack);
+    tcase_add_test(tc, cancel_of_40000_nested_nurseries_runs_on_a_1m_stack);
 
     tc = tcase_with_timeout(s, "time", 60);
     tcase_add_test(tc, now_is_monotonic_clock);
