@@ -204,6 +204,62 @@ START_TEST(cancel_races_tasks_that_park_again)
 }
 END_TEST
 
+/* nursery_cancel() from another thread while the opener is in join (issue
+ * 6, item 1).  The tasks end only when cancelled, so every cancel begins
+ * while the nursery is open; join may free the nursery only once that
+ * cancel is done with it.  The sanitizers see a canceller that touches it
+ * afterwards; the test checks the codes.  Odd rounds cancel once the tasks
+ * run, even rounds at once (the tasks may still be queued). */
+#define JOIN_CANCEL_TASKS 4
+
+struct join_canceller {
+    nursery_t *n;
+    latch_t *running; /* waited for first (NULL: cancel at once) */
+};
+
+static void *cancel_during_join(void *arg)
+{
+    struct join_canceller *c = arg;
+    if (c->running != NULL && !latch_wait(c->running))
+        return INT2PTR(-1);
+    return INT2PTR(nursery_cancel(c->n));
+}
+
+static int sleep_until_cancelled(void *arg, void **value)
+{
+    (void)value;
+    latch_count_down(arg);
+    return nursery_sleep(NURSERY_FOREVER);
+}
+
+START_TEST(cancel_racing_join_never_touches_freed_nursery)
+{
+    nursery_pool_t *pool = test_pool(JOIN_CANCEL_TASKS);
+    for (int i = 0; i < 1000; i++) {
+        latch_t running;
+        latch_init(&running, JOIN_CANCEL_TASKS);
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        for (int t = 0; t < JOIN_CANCEL_TASKS; t++)
+            ck_assert_int_eq(nursery_start_soon(n, sleep_until_cancelled, &running, NULL), 0);
+        struct join_canceller c = {.n = n, .running = i % 2 ? &running : NULL};
+        pthread_t canceller;
+        ck_assert_int_eq(pthread_create(&canceller, NULL, cancel_during_join, &c), 0);
+        nursery_errors_t *errs = NULL;
+        int rc = nursery_join(n, nursery_after_ms(TEST_HANG_MS), &errs);
+        void *cancel_rc = INT2PTR(-2);
+        ck_assert_int_eq(pthread_join(canceller, &cancel_rc), 0);
+        ck_assert_msg(rc == 0 && PTR2INT(cancel_rc) == 0,
+                      "round %d: join returned %d, the cancel racing it %d", i, rc,
+                      PTR2INT(cancel_rc));
+        ck_assert_uint_eq(nursery_errors_count(errs), 0);
+        nursery_errors_free(errs);
+        latch_destroy(&running);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
 START_TEST(result_cancel_races_task_completion)
 {
     nursery_pool_t *pool = test_pool(2);
@@ -1409,6 +1465,7 @@ static Suite *stress_suite(void)
     tcase_add_test(tc, join_races_last_task_completion);
     tcase_add_test(tc, cancel_races_task_completion);
     tcase_add_test(tc, cancel_races_tasks_that_park_again);
+    tcase_add_test(tc, cancel_racing_join_never_touches_freed_nursery);
     tcase_add_test(tc, result_cancel_races_task_completion);
     tcase_add_test(tc, wait_any_races_completions);
     tcase_add_test(tc, start_deadline_races_started);
