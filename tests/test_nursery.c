@@ -833,6 +833,38 @@ START_TEST(start_soon_on_joined_nursery_is_eclosed)
 }
 END_TEST
 
+/* The same once the nursery's explicit pool has been destroyed: the start
+ * calls must not read the pool (issue 6, item 2; AddressSanitizer sees the
+ * use after free, the plain build happens to return NURSERY_ECLOSED). */
+START_TEST(start_in_joined_nursery_of_destroyed_pool_is_eclosed)
+{
+    nursery_pool_t *pool = test_pool(1);
+    atomic_int destroyed = 0;
+    nursery_task_options_t opts = {.arg_destroy = count_call};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+
+    /* The argument is the counter: a task that ran would add one more. */
+    ck_assert_int_eq(nursery_start_soon(n, count_task, &destroyed, &opts), NURSERY_ECLOSED);
+    ck_assert_int_eq(atomic_load(&destroyed), 1);
+    nursery_result_t *r = INT2PTR(1);
+    ck_assert_int_eq(nursery_capture_start_soon(n, count_task, &destroyed, &opts, &r),
+                     NURSERY_ECLOSED);
+    ck_assert_ptr_null(r);
+    ck_assert_int_eq(atomic_load(&destroyed), 2);
+    void *v = NULL;
+    nursery_result_t *done = INT2PTR(1);
+    ck_assert_int_eq(nursery_start(n, count_task, &destroyed, &opts, NURSERY_FOREVER, &v, &done),
+                     NURSERY_ECLOSED);
+    ck_assert_ptr_null(done);
+    ck_assert_int_eq(atomic_load(&destroyed), 3);
+    nursery_release(n);
+}
+END_TEST
+
 START_TEST(null_arguments_are_einval)
 {
     nursery_pool_t *pool = test_pool(1);
@@ -1258,6 +1290,7 @@ static Suite *nursery_suite(void)
 
     tc = tcase_with_timeout(s, "misuse", 60);
     tcase_add_test(tc, start_soon_on_joined_nursery_is_eclosed);
+    tcase_add_test(tc, start_in_joined_nursery_of_destroyed_pool_is_eclosed);
     tcase_add_test(tc, null_arguments_are_einval);
     tcase_add_test(tc, join_by_other_thread_or_out_of_order_is_einval);
     tcase_add_test(tc, join_times_out_then_cancel_and_join);
