@@ -434,6 +434,99 @@ START_TEST(recursive_fan_out_completes_on_one_thread)
 }
 END_TEST
 
+/* Opening and joining nested nurseries costs the same at every depth
+ * (issue 6, item 4): 100 000 levels in one thread end well inside the
+ * case's timeout.  A join that walks up to the root is quadratic: over a
+ * minute for these. */
+#define NESTED_LEVELS 100000
+
+START_TEST(joining_100000_nested_nurseries_is_linear)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_t **n = malloc(NESTED_LEVELS * sizeof(*n));
+    ck_assert_ptr_nonnull(n);
+    for (int i = 0; i < NESTED_LEVELS; i++)
+        ck_assert_int_eq(nursery_open(&n[i], pool), 0);
+    for (int i = NESTED_LEVELS - 1; i >= 0; i--)
+        ck_assert_int_eq(nursery_join(n[i], NURSERY_FOREVER, NULL), 0);
+    free(n);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* A worker's join checks its deadline between the tasks it runs while it
+ * helps (issue 6, item 8).  On a pool of one thread that cannot grow, a
+ * task starts 100 tasks of 20 ms into a nursery and joins it with a 50 ms
+ * deadline: the join gives up long before it has run them all, and the
+ * task then cancels the nursery and joins it.  Today's join runs all 100
+ * back to back and returns 0 after two seconds. */
+#define SLOW_TASKS 100
+
+struct slow_join {
+    nursery_pool_t *pool;
+    atomic_int ran;
+    atomic_int destroyed;
+    int join_rc;     /* the join with a deadline */
+    int ran_by_then; /* tasks that had begun when it returned */
+    int cancel_rc;
+    int final_rc;    /* the join after the cancel */
+};
+
+static int slow_task(void *arg, void **value)
+{
+    (void)value;
+    struct slow_join *s = arg;
+    atomic_fetch_add(&s->ran, 1);
+    return nursery_sleep(nursery_after_ms(20));
+}
+
+static void slow_task_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct slow_join *)arg)->destroyed, 1);
+}
+
+static int join_slow_tasks_with_deadline(void *arg, void **value)
+{
+    (void)value;
+    struct slow_join *s = arg;
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, s->pool);
+    if (rc)
+        return rc;
+    nursery_task_options_t opts = {.arg_destroy = slow_task_destroyed};
+    for (int i = 0; i < SLOW_TASKS; i++)
+        task_expect_eq(nursery_start_soon(n, slow_task, s, &opts), 0);
+    s->join_rc = nursery_join(n, nursery_after_ms(50), NULL);
+    s->ran_by_then = atomic_load(&s->ran);
+    if (s->join_rc == ETIMEDOUT) {
+        s->cancel_rc = nursery_cancel(n);
+        s->final_rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    }
+    return 0;
+}
+
+START_TEST(worker_join_checks_deadline_between_tasks_it_runs)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct slow_join s = {.pool = pool, .join_rc = -1, .cancel_rc = -1, .final_rc = -1};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, join_slow_tasks_with_deadline, &s, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    ck_assert_msg(s.join_rc == ETIMEDOUT && s.ran_by_then < SLOW_TASKS,
+                  "join with a 50 ms deadline returned %d after %d of %d tasks of 20 ms had run",
+                  s.join_rc, s.ran_by_then, SLOW_TASKS);
+    ck_assert_int_eq(s.cancel_rc, 0);
+    ck_assert_int_eq(s.final_rc, 0);
+    /* The ones still queued at the cancel never ran, and every argument
+     * was destroyed once. */
+    ck_assert_int_lt(atomic_load(&s.ran), SLOW_TASKS);
+    ck_assert_int_eq(atomic_load(&s.destroyed), SLOW_TASKS);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- failures and cancellation ------------------------------------------ */
 
 struct first_error {
@@ -1278,6 +1371,8 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, recursive_fan_out_completes_on_one_thread);
     tcase_add_test(tc, starts_from_tasks_the_joiner_runs_are_counted);
     tcase_add_test(tc, join_that_times_out_gives_back_counted_starts);
+    ADD_CASE(s, joining_100000_nested_nurseries_is_linear, 30);
+    ADD_CASE(s, worker_join_checks_deadline_between_tasks_it_runs, 30);
 
     tc = tcase_with_timeout(s, "failures", 60);
     tcase_add_test(tc, first_error_cancels_queued_tasks);
