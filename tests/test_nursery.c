@@ -897,6 +897,158 @@ START_TEST(outer_cancel_reaches_inner_nursery_tasks)
 }
 END_TEST
 
+/* A body that calls nursery_fail() between open and join fails the
+ * nursery at once, as a task would (issue 6, item 16): it is cancelled
+ * (body and tasks), and join reports the body's error. */
+START_TEST(body_fail_between_open_and_join_fails_the_nursery)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running));
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_fail(EIO, "body %d", 7), EIO);
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), NURSERY_EFAILED);
+    ck_assert_uint_eq(nursery_errors_count(errs), 1);
+    nursery_error_t *err = nursery_errors_get(errs, 0);
+    ck_assert_int_eq(nursery_error_code(err), EIO);
+    ck_assert_str_eq(nursery_error_message(err), "body 7");
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* A task that fails once it sees the cancellation. */
+static int fail_when_cancelled(void *arg, void **value)
+{
+    (void)value;
+    struct gated *g = arg;
+    latch_count_down(&g->running);
+    int rc = gate_wait(g->gate);
+    atomic_store(&g->rc, rc);
+    return nursery_fail(EPIPE, "after the body");
+}
+
+START_TEST(body_fail_with_is_the_primary_error)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    nursery_task_options_t later = {.name = "later"};
+    ck_assert_int_eq(nursery_start_soon(n, fail_when_cancelled, &g, &later), 0);
+    ck_assert(latch_wait(&g.running));
+    nursery_error_t *e = NULL;
+    ck_assert_int_eq(nursery_error_create(&e, EPROTO, "built %s", "by the body"), 0);
+    ck_assert_int_eq(nursery_fail_with(e), EPROTO);
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+
+    /* The body's error first (it cancelled the nursery), then the task's. */
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), NURSERY_EFAILED);
+    ck_assert_uint_eq(nursery_errors_count(errs), 2);
+    ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EPROTO);
+    ck_assert_str_eq(nursery_error_message(nursery_errors_get(errs, 0)), "built by the body");
+    ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 1)), EPIPE);
+    ck_assert_str_eq(nursery_error_task_name(nursery_errors_get(errs, 1)), "later");
+    nursery_errors_free(errs);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* nursery_run's body: the same failure whether it returns the code of
+ * nursery_fail() or calls it and returns 0, and reported once. */
+static int body_returns_fail(nursery_t *n, void *arg)
+{
+    struct gated *g = arg;
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, g, NULL), 0);
+    ck_assert(latch_wait(&g->running));
+    int rc = nursery_fail(EIO, "returned");
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+    return rc;
+}
+
+static int body_fails_then_returns_zero(nursery_t *n, void *arg)
+{
+    struct gated *g = arg;
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, g, NULL), 0);
+    ck_assert(latch_wait(&g->running));
+    ck_assert_int_eq(nursery_fail(EIO, "not returned"), EIO);
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+    return 0;
+}
+
+START_TEST(run_body_failure_is_reported_once_whether_returned_or_not)
+{
+    nursery_pool_t *pool = test_pool(2);
+    int (*bodies[2])(nursery_t *, void *) = {body_returns_fail, body_fails_then_returns_zero};
+    const char *messages[2] = {"returned", "not returned"};
+    for (int i = 0; i < 2; i++) {
+        struct gated g;
+        gated_init(&g, 1);
+        nursery_errors_t *errs = NULL;
+        ck_assert_int_eq(nursery_run(pool, bodies[i], &g, &errs), NURSERY_EFAILED);
+        ck_assert_uint_eq(nursery_errors_count(errs), 1);
+        ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EIO);
+        ck_assert_str_eq(nursery_error_message(nursery_errors_get(errs, 0)), messages[i]);
+        ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+        nursery_errors_free(errs);
+        ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+        gated_fini(&g);
+    }
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* A join that returns 0 after nursery_cancel() still tells how many tasks
+ * ended cancelled (issue 6, item 17): a group with no error, counting the
+ * task that was running and the ones that never ran. */
+#define QUEUED_BEHIND 5
+
+START_TEST(join_after_cancel_reports_cancelled_tasks_in_a_group)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct gated g;
+    gated_init(&g, 1);
+    atomic_int destroyed = 0;
+    nursery_task_options_t opts = {.arg_destroy = count_call};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running)); /* the only worker is busy */
+    for (int i = 0; i < QUEUED_BEHIND; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_task, &destroyed, &opts), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_msg(errs != NULL, "join after nursery_cancel gave no group");
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_ptr_null(nursery_errors_get(errs, 0));
+    ck_assert_uint_eq(nursery_errors_dropped(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), QUEUED_BEHIND + 1);
+    nursery_errors_free(errs);
+    /* The argument is the counter: a task that ran would have added one. */
+    ck_assert_int_eq(atomic_load(&destroyed), QUEUED_BEHIND);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- misuse ------------------------------------------------------------- */
 
 START_TEST(start_soon_on_joined_nursery_is_eclosed)
@@ -1382,6 +1534,10 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, body_sees_cancellation_after_task_fails);
     tcase_add_test(tc, body_error_counts_as_failure);
     tcase_add_test(tc, outer_cancel_reaches_inner_nursery_tasks);
+    tcase_add_test(tc, body_fail_between_open_and_join_fails_the_nursery);
+    tcase_add_test(tc, body_fail_with_is_the_primary_error);
+    tcase_add_test(tc, run_body_failure_is_reported_once_whether_returned_or_not);
+    tcase_add_test(tc, join_after_cancel_reports_cancelled_tasks_in_a_group);
 
     tc = tcase_with_timeout(s, "misuse", 60);
     tcase_add_test(tc, start_soon_on_joined_nursery_is_eclosed);
