@@ -1508,6 +1508,273 @@ START_TEST(capture_start_and_done_gives_both_results)
 }
 END_TEST
 
+/* nursery_start gives up at its deadline, or at once when its caller is
+ * cancelled, while its task is still queued: the task is cancelled on the
+ * spot and never runs (issue 6, item 9).  The pool's only worker is held by
+ * a task whose own wait is bounded (5 s): a start that waits for a worker
+ * to pick its task up returns only once that task has ended. */
+struct held {
+    latch_t running;
+    nursery_result_t *gate;
+};
+
+static int hold_the_worker(void *arg, void **value)
+{
+    (void)value;
+    struct held *h = arg;
+    latch_count_down(&h->running);
+    int rc = nursery_result_wait(h->gate, nursery_after_ms(5000));
+    return rc == ECANCELED ? rc : 0;
+}
+
+struct start_counts {
+    atomic_int ran;
+    atomic_int destroyed;
+};
+
+static int count_then_started(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&((struct start_counts *)arg)->ran, 1);
+    return nursery_started(NULL);
+}
+
+static void start_arg_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct start_counts *)arg)->destroyed, 1);
+}
+
+START_TEST(start_gives_up_on_a_queued_task_at_once)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct held h = {.gate = gate_new()};
+    latch_init(&h.running, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    nursery_result_t *holder = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(n, hold_the_worker, &h, NULL, &holder), 0);
+    ck_assert(latch_wait(&h.running)); /* the only worker is busy */
+
+    struct start_counts c = {0};
+    nursery_task_options_t opts = {.arg_destroy = start_arg_destroyed};
+    void *v = NULL;
+    nursery_result_t *done = NULL;
+    int rc = nursery_start(n, count_then_started, &c, &opts, nursery_after_ms(50), &v, &done);
+    bool held = !nursery_result_is_done(holder);
+    ck_assert_msg(rc == ETIMEDOUT && held,
+                  "start (50 ms deadline, task queued) returned %d %s the only worker was free",
+                  rc, held ? "before" : "only once");
+    ck_assert_int_eq(atomic_load(&c.ran), 0);
+    ck_assert_int_eq(atomic_load(&c.destroyed), 1);
+    ck_assert_ptr_nonnull(done);
+    assert_failed(done, ECANCELED);
+    nursery_result_release(done);
+
+    /* The caller is cancelled: the body of a cancelled nursery. */
+    nursery_t *callers = NULL;
+    ck_assert_int_eq(nursery_open(&callers, pool), 0);
+    ck_assert_int_eq(nursery_cancel(callers), 0);
+    done = NULL;
+    rc = nursery_start(n, count_then_started, &c, &opts, nursery_after_ms(TEST_HANG_MS), &v, &done);
+    held = !nursery_result_is_done(holder);
+    ck_assert_msg(rc == ECANCELED && held,
+                  "start from a cancelled caller returned %d %s the only worker was free", rc,
+                  held ? "before" : "only once");
+    ck_assert_int_eq(atomic_load(&c.ran), 0);
+    ck_assert_int_eq(atomic_load(&c.destroyed), 2);
+    /* Whether the task was queued and cancelled, or never made: */
+    if (done != NULL)
+        assert_failed(done, ECANCELED);
+    nursery_result_release(done);
+    ck_assert_int_eq(nursery_join(callers, NURSERY_FOREVER, NULL), 0);
+
+    gate_open(h.gate);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    assert_value(holder, 0);
+    nursery_result_release(holder);
+    nursery_result_release(h.gate);
+    latch_destroy(&h.running);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* From the only worker of a pool that cannot grow, nursery_start runs the
+ * queued task itself, on its own stack (issue 6, item 9).  The test thread's
+ * join is no worker and only waits: a start that waits for another worker
+ * never returns, and the join times out. */
+struct self_start {
+    nursery_t *n;
+    int rc;
+    void *started;
+    nursery_result_t *done;
+    pthread_t caller;
+    pthread_t ran_on;
+};
+
+static int started_seven_returns_eight(void *arg, void **value)
+{
+    struct self_start *s = arg;
+    s->ran_on = pthread_self();
+    int rc = nursery_started(INT2PTR(7));
+    *value = INT2PTR(8);
+    return rc;
+}
+
+static int start_on_own_pool(void *arg, void **value)
+{
+    (void)value;
+    struct self_start *s = arg;
+    s->caller = pthread_self();
+    s->rc = nursery_start(s->n, started_seven_returns_eight, s, NULL,
+                          nursery_after_ms(TEST_HANG_MS), &s->started, &s->done);
+    return 0;
+}
+
+START_TEST(start_from_the_only_worker_runs_the_task_itself)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct self_start s = {.rc = -1};
+    ck_assert_int_eq(nursery_open(&s.n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(s.n, start_on_own_pool, &s, NULL), 0);
+    int rc = nursery_join(s.n, nursery_after_ms(10000), NULL);
+    ck_assert_msg(rc == 0, "join returned %d: nursery_start in the only worker never returned",
+                  rc);
+    ck_assert_int_eq(s.rc, 0);
+    ck_assert_ptr_eq(s.started, INT2PTR(7));
+    ck_assert(pthread_equal(s.ran_on, s.caller));
+    ck_assert_ptr_nonnull(s.done);
+    assert_value(s.done, 8);
+    nursery_result_release(s.done);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* nursery_start gave up (deadline, or its caller cancelled) while its task
+ * runs: the task is cancelled, and its later nursery_started(value) returns
+ * ECANCELED, so the value stays the task's (issue 6, item 10).  The value
+ * here is an owned object that the task frees when nobody took it; today
+ * started returns 0 and the object is lost (a leak checker sees it). */
+struct late_started {
+    latch_t running;
+    nursery_result_t *never; /* a gate nobody opens */
+    atomic_int wait_rc;      /* the gate wait's code, -1 before */
+    atomic_int started_rc;   /* nursery_started's code, -1 before */
+    atomic_int freed;        /* the task freed its value itself */
+};
+
+static void late_started_init(struct late_started *l)
+{
+    latch_init(&l->running, 1);
+    l->never = gate_new();
+    atomic_init(&l->wait_rc, -1);
+    atomic_init(&l->started_rc, -1);
+    atomic_init(&l->freed, 0);
+}
+
+static void late_started_fini(struct late_started *l)
+{
+    nursery_result_release(l->never);
+    latch_destroy(&l->running);
+}
+
+static int start_late_with_owned_value(void *arg, void **value)
+{
+    (void)value;
+    struct late_started *l = arg;
+    latch_count_down(&l->running);
+    atomic_store(&l->wait_rc, gate_wait(l->never));
+    int *owned = malloc(sizeof(*owned));
+    int rc = nursery_started(owned);
+    atomic_store(&l->started_rc, rc);
+    if (rc) {
+        free(owned);
+        atomic_fetch_add(&l->freed, 1);
+    }
+    return rc;
+}
+
+static void assert_started_refused(struct late_started *l, nursery_result_t *done)
+{
+    ck_assert_int_eq(atomic_load(&l->wait_rc), ECANCELED);
+    ck_assert_msg(atomic_load(&l->started_rc) == ECANCELED,
+                  "nursery_started after its caller gave up returned %d",
+                  atomic_load(&l->started_rc));
+    ck_assert_int_eq(atomic_load(&l->freed), 1);
+    ck_assert_ptr_nonnull(done);
+    assert_failed(done, ECANCELED);
+}
+
+struct late_caller {
+    nursery_t *target;
+    struct late_started *late;
+    int rc;
+    nursery_result_t *done;
+};
+
+static int call_start_late(void *arg, void **value)
+{
+    (void)value;
+    struct late_caller *c = arg;
+    void *v = NULL;
+    c->rc = nursery_start(c->target, start_late_with_owned_value, c->late, NULL, NURSERY_FOREVER,
+                          &v, &c->done);
+    return 0;
+}
+
+START_TEST(started_after_start_gave_up_is_ecanceled)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+
+    /* The deadline passes while the task runs.  A task still queued at the
+     * deadline never runs (see above): then again with a longer one. */
+    struct late_started l;
+    nursery_result_t *done = NULL;
+    for (int ms = 50;; ms *= 10) {
+        late_started_init(&l);
+        void *v = NULL;
+        done = NULL;
+        ck_assert_int_eq(
+            nursery_start(n, start_late_with_owned_value, &l, NULL, nursery_after_ms(ms), &v, &done),
+            ETIMEDOUT);
+        if (latch_is_open(&l.running))
+            break;
+        ck_assert_int_lt(ms, 5000);
+        nursery_result_release(done);
+        late_started_fini(&l);
+    }
+    assert_started_refused(&l, done);
+    nursery_result_release(done);
+    late_started_fini(&l);
+
+    /* The caller, a task, is cancelled while the task runs. */
+    late_started_init(&l);
+    struct late_caller c = {.target = n, .late = &l, .rc = -1};
+    nursery_t *callers = NULL;
+    ck_assert_int_eq(nursery_open(&callers, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(callers, call_start_late, &c, NULL), 0);
+    ck_assert(latch_wait(&l.running));
+    ck_assert_int_eq(nursery_cancel(callers), 0);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(callers, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(c.rc, ECANCELED);
+    assert_started_refused(&l, c.done);
+    nursery_result_release(c.done);
+    late_started_fini(&l);
+
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 static Suite *nursery_suite(void)
 {
     Suite *s = suite_create("nursery");
@@ -1555,6 +1822,9 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, start_caller_cancelled_cancels_the_task);
     tcase_add_test(tc, start_deadline_passing_cancels_the_task);
     tcase_add_test(tc, capture_start_and_done_gives_both_results);
+    ADD_CASE(s, start_gives_up_on_a_queued_task_at_once, 30);
+    ADD_CASE(s, start_from_the_only_worker_runs_the_task_itself, 30);
+    ADD_CASE(s, started_after_start_gave_up_is_ecanceled, 30);
     return s;
 }
 
