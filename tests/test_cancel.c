@@ -370,6 +370,132 @@ START_TEST(cancel_of_joined_retained_nursery_is_eclosed)
 }
 END_TEST
 
+/* ---- one rule for every blocking call -------------------------------------
+ * Argument errors first, then ECANCELED in a cancelled task or body, even
+ * when the call could complete at once; then the rest (issue 6, item 12).
+ * try_send and try_recv are no blocking calls: they still work. */
+
+struct blocking_calls {
+    latch_t running;
+    nursery_result_t *never;  /* a gate nobody opens */
+    nursery_result_t *done;   /* a future already done */
+    nursery_result_t *self;   /* the checking task's own capture */
+    nursery_t *other;         /* an open nursery that is not cancelled */
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    struct started_count started; /* the task nursery_start would start */
+};
+
+static int check_blocking_calls_when_cancelled(void *arg, void **value)
+{
+    (void)value;
+    struct blocking_calls *b = arg;
+    latch_count_down(&b->running);
+    task_expect_eq(gate_wait(b->never), ECANCELED);
+    nursery_time_t hang = nursery_after_ms(TEST_HANG_MS);
+    nursery_result_t *done[1] = {b->done};
+    size_t idx = 77;
+
+    /* Argument errors first. */
+    task_expect_eq(nursery_result_wait(NULL, hang), EINVAL);
+    task_expect_eq(nursery_result_wait(b->self, hang), EDEADLK);
+    task_expect_eq(nursery_wait_any(done, 0, hang, &idx), EINVAL);
+    task_expect_eq(nursery_wait_any(done, 1, hang, NULL), EINVAL);
+    task_expect_eq(nursery_wait_all(NULL, 1, hang), EINVAL);
+    task_expect_eq(nursery_channel_send(NULL, INT2PTR(1), hang), EINVAL);
+
+    /* Then cancellation, though each of these could complete at once. */
+    task_expect_eq(nursery_result_wait(b->done, hang), ECANCELED);
+    task_expect_eq(nursery_result_wait(b->done, nursery_after_ms(-1)), ECANCELED);
+    task_expect_eq(nursery_wait_any(done, 1, hang, &idx), ECANCELED);
+    task_expect_eq(idx, 77);
+    task_expect_eq(nursery_wait_all(done, 1, hang), ECANCELED);
+    task_expect_eq(nursery_wait_all(done, 0, hang), ECANCELED);
+    task_expect_eq(nursery_sleep(nursery_after_ms(-1)), ECANCELED);
+    task_expect_eq(nursery_channel_send(b->tx, INT2PTR(1), hang), ECANCELED);
+    task_expect_eq(nursery_results_to_channel(done, 1, b->tx, false), ECANCELED);
+    nursery_task_options_t opts = {.arg_destroy = count_destroy};
+    task_expect_eq(nursery_start(b->other, count_run, &b->started, &opts, hang, NULL, NULL),
+                   ECANCELED);
+
+    /* try_send and try_recv still work; recv with an item waiting does
+     * not. */
+    task_expect_eq(nursery_channel_try_send(b->tx, INT2PTR(2)), 0);
+    void *item = NULL;
+    task_expect_eq(nursery_channel_recv(b->rx, &item, hang), ECANCELED);
+    task_expect_eq(nursery_channel_try_recv(b->rx, &item), 0);
+    task_expect_eq(PTR2INT(item), 2);
+    return ECANCELED;
+}
+
+START_TEST(blocking_calls_in_cancelled_task_are_ecanceled_even_when_ready)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct blocking_calls b = {.never = gate_new(), .done = gate_new()};
+    latch_init(&b.running, 1);
+    gate_open(b.done);
+    ck_assert_int_eq(nursery_channel_create(4, NULL, &b.tx, &b.rx), 0);
+    ck_assert_int_eq(nursery_open(&b.other, pool), 0);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(
+        nursery_capture_start_soon(n, check_blocking_calls_when_cancelled, &b, NULL, &b.self), 0);
+    ck_assert(latch_wait(&b.running));
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_tasks_ok();
+
+    /* The start never ran its task, and destroyed its argument. */
+    ck_assert_int_eq(nursery_join(b.other, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&b.started.ran), 0);
+    ck_assert_int_eq(atomic_load(&b.started.destroyed), 1);
+    /* Nothing was sent by the calls that were cancelled. */
+    void *item = NULL;
+    ck_assert_int_eq(nursery_channel_try_recv(b.rx, &item), EAGAIN);
+
+    nursery_result_release(b.self);
+    nursery_sender_free(b.tx);
+    nursery_receiver_free(b.rx);
+    nursery_result_release(b.never);
+    nursery_result_release(b.done);
+    latch_destroy(&b.running);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* The same in a body, where nursery_sleep already follows the rule. */
+START_TEST(waits_in_cancelled_body_are_ecanceled_even_when_ready)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_result_t *done[1] = {gate_new()};
+    gate_open(done[0]);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    nursery_time_t hang = nursery_after_ms(TEST_HANG_MS);
+    size_t idx = 77;
+    ck_assert_int_eq(nursery_wait_any(done, 0, hang, &idx), EINVAL);
+    ck_assert_int_eq(nursery_sleep(nursery_after_ms(-1)), ECANCELED);
+    ck_assert_int_eq(nursery_result_wait(done[0], hang), ECANCELED);
+    ck_assert_int_eq(nursery_wait_any(done, 1, hang, &idx), ECANCELED);
+    ck_assert_uint_eq(idx, 77);
+    ck_assert_int_eq(nursery_wait_all(done, 1, hang), ECANCELED);
+    ck_assert_int_eq(nursery_wait_all(done, 0, hang), ECANCELED);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+
+    /* Outside any nursery again: the waits complete. */
+    ck_assert_int_eq(nursery_result_wait(done[0], hang), 0);
+    ck_assert_int_eq(nursery_wait_any(done, 1, hang, &idx), 0);
+    ck_assert_uint_eq(idx, 0);
+    ck_assert_int_eq(nursery_wait_all(done, 1, hang), 0);
+    nursery_result_release(done[0]);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- deep trees ---------------------------------------------------------
  * Cancelling and failing walk the cancel tree with constant stack (issue 6,
  * item 4): a thread with a small stack opens thousands of nested nurseries,
@@ -650,6 +776,10 @@ static Suite *cancel_suite(void)
     tc = tcase_with_timeout(s, "sleep", 60);
     tcase_add_test(tc, sleep_waits_at_least_until_deadline);
     tcase_add_test(tc, sleep_returns_promptly_when_cancelled);
+
+    tc = tcase_with_timeout(s, "rule", 60);
+    tcase_add_test(tc, blocking_calls_in_cancelled_task_are_ecanceled_even_when_ready);
+    tcase_add_test(tc, waits_in_cancelled_body_are_ecanceled_even_when_ready);
 
     tc = tcase_with_timeout(s, "reach", 60);
     tcase_add_test(tc, task_started_into_cancelled_nursery_never_runs);
