@@ -1454,6 +1454,96 @@ START_TEST(injected_tasks_are_never_stranded)
 END_TEST
 
 
+/* ---- fan-outs on the default pool ---------------------------------------
+ * 10 000 tasks that each wait for a task of their own: every wait must make
+ * progress from inside the pool (issue 6, item 11).  Today nursery_start
+ * and nursery_wait_any leave the awaited task queued: all 256 threads of the
+ * default pool block with thousands of tasks queued, and the join times
+ * out.  (The same fan-out with nursery_result_wait finishes at once.) */
+#define FANOUT 10000
+
+struct fanout {
+    nursery_t *n;
+    atomic_int helpers; /* awaited tasks that ran */
+    atomic_int waited;  /* waiters whose wait succeeded */
+};
+
+static int started_helper(void *arg, void **value)
+{
+    struct fanout *f = arg;
+    atomic_fetch_add(&f->helpers, 1);
+    *value = INT2PTR(2);
+    return nursery_started(INT2PTR(1));
+}
+
+static int start_a_helper(void *arg, void **value)
+{
+    (void)value;
+    struct fanout *f = arg;
+    void *v = NULL;
+    int rc = nursery_start(f->n, started_helper, f, NULL, nursery_after_ms(TEST_HANG_MS), &v,
+                           NULL);
+    task_expect_eq(rc, 0);
+    if (rc)
+        return rc;
+    task_expect_eq(PTR2INT(v), 1);
+    atomic_fetch_add(&f->waited, 1);
+    return 0;
+}
+
+static int counted_helper(void *arg, void **value)
+{
+    atomic_fetch_add(&((struct fanout *)arg)->helpers, 1);
+    *value = INT2PTR(3);
+    return 0;
+}
+
+static int wait_any_on_a_capture(void *arg, void **value)
+{
+    (void)value;
+    struct fanout *f = arg;
+    nursery_result_t *c = NULL;
+    int rc = nursery_capture_start_soon(f->n, counted_helper, f, NULL, &c);
+    task_expect_eq(rc, 0);
+    if (rc)
+        return rc;
+    size_t idx = 77;
+    rc = nursery_wait_any(&c, 1, nursery_after_ms(TEST_HANG_MS), &idx);
+    task_expect_eq(rc, 0);
+    if (rc == 0) {
+        task_expect_eq(idx, 0);
+        atomic_fetch_add(&f->waited, 1);
+    }
+    nursery_result_release(c);
+    return rc;
+}
+
+static void fan_out_on_default_pool(nursery_fn waiter)
+{
+    struct fanout f = {.helpers = 0, .waited = 0};
+    ck_assert_int_eq(nursery_open(&f.n, NULL), 0);
+    for (int i = 0; i < FANOUT; i++)
+        ck_assert_int_eq(nursery_start_soon(f.n, waiter, &f, NULL), 0);
+    int rc = nursery_join(f.n, nursery_after_ms(TEST_HANG_MS), NULL);
+    ck_assert_msg(rc == 0, "join returned %d with %d of %d waits done", rc,
+                  atomic_load(&f.waited), FANOUT);
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(atomic_load(&f.waited), FANOUT);
+    ck_assert_int_eq(atomic_load(&f.helpers), FANOUT);
+}
+
+START_TEST(ten_thousand_tasks_each_starting_a_helper_all_finish)
+{
+    fan_out_on_default_pool(start_a_helper);
+}
+END_TEST
+
+START_TEST(ten_thousand_tasks_each_waiting_any_on_a_capture_all_finish)
+{
+    fan_out_on_default_pool(wait_any_on_a_capture);
+}
+END_TEST
+
 static Suite *stress_suite(void)
 {
     Suite *s = suite_create("stress");
@@ -1492,6 +1582,10 @@ static Suite *stress_suite(void)
     tcase_add_test(tc, join_is_not_blocked_by_injected_task_of_enclosing_nursery);
     tcase_add_test(tc, surplus_threads_retire_down_to_threads_not_below);
     tcase_add_test(tc, injected_tasks_are_never_stranded);
+
+    tc = tcase_with_timeout(s, "fan-outs", 120);
+    tcase_add_test(tc, ten_thousand_tasks_each_starting_a_helper_all_finish);
+    tcase_add_test(tc, ten_thousand_tasks_each_waiting_any_on_a_capture_all_finish);
     return s;
 }
 
