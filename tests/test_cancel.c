@@ -377,10 +377,10 @@ END_TEST
 
 struct blocking_calls {
     latch_t running;
-    nursery_result_t *never;  /* a gate nobody opens */
-    nursery_result_t *done;   /* a future already done */
-    nursery_result_t *self;   /* the checking task's own capture */
-    nursery_t *other;         /* an open nursery that is not cancelled */
+    nursery_result_t *never; /* a gate nobody opens */
+    nursery_result_t *done;  /* a future already done */
+    nursery_result_t *self;  /* the checking task's own capture */
+    nursery_t *other;        /* an open nursery that is not cancelled */
     nursery_sender_t *tx;
     nursery_receiver_t *rx;
     struct started_count started; /* the task nursery_start would start */
@@ -511,17 +511,16 @@ struct deep {
     nursery_pool_t *pool;
     int depth;
     enum deep_end end;
-    nursery_t **n;  /* depth nurseries, outermost first */
-    int *join_rc;   /* what each join returned, -1 until joined */
-    int opened;     /* how many opened (depth unless an open failed) */
-    int open_rc;    /* the failing open's code, or 0 */
-    int cancel_rc;  /* DEEP_CANCEL: nursery_cancel's code */
-    int sleeper_rc; /* the innermost task's sleep, -1 until it returns */
+    nursery_t **n;    /* depth nurseries, outermost first */
+    int *join_rc;     /* what each join returned, -1 until joined */
+    int opened;       /* how many opened (depth unless an open failed) */
+    int open_rc;      /* the failing open's code, or 0 */
+    int cancel_rc;    /* DEEP_CANCEL: nursery_cancel's code */
+    int sleeper_rc;   /* the innermost task's sleep, -1 until it returns */
     latch_t sleeping; /* the innermost task is running */
-    latch_t failed_inner, failed_outer; /* DEEP_FAIL: counted down by the
-                                           failing tasks' arg_destroy, which
-                                           runs once the failure has
-                                           cancelled its nursery */
+    /* DEEP_FAIL: counted down by the failing tasks' arg_destroy, which runs
+     * once the failure has cancelled its nursery. */
+    latch_t failed_inner, failed_outer;
 };
 
 static void deep_init(struct deep *d, nursery_pool_t *pool, int depth, enum deep_end end)
@@ -639,8 +638,8 @@ static void deep_check(const struct deep *d)
     }
     /* Inside a cancelled scope, nothing failed in them. */
     for (int i = 1; i <= last; i++)
-        ck_assert_msg(d->join_rc[i] == ECANCELED, "join of level %d of %d returned %d", i,
-                      d->depth, d->join_rc[i]);
+        ck_assert_msg(d->join_rc[i] == ECANCELED, "join of level %d of %d returned %d", i, d->depth,
+                      d->join_rc[i]);
 }
 
 #define DEEP_ON_TASK 4000

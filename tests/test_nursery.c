@@ -469,7 +469,7 @@ struct slow_join {
     int join_rc;     /* the join with a deadline */
     int ran_by_then; /* tasks that had begun when it returned */
     int cancel_rc;
-    int final_rc;    /* the join after the cancel */
+    int final_rc; /* the join after the cancel */
 };
 
 static int slow_task(void *arg, void **value)
@@ -1562,8 +1562,8 @@ START_TEST(start_gives_up_on_a_queued_task_at_once)
     int rc = nursery_start(n, count_then_started, &c, &opts, nursery_after_ms(50), &v, &done);
     bool held = !nursery_result_is_done(holder);
     ck_assert_msg(rc == ETIMEDOUT && held,
-                  "start (50 ms deadline, task queued) returned %d %s the only worker was free",
-                  rc, held ? "before" : "only once");
+                  "start (50 ms deadline, task queued) returned %d %s the only worker was free", rc,
+                  held ? "before" : "only once");
     ck_assert_int_eq(atomic_load(&c.ran), 0);
     ck_assert_int_eq(atomic_load(&c.destroyed), 1);
     ck_assert_ptr_nonnull(done);
@@ -1640,8 +1640,7 @@ START_TEST(start_from_the_only_worker_runs_the_task_itself)
     ck_assert_int_eq(nursery_open(&s.n, pool), 0);
     ck_assert_int_eq(nursery_start_soon(s.n, start_on_own_pool, &s, NULL), 0);
     int rc = nursery_join(s.n, nursery_after_ms(10000), NULL);
-    ck_assert_msg(rc == 0, "join returned %d: nursery_start in the only worker never returned",
-                  rc);
+    ck_assert_msg(rc == 0, "join returned %d: nursery_start in the only worker never returned", rc);
     ck_assert_int_eq(s.rc, 0);
     ck_assert_ptr_eq(s.started, INT2PTR(7));
     ck_assert(pthread_equal(s.ran_on, s.caller));
@@ -1738,9 +1737,9 @@ START_TEST(started_after_start_gave_up_is_ecanceled)
         late_started_init(&l);
         void *v = NULL;
         done = NULL;
-        ck_assert_int_eq(
-            nursery_start(n, start_late_with_owned_value, &l, NULL, nursery_after_ms(ms), &v, &done),
-            ETIMEDOUT);
+        ck_assert_int_eq(nursery_start(n, start_late_with_owned_value, &l, NULL,
+                                       nursery_after_ms(ms), &v, &done),
+                         ETIMEDOUT);
         if (latch_is_open(&l.running))
             break;
         ck_assert_int_lt(ms, 5000);

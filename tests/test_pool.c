@@ -231,10 +231,9 @@ START_TEST(stats_after_join_count_every_task_completed)
             bad = st;
         }
     }
-    ck_assert_msg(bad_round < 0,
-                  "round %d: after join, stats show %llu tasks completed of %llu, %zu running",
-                  bad_round, (unsigned long long)bad.completed, (unsigned long long)expected,
-                  bad.running);
+    ck_assert_msg(
+        bad_round < 0, "round %d: after join, stats show %llu tasks completed of %llu, %zu running",
+        bad_round, (unsigned long long)bad.completed, (unsigned long long)expected, bad.running);
     ck_assert_int_eq(atomic_load(&count), (int)expected);
     ck_assert_int_eq(nursery_pool_destroy(p), 0);
 }

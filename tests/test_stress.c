@@ -1453,7 +1453,6 @@ START_TEST(injected_tasks_are_never_stranded)
 }
 END_TEST
 
-
 /* ---- fan-outs on the default pool ---------------------------------------
  * 10 000 tasks that each wait for a task of their own: every wait must make
  * progress from inside the pool (issue 6, item 11).  Today nursery_start
@@ -1481,8 +1480,7 @@ static int start_a_helper(void *arg, void **value)
     (void)value;
     struct fanout *f = arg;
     void *v = NULL;
-    int rc = nursery_start(f->n, started_helper, f, NULL, nursery_after_ms(TEST_HANG_MS), &v,
-                           NULL);
+    int rc = nursery_start(f->n, started_helper, f, NULL, nursery_after_ms(TEST_HANG_MS), &v, NULL);
     task_expect_eq(rc, 0);
     if (rc)
         return rc;
@@ -1525,8 +1523,8 @@ static void fan_out_on_default_pool(nursery_fn waiter)
     for (int i = 0; i < FANOUT; i++)
         ck_assert_int_eq(nursery_start_soon(f.n, waiter, &f, NULL), 0);
     int rc = nursery_join(f.n, nursery_after_ms(TEST_HANG_MS), NULL);
-    ck_assert_msg(rc == 0, "join returned %d with %d of %d waits done", rc,
-                  atomic_load(&f.waited), FANOUT);
+    ck_assert_msg(rc == 0, "join returned %d with %d of %d waits done", rc, atomic_load(&f.waited),
+                  FANOUT);
     ck_assert_tasks_ok();
     ck_assert_int_eq(atomic_load(&f.waited), FANOUT);
     ck_assert_int_eq(atomic_load(&f.helpers), FANOUT);
