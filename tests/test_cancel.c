@@ -4,6 +4,8 @@
  */
 #include "helpers.h"
 
+#include <string.h>
+
 #define MS INT64_C(1000000)
 #define SEC INT64_C(1000000000)
 
@@ -328,6 +330,375 @@ START_TEST(cancel_from_foreign_thread_wakes_task)
 }
 END_TEST
 
+/* A nursery that was retained and joined is closed: cancelling it is
+ * NURSERY_ECLOSED and reaches nobody (issue 6, item 1). */
+START_TEST(cancel_of_joined_retained_nursery_is_eclosed)
+{
+    nursery_pool_t *pool = test_pool(1);
+
+    /* Joined without having been cancelled. */
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    ck_assert(!nursery_cancelled());
+    nursery_release(n);
+
+    /* Cancelled, then joined. */
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    nursery_release(n);
+
+    /* Joined inside a body that is still open: the enclosing body is not
+     * cancelled through it. */
+    nursery_t *outer = NULL;
+    ck_assert_int_eq(nursery_open(&outer, pool), 0);
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_cancel(n), NURSERY_ECLOSED);
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+    ck_assert_int_eq(nursery_join(outer, NURSERY_FOREVER, NULL), 0);
+    nursery_release(n);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* ---- one rule for every blocking call -------------------------------------
+ * Argument errors first, then ECANCELED in a cancelled task or body, even
+ * when the call could complete at once; then the rest (issue 6, item 12).
+ * try_send and try_recv are no blocking calls: they still work. */
+
+struct blocking_calls {
+    latch_t running;
+    nursery_result_t *never; /* a gate nobody opens */
+    nursery_result_t *done;  /* a future already done */
+    nursery_result_t *self;  /* the checking task's own capture */
+    nursery_t *other;        /* an open nursery that is not cancelled */
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    struct started_count started; /* the task nursery_start would start */
+};
+
+static int check_blocking_calls_when_cancelled(void *arg, void **value)
+{
+    (void)value;
+    struct blocking_calls *b = arg;
+    latch_count_down(&b->running);
+    task_expect_eq(gate_wait(b->never), ECANCELED);
+    nursery_time_t hang = nursery_after_ms(TEST_HANG_MS);
+    nursery_result_t *done[1] = {b->done};
+    size_t idx = 77;
+
+    /* Argument errors first. */
+    task_expect_eq(nursery_result_wait(NULL, hang), EINVAL);
+    task_expect_eq(nursery_result_wait(b->self, hang), EDEADLK);
+    task_expect_eq(nursery_wait_any(done, 0, hang, &idx), EINVAL);
+    task_expect_eq(nursery_wait_any(done, 1, hang, NULL), EINVAL);
+    task_expect_eq(nursery_wait_all(NULL, 1, hang), EINVAL);
+    task_expect_eq(nursery_channel_send(NULL, INT2PTR(1), hang), EINVAL);
+
+    /* Then cancellation, though each of these could complete at once. */
+    task_expect_eq(nursery_result_wait(b->done, hang), ECANCELED);
+    task_expect_eq(nursery_result_wait(b->done, nursery_after_ms(-1)), ECANCELED);
+    task_expect_eq(nursery_wait_any(done, 1, hang, &idx), ECANCELED);
+    task_expect_eq(idx, 77);
+    task_expect_eq(nursery_wait_all(done, 1, hang), ECANCELED);
+    task_expect_eq(nursery_wait_all(done, 0, hang), ECANCELED);
+    task_expect_eq(nursery_sleep(nursery_after_ms(-1)), ECANCELED);
+    task_expect_eq(nursery_channel_send(b->tx, INT2PTR(1), hang), ECANCELED);
+    task_expect_eq(nursery_results_to_channel(done, 1, b->tx, false), ECANCELED);
+    nursery_task_options_t opts = {.arg_destroy = count_destroy};
+    task_expect_eq(nursery_start(b->other, count_run, &b->started, &opts, hang, NULL, NULL),
+                   ECANCELED);
+
+    /* try_send and try_recv still work; recv with an item waiting does
+     * not. */
+    task_expect_eq(nursery_channel_try_send(b->tx, INT2PTR(2)), 0);
+    void *item = NULL;
+    task_expect_eq(nursery_channel_recv(b->rx, &item, hang), ECANCELED);
+    task_expect_eq(nursery_channel_try_recv(b->rx, &item), 0);
+    task_expect_eq(PTR2INT(item), 2);
+    return ECANCELED;
+}
+
+START_TEST(blocking_calls_in_cancelled_task_are_ecanceled_even_when_ready)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct blocking_calls b = {.never = gate_new(), .done = gate_new()};
+    latch_init(&b.running, 1);
+    gate_open(b.done);
+    ck_assert_int_eq(nursery_channel_create(4, NULL, &b.tx, &b.rx), 0);
+    ck_assert_int_eq(nursery_open(&b.other, pool), 0);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(
+        nursery_capture_start_soon(n, check_blocking_calls_when_cancelled, &b, NULL, &b.self), 0);
+    ck_assert(latch_wait(&b.running));
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_tasks_ok();
+
+    /* The start never ran its task, and destroyed its argument. */
+    ck_assert_int_eq(nursery_join(b.other, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&b.started.ran), 0);
+    ck_assert_int_eq(atomic_load(&b.started.destroyed), 1);
+    /* Nothing was sent by the calls that were cancelled. */
+    void *item = NULL;
+    ck_assert_int_eq(nursery_channel_try_recv(b.rx, &item), EAGAIN);
+
+    nursery_result_release(b.self);
+    nursery_sender_free(b.tx);
+    nursery_receiver_free(b.rx);
+    nursery_result_release(b.never);
+    nursery_result_release(b.done);
+    latch_destroy(&b.running);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* The same in a body, where nursery_sleep already follows the rule. */
+START_TEST(waits_in_cancelled_body_are_ecanceled_even_when_ready)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_result_t *done[1] = {gate_new()};
+    gate_open(done[0]);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    nursery_time_t hang = nursery_after_ms(TEST_HANG_MS);
+    size_t idx = 77;
+    ck_assert_int_eq(nursery_wait_any(done, 0, hang, &idx), EINVAL);
+    ck_assert_int_eq(nursery_sleep(nursery_after_ms(-1)), ECANCELED);
+    ck_assert_int_eq(nursery_result_wait(done[0], hang), ECANCELED);
+    ck_assert_int_eq(nursery_wait_any(done, 1, hang, &idx), ECANCELED);
+    ck_assert_uint_eq(idx, 77);
+    ck_assert_int_eq(nursery_wait_all(done, 1, hang), ECANCELED);
+    ck_assert_int_eq(nursery_wait_all(done, 0, hang), ECANCELED);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+
+    /* Outside any nursery again: the waits complete. */
+    ck_assert_int_eq(nursery_result_wait(done[0], hang), 0);
+    ck_assert_int_eq(nursery_wait_any(done, 1, hang, &idx), 0);
+    ck_assert_uint_eq(idx, 0);
+    ck_assert_int_eq(nursery_wait_all(done, 1, hang), 0);
+    nursery_result_release(done[0]);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* ---- deep trees ---------------------------------------------------------
+ * Cancelling and failing walk the cancel tree with constant stack (issue 6,
+ * item 4): a thread with a small stack opens thousands of nested nurseries,
+ * the innermost with a task that waits for cancellation, then the
+ * outermost is cancelled or fails.  Every join is checked. */
+
+enum deep_end {
+    DEEP_CANCEL, /* the opener cancels the outermost with nursery_cancel */
+    DEEP_FAIL,   /* a task fails in the innermost, then one in the outermost */
+};
+
+struct deep {
+    nursery_pool_t *pool;
+    int depth;
+    enum deep_end end;
+    nursery_t **n;    /* depth nurseries, outermost first */
+    int *join_rc;     /* what each join returned, -1 until joined */
+    int opened;       /* how many opened (depth unless an open failed) */
+    int open_rc;      /* the failing open's code, or 0 */
+    int cancel_rc;    /* DEEP_CANCEL: nursery_cancel's code */
+    int sleeper_rc;   /* the innermost task's sleep, -1 until it returns */
+    latch_t sleeping; /* the innermost task is running */
+    /* DEEP_FAIL: counted down by the failing tasks' arg_destroy, which runs
+     * once the failure has cancelled its nursery. */
+    latch_t failed_inner, failed_outer;
+};
+
+static void deep_init(struct deep *d, nursery_pool_t *pool, int depth, enum deep_end end)
+{
+    memset(d, 0, sizeof(*d));
+    d->pool = pool;
+    d->depth = depth;
+    d->end = end;
+    d->n = calloc((size_t)depth, sizeof(*d->n));
+    d->join_rc = malloc((size_t)depth * sizeof(*d->join_rc));
+    ck_assert_ptr_nonnull(d->n);
+    ck_assert_ptr_nonnull(d->join_rc);
+    for (int i = 0; i < depth; i++)
+        d->join_rc[i] = -1;
+    d->sleeper_rc = -1;
+    d->cancel_rc = -1;
+    latch_init(&d->sleeping, 1);
+    latch_init(&d->failed_inner, 1);
+    latch_init(&d->failed_outer, 1);
+}
+
+static void deep_fini(struct deep *d)
+{
+    latch_destroy(&d->sleeping);
+    latch_destroy(&d->failed_inner);
+    latch_destroy(&d->failed_outer);
+    free(d->n);
+    free(d->join_rc);
+}
+
+static int deep_sleeper(void *arg, void **value)
+{
+    (void)value;
+    struct deep *d = arg;
+    latch_count_down(&d->sleeping);
+    d->sleeper_rc = nursery_sleep(NURSERY_FOREVER);
+    return d->sleeper_rc;
+}
+
+static int deep_fail(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return nursery_fail(EIO, "deep failure");
+}
+
+static void deep_failed(void *arg)
+{
+    latch_count_down(arg);
+}
+
+/* The opener: runs in a task on a pool with small stacks, or in a thread
+ * with a small stack.  Everything it finds is recorded in d; the test
+ * thread asserts. */
+static void deep_run(struct deep *d)
+{
+    for (d->opened = 0; d->opened < d->depth; d->opened++) {
+        d->open_rc = nursery_open(&d->n[d->opened], d->pool);
+        if (d->open_rc)
+            break;
+    }
+    if (d->opened == d->depth) {
+        nursery_t *innermost = d->n[d->depth - 1];
+        task_expect_eq(nursery_start_soon(innermost, deep_sleeper, d, NULL), 0);
+        /* Running, so that the cancellation has a thread to wake at the
+         * bottom (a queued task would just never run). */
+        task_expect(latch_wait(&d->sleeping));
+        if (d->end == DEEP_CANCEL) {
+            d->cancel_rc = nursery_cancel(d->n[0]);
+        } else {
+            /* The inner failure first (it cancels only the innermost),
+             * then the outer one, whose cancellation walks the whole
+             * chain on the thread of the failing task. */
+            nursery_task_options_t inner = {.arg_destroy = deep_failed};
+            task_expect_eq(nursery_start_soon(innermost, deep_fail, &d->failed_inner, &inner), 0);
+            task_expect(latch_wait(&d->failed_inner));
+            nursery_task_options_t outer = {.arg_destroy = deep_failed};
+            task_expect_eq(nursery_start_soon(d->n[0], deep_fail, &d->failed_outer, &outer), 0);
+            task_expect(latch_wait(&d->failed_outer));
+        }
+    }
+    for (int i = d->opened - 1; i >= 0; i--)
+        d->join_rc[i] = nursery_join(d->n[i], NURSERY_FOREVER, NULL);
+}
+
+static int deep_task(void *arg, void **value)
+{
+    (void)value;
+    deep_run(arg);
+    return 0;
+}
+
+static void *deep_thread(void *arg)
+{
+    deep_run(arg);
+    return NULL;
+}
+
+/* What the joins must have returned. */
+static void deep_check(const struct deep *d)
+{
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(d->open_rc, 0);
+    ck_assert_int_eq(d->opened, d->depth);
+    ck_assert_int_eq(d->sleeper_rc, ECANCELED);
+    int last = d->depth - 1;
+    if (d->end == DEEP_CANCEL) {
+        ck_assert_int_eq(d->cancel_rc, 0);
+        /* Cancelled with nursery_cancel: not an error. */
+        ck_assert_int_eq(d->join_rc[0], 0);
+    } else {
+        ck_assert_int_eq(d->join_rc[0], NURSERY_EFAILED);
+        ck_assert_int_eq(d->join_rc[last], NURSERY_EFAILED);
+        last--;
+    }
+    /* Inside a cancelled scope, nothing failed in them. */
+    for (int i = 1; i <= last; i++)
+        ck_assert_msg(d->join_rc[i] == ECANCELED, "join of level %d of %d returned %d", i, d->depth,
+                      d->join_rc[i]);
+}
+
+#define DEEP_ON_TASK 4000
+#define DEEP_ON_THREAD 40000
+
+/* A pool whose workers have 64 KiB stacks, and room for the opener, the
+ * innermost task and the failing tasks. */
+static nursery_pool_t *small_stack_pool(void)
+{
+    nursery_pool_options_t o = {.threads = 3, .stack_size = 65536};
+    nursery_pool_t *p = NULL;
+    ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
+    return p;
+}
+
+static void deep_on_small_stack_task(enum deep_end end)
+{
+    nursery_pool_t *pool = small_stack_pool();
+    struct deep d;
+    deep_init(&d, pool, DEEP_ON_TASK, end);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, deep_task, &d, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    deep_check(&d);
+    deep_fini(&d);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+
+START_TEST(cancel_of_4000_nested_nurseries_runs_on_a_64k_stack)
+{
+    deep_on_small_stack_task(DEEP_CANCEL);
+}
+END_TEST
+
+START_TEST(failure_in_4000_nested_nurseries_runs_on_a_64k_stack)
+{
+    deep_on_small_stack_task(DEEP_FAIL);
+}
+END_TEST
+
+START_TEST(cancel_of_40000_nested_nurseries_runs_on_a_1m_stack)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct deep d;
+    deep_init(&d, pool, DEEP_ON_THREAD, DEEP_CANCEL);
+    pthread_attr_t attr;
+    ck_assert_int_eq(pthread_attr_init(&attr), 0);
+    ck_assert_int_eq(pthread_attr_setstacksize(&attr, (size_t)1 << 20), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, &attr, deep_thread, &d), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pthread_attr_destroy(&attr);
+    deep_check(&d);
+    deep_fini(&d);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- time --------------------------------------------------------------- */
 
 static nursery_time_t mono_ns(void)
@@ -405,10 +776,20 @@ static Suite *cancel_suite(void)
     tcase_add_test(tc, sleep_waits_at_least_until_deadline);
     tcase_add_test(tc, sleep_returns_promptly_when_cancelled);
 
+    tc = tcase_with_timeout(s, "rule", 60);
+    tcase_add_test(tc, blocking_calls_in_cancelled_task_are_ecanceled_even_when_ready);
+    tcase_add_test(tc, waits_in_cancelled_body_are_ecanceled_even_when_ready);
+
     tc = tcase_with_timeout(s, "reach", 60);
     tcase_add_test(tc, task_started_into_cancelled_nursery_never_runs);
     tcase_add_test(tc, cancel_outer_reaches_nested_bodies_and_tasks);
     tcase_add_test(tc, cancel_from_foreign_thread_wakes_task);
+    tcase_add_test(tc, cancel_of_joined_retained_nursery_is_eclosed);
+
+    tc = tcase_with_timeout(s, "deep", 60);
+    tcase_add_test(tc, cancel_of_4000_nested_nurseries_runs_on_a_64k_stack);
+    tcase_add_test(tc, failure_in_4000_nested_nurseries_runs_on_a_64k_stack);
+    tcase_add_test(tc, cancel_of_40000_nested_nurseries_runs_on_a_1m_stack);
 
     tc = tcase_with_timeout(s, "time", 60);
     tcase_add_test(tc, now_is_monotonic_clock);

@@ -434,6 +434,99 @@ START_TEST(recursive_fan_out_completes_on_one_thread)
 }
 END_TEST
 
+/* Opening and joining nested nurseries costs the same at every depth
+ * (issue 6, item 4): 100 000 levels in one thread end well inside the
+ * case's timeout.  A join that walks up to the root is quadratic: over a
+ * minute for these. */
+#define NESTED_LEVELS 100000
+
+START_TEST(joining_100000_nested_nurseries_is_linear)
+{
+    nursery_pool_t *pool = test_pool(1);
+    nursery_t **n = malloc(NESTED_LEVELS * sizeof(*n));
+    ck_assert_ptr_nonnull(n);
+    for (int i = 0; i < NESTED_LEVELS; i++)
+        ck_assert_int_eq(nursery_open(&n[i], pool), 0);
+    for (int i = NESTED_LEVELS - 1; i >= 0; i--)
+        ck_assert_int_eq(nursery_join(n[i], NURSERY_FOREVER, NULL), 0);
+    free(n);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* A worker's join checks its deadline between the tasks it runs while it
+ * helps (issue 6, item 8).  On a pool of one thread that cannot grow, a
+ * task starts 100 tasks of 20 ms into a nursery and joins it with a 50 ms
+ * deadline: the join gives up long before it has run them all, and the
+ * task then cancels the nursery and joins it.  Today's join runs all 100
+ * back to back and returns 0 after two seconds. */
+#define SLOW_TASKS 100
+
+struct slow_join {
+    nursery_pool_t *pool;
+    atomic_int ran;
+    atomic_int destroyed;
+    int join_rc;     /* the join with a deadline */
+    int ran_by_then; /* tasks that had begun when it returned */
+    int cancel_rc;
+    int final_rc; /* the join after the cancel */
+};
+
+static int slow_task(void *arg, void **value)
+{
+    (void)value;
+    struct slow_join *s = arg;
+    atomic_fetch_add(&s->ran, 1);
+    return nursery_sleep(nursery_after_ms(20));
+}
+
+static void slow_task_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct slow_join *)arg)->destroyed, 1);
+}
+
+static int join_slow_tasks_with_deadline(void *arg, void **value)
+{
+    (void)value;
+    struct slow_join *s = arg;
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, s->pool);
+    if (rc)
+        return rc;
+    nursery_task_options_t opts = {.arg_destroy = slow_task_destroyed};
+    for (int i = 0; i < SLOW_TASKS; i++)
+        task_expect_eq(nursery_start_soon(n, slow_task, s, &opts), 0);
+    s->join_rc = nursery_join(n, nursery_after_ms(50), NULL);
+    s->ran_by_then = atomic_load(&s->ran);
+    if (s->join_rc == ETIMEDOUT) {
+        s->cancel_rc = nursery_cancel(n);
+        s->final_rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    }
+    return 0;
+}
+
+START_TEST(worker_join_checks_deadline_between_tasks_it_runs)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct slow_join s = {.pool = pool, .join_rc = -1, .cancel_rc = -1, .final_rc = -1};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, join_slow_tasks_with_deadline, &s, NULL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    ck_assert_msg(s.join_rc == ETIMEDOUT && s.ran_by_then < SLOW_TASKS,
+                  "join with a 50 ms deadline returned %d after %d of %d tasks of 20 ms had run",
+                  s.join_rc, s.ran_by_then, SLOW_TASKS);
+    ck_assert_int_eq(s.cancel_rc, 0);
+    ck_assert_int_eq(s.final_rc, 0);
+    /* The ones still queued at the cancel never ran, and every argument
+     * was destroyed once. */
+    ck_assert_int_lt(atomic_load(&s.ran), SLOW_TASKS);
+    ck_assert_int_eq(atomic_load(&s.destroyed), SLOW_TASKS);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- failures and cancellation ------------------------------------------ */
 
 struct first_error {
@@ -804,6 +897,158 @@ START_TEST(outer_cancel_reaches_inner_nursery_tasks)
 }
 END_TEST
 
+/* A body that calls nursery_fail() between open and join fails the
+ * nursery at once, as a task would (issue 6, item 16): it is cancelled
+ * (body and tasks), and join reports the body's error. */
+START_TEST(body_fail_between_open_and_join_fails_the_nursery)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running));
+    ck_assert(!nursery_cancelled());
+    ck_assert_int_eq(nursery_fail(EIO, "body %d", 7), EIO);
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), NURSERY_EFAILED);
+    ck_assert_uint_eq(nursery_errors_count(errs), 1);
+    nursery_error_t *err = nursery_errors_get(errs, 0);
+    ck_assert_int_eq(nursery_error_code(err), EIO);
+    ck_assert_str_eq(nursery_error_message(err), "body 7");
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* A task that fails once it sees the cancellation. */
+static int fail_when_cancelled(void *arg, void **value)
+{
+    (void)value;
+    struct gated *g = arg;
+    latch_count_down(&g->running);
+    int rc = gate_wait(g->gate);
+    atomic_store(&g->rc, rc);
+    return nursery_fail(EPIPE, "after the body");
+}
+
+START_TEST(body_fail_with_is_the_primary_error)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    nursery_task_options_t later = {.name = "later"};
+    ck_assert_int_eq(nursery_start_soon(n, fail_when_cancelled, &g, &later), 0);
+    ck_assert(latch_wait(&g.running));
+    nursery_error_t *e = NULL;
+    ck_assert_int_eq(nursery_error_create(&e, EPROTO, "built %s", "by the body"), 0);
+    ck_assert_int_eq(nursery_fail_with(e), EPROTO);
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+
+    /* The body's error first (it cancelled the nursery), then the task's. */
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), NURSERY_EFAILED);
+    ck_assert_uint_eq(nursery_errors_count(errs), 2);
+    ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EPROTO);
+    ck_assert_str_eq(nursery_error_message(nursery_errors_get(errs, 0)), "built by the body");
+    ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 1)), EPIPE);
+    ck_assert_str_eq(nursery_error_task_name(nursery_errors_get(errs, 1)), "later");
+    nursery_errors_free(errs);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* nursery_run's body: the same failure whether it returns the code of
+ * nursery_fail() or calls it and returns 0, and reported once. */
+static int body_returns_fail(nursery_t *n, void *arg)
+{
+    struct gated *g = arg;
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, g, NULL), 0);
+    ck_assert(latch_wait(&g->running));
+    int rc = nursery_fail(EIO, "returned");
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+    return rc;
+}
+
+static int body_fails_then_returns_zero(nursery_t *n, void *arg)
+{
+    struct gated *g = arg;
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, g, NULL), 0);
+    ck_assert(latch_wait(&g->running));
+    ck_assert_int_eq(nursery_fail(EIO, "not returned"), EIO);
+    ck_assert_msg(nursery_cancelled(), "the body failed but its nursery is not cancelled");
+    return 0;
+}
+
+START_TEST(run_body_failure_is_reported_once_whether_returned_or_not)
+{
+    nursery_pool_t *pool = test_pool(2);
+    int (*bodies[2])(nursery_t *, void *) = {body_returns_fail, body_fails_then_returns_zero};
+    const char *messages[2] = {"returned", "not returned"};
+    for (int i = 0; i < 2; i++) {
+        struct gated g;
+        gated_init(&g, 1);
+        nursery_errors_t *errs = NULL;
+        ck_assert_int_eq(nursery_run(pool, bodies[i], &g, &errs), NURSERY_EFAILED);
+        ck_assert_uint_eq(nursery_errors_count(errs), 1);
+        ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EIO);
+        ck_assert_str_eq(nursery_error_message(nursery_errors_get(errs, 0)), messages[i]);
+        ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+        nursery_errors_free(errs);
+        ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+        gated_fini(&g);
+    }
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* A join that returns 0 after nursery_cancel() still tells how many tasks
+ * ended cancelled (issue 6, item 17): a group with no error, counting the
+ * task that was running and the ones that never ran. */
+#define QUEUED_BEHIND 5
+
+START_TEST(join_after_cancel_reports_cancelled_tasks_in_a_group)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct gated g;
+    gated_init(&g, 1);
+    atomic_int destroyed = 0;
+    nursery_task_options_t opts = {.arg_destroy = count_call};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running)); /* the only worker is busy */
+    for (int i = 0; i < QUEUED_BEHIND; i++)
+        ck_assert_int_eq(nursery_start_soon(n, count_task, &destroyed, &opts), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_msg(errs != NULL, "join after nursery_cancel gave no group");
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_ptr_null(nursery_errors_get(errs, 0));
+    ck_assert_uint_eq(nursery_errors_dropped(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), QUEUED_BEHIND + 1);
+    nursery_errors_free(errs);
+    /* The argument is the counter: a task that ran would have added one. */
+    ck_assert_int_eq(atomic_load(&destroyed), QUEUED_BEHIND);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    gated_fini(&g);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 /* ---- misuse ------------------------------------------------------------- */
 
 START_TEST(start_soon_on_joined_nursery_is_eclosed)
@@ -830,6 +1075,38 @@ START_TEST(start_soon_on_joined_nursery_is_eclosed)
     ck_assert_int_eq(atomic_load(&destroyed), 3);
     nursery_release(n);
     ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* The same once the nursery's explicit pool has been destroyed: the start
+ * calls must not read the pool (issue 6, item 2; AddressSanitizer sees the
+ * use after free, the plain build happens to return NURSERY_ECLOSED). */
+START_TEST(start_in_joined_nursery_of_destroyed_pool_is_eclosed)
+{
+    nursery_pool_t *pool = test_pool(1);
+    atomic_int destroyed = 0;
+    nursery_task_options_t opts = {.arg_destroy = count_call};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_ptr_eq(nursery_retain(n), n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+
+    /* The argument is the counter: a task that ran would add one more. */
+    ck_assert_int_eq(nursery_start_soon(n, count_task, &destroyed, &opts), NURSERY_ECLOSED);
+    ck_assert_int_eq(atomic_load(&destroyed), 1);
+    nursery_result_t *r = INT2PTR(1);
+    ck_assert_int_eq(nursery_capture_start_soon(n, count_task, &destroyed, &opts, &r),
+                     NURSERY_ECLOSED);
+    ck_assert_ptr_null(r);
+    ck_assert_int_eq(atomic_load(&destroyed), 2);
+    void *v = NULL;
+    nursery_result_t *done = INT2PTR(1);
+    ck_assert_int_eq(nursery_start(n, count_task, &destroyed, &opts, NURSERY_FOREVER, &v, &done),
+                     NURSERY_ECLOSED);
+    ck_assert_ptr_null(done);
+    ck_assert_int_eq(atomic_load(&destroyed), 3);
+    nursery_release(n);
 }
 END_TEST
 
@@ -1171,11 +1448,13 @@ START_TEST(start_deadline_passing_cancels_the_task)
         nursery_result_release(done);
         gated_fini(&g);
     }
-    /* The target nursery is unaffected. */
+    /* The target nursery is unaffected: nothing failed in it (a task that
+     * ends before started is its caller's). */
     ck_assert(!nursery_cancelled());
     nursery_errors_t *errs = INT2PTR(1);
     ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
-    ck_assert_ptr_null(errs);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
     ck_assert_int_eq(nursery_pool_destroy(pool), 0);
 }
 END_TEST
@@ -1229,6 +1508,272 @@ START_TEST(capture_start_and_done_gives_both_results)
 }
 END_TEST
 
+/* nursery_start gives up at its deadline, or at once when its caller is
+ * cancelled, while its task is still queued: the task is cancelled on the
+ * spot and never runs (issue 6, item 9).  The pool's only worker is held by
+ * a task whose own wait is bounded (5 s): a start that waits for a worker
+ * to pick its task up returns only once that task has ended. */
+struct held {
+    latch_t running;
+    nursery_result_t *gate;
+};
+
+static int hold_the_worker(void *arg, void **value)
+{
+    (void)value;
+    struct held *h = arg;
+    latch_count_down(&h->running);
+    int rc = nursery_result_wait(h->gate, nursery_after_ms(5000));
+    return rc == ECANCELED ? rc : 0;
+}
+
+struct start_counts {
+    atomic_int ran;
+    atomic_int destroyed;
+};
+
+static int count_then_started(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&((struct start_counts *)arg)->ran, 1);
+    return nursery_started(NULL);
+}
+
+static void start_arg_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct start_counts *)arg)->destroyed, 1);
+}
+
+START_TEST(start_gives_up_on_a_queued_task_at_once)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct held h = {.gate = gate_new()};
+    latch_init(&h.running, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    nursery_result_t *holder = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(n, hold_the_worker, &h, NULL, &holder), 0);
+    ck_assert(latch_wait(&h.running)); /* the only worker is busy */
+
+    struct start_counts c = {0};
+    nursery_task_options_t opts = {.arg_destroy = start_arg_destroyed};
+    void *v = NULL;
+    nursery_result_t *done = NULL;
+    int rc = nursery_start(n, count_then_started, &c, &opts, nursery_after_ms(50), &v, &done);
+    bool held = !nursery_result_is_done(holder);
+    ck_assert_msg(rc == ETIMEDOUT && held,
+                  "start (50 ms deadline, task queued) returned %d %s the only worker was free", rc,
+                  held ? "before" : "only once");
+    ck_assert_int_eq(atomic_load(&c.ran), 0);
+    ck_assert_int_eq(atomic_load(&c.destroyed), 1);
+    ck_assert_ptr_nonnull(done);
+    assert_failed(done, ECANCELED);
+    nursery_result_release(done);
+
+    /* The caller is cancelled: the body of a cancelled nursery. */
+    nursery_t *callers = NULL;
+    ck_assert_int_eq(nursery_open(&callers, pool), 0);
+    ck_assert_int_eq(nursery_cancel(callers), 0);
+    done = NULL;
+    rc = nursery_start(n, count_then_started, &c, &opts, nursery_after_ms(TEST_HANG_MS), &v, &done);
+    held = !nursery_result_is_done(holder);
+    ck_assert_msg(rc == ECANCELED && held,
+                  "start from a cancelled caller returned %d %s the only worker was free", rc,
+                  held ? "before" : "only once");
+    ck_assert_int_eq(atomic_load(&c.ran), 0);
+    ck_assert_int_eq(atomic_load(&c.destroyed), 2);
+    /* Whether the task was queued and cancelled, or never made: */
+    if (done != NULL)
+        assert_failed(done, ECANCELED);
+    nursery_result_release(done);
+    ck_assert_int_eq(nursery_join(callers, NURSERY_FOREVER, NULL), 0);
+
+    gate_open(h.gate);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    assert_value(holder, 0);
+    nursery_result_release(holder);
+    nursery_result_release(h.gate);
+    latch_destroy(&h.running);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* From the only worker of a pool that cannot grow, nursery_start runs the
+ * queued task itself, on its own stack (issue 6, item 9).  The test thread's
+ * join is no worker and only waits: a start that waits for another worker
+ * never returns, and the join times out. */
+struct self_start {
+    nursery_t *n;
+    int rc;
+    void *started;
+    nursery_result_t *done;
+    pthread_t caller;
+    pthread_t ran_on;
+};
+
+static int started_seven_returns_eight(void *arg, void **value)
+{
+    struct self_start *s = arg;
+    s->ran_on = pthread_self();
+    int rc = nursery_started(INT2PTR(7));
+    *value = INT2PTR(8);
+    return rc;
+}
+
+static int start_on_own_pool(void *arg, void **value)
+{
+    (void)value;
+    struct self_start *s = arg;
+    s->caller = pthread_self();
+    s->rc = nursery_start(s->n, started_seven_returns_eight, s, NULL,
+                          nursery_after_ms(TEST_HANG_MS), &s->started, &s->done);
+    return 0;
+}
+
+START_TEST(start_from_the_only_worker_runs_the_task_itself)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct self_start s = {.rc = -1};
+    ck_assert_int_eq(nursery_open(&s.n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(s.n, start_on_own_pool, &s, NULL), 0);
+    int rc = nursery_join(s.n, nursery_after_ms(10000), NULL);
+    ck_assert_msg(rc == 0, "join returned %d: nursery_start in the only worker never returned", rc);
+    ck_assert_int_eq(s.rc, 0);
+    ck_assert_ptr_eq(s.started, INT2PTR(7));
+    ck_assert(pthread_equal(s.ran_on, s.caller));
+    ck_assert_ptr_nonnull(s.done);
+    assert_value(s.done, 8);
+    nursery_result_release(s.done);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
+/* nursery_start gave up (deadline, or its caller cancelled) while its task
+ * runs: the task is cancelled, and its later nursery_started(value) returns
+ * ECANCELED, so the value stays the task's (issue 6, item 10).  The value
+ * here is an owned object that the task frees when nobody took it; today
+ * started returns 0 and the object is lost (a leak checker sees it). */
+struct late_started {
+    latch_t running;
+    nursery_result_t *never; /* a gate nobody opens */
+    atomic_int wait_rc;      /* the gate wait's code, -1 before */
+    atomic_int started_rc;   /* nursery_started's code, -1 before */
+    atomic_int freed;        /* the task freed its value itself */
+};
+
+static void late_started_init(struct late_started *l)
+{
+    latch_init(&l->running, 1);
+    l->never = gate_new();
+    atomic_init(&l->wait_rc, -1);
+    atomic_init(&l->started_rc, -1);
+    atomic_init(&l->freed, 0);
+}
+
+static void late_started_fini(struct late_started *l)
+{
+    nursery_result_release(l->never);
+    latch_destroy(&l->running);
+}
+
+static int start_late_with_owned_value(void *arg, void **value)
+{
+    (void)value;
+    struct late_started *l = arg;
+    latch_count_down(&l->running);
+    atomic_store(&l->wait_rc, gate_wait(l->never));
+    int *owned = malloc(sizeof(*owned));
+    int rc = nursery_started(owned);
+    atomic_store(&l->started_rc, rc);
+    if (rc) {
+        free(owned);
+        atomic_fetch_add(&l->freed, 1);
+    }
+    return rc;
+}
+
+static void assert_started_refused(struct late_started *l, nursery_result_t *done)
+{
+    ck_assert_int_eq(atomic_load(&l->wait_rc), ECANCELED);
+    ck_assert_msg(atomic_load(&l->started_rc) == ECANCELED,
+                  "nursery_started after its caller gave up returned %d",
+                  atomic_load(&l->started_rc));
+    ck_assert_int_eq(atomic_load(&l->freed), 1);
+    ck_assert_ptr_nonnull(done);
+    assert_failed(done, ECANCELED);
+}
+
+struct late_caller {
+    nursery_t *target;
+    struct late_started *late;
+    int rc;
+    nursery_result_t *done;
+};
+
+static int call_start_late(void *arg, void **value)
+{
+    (void)value;
+    struct late_caller *c = arg;
+    void *v = NULL;
+    c->rc = nursery_start(c->target, start_late_with_owned_value, c->late, NULL, NURSERY_FOREVER,
+                          &v, &c->done);
+    return 0;
+}
+
+START_TEST(started_after_start_gave_up_is_ecanceled)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+
+    /* The deadline passes while the task runs.  A task still queued at the
+     * deadline never runs (see above): then again with a longer one. */
+    struct late_started l;
+    nursery_result_t *done = NULL;
+    for (int ms = 50;; ms *= 10) {
+        late_started_init(&l);
+        void *v = NULL;
+        done = NULL;
+        ck_assert_int_eq(nursery_start(n, start_late_with_owned_value, &l, NULL,
+                                       nursery_after_ms(ms), &v, &done),
+                         ETIMEDOUT);
+        if (latch_is_open(&l.running))
+            break;
+        ck_assert_int_lt(ms, 5000);
+        nursery_result_release(done);
+        late_started_fini(&l);
+    }
+    assert_started_refused(&l, done);
+    nursery_result_release(done);
+    late_started_fini(&l);
+
+    /* The caller, a task, is cancelled while the task runs. */
+    late_started_init(&l);
+    struct late_caller c = {.target = n, .late = &l, .rc = -1};
+    nursery_t *callers = NULL;
+    ck_assert_int_eq(nursery_open(&callers, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(callers, call_start_late, &c, NULL), 0);
+    ck_assert(latch_wait(&l.running));
+    ck_assert_int_eq(nursery_cancel(callers), 0);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(callers, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(c.rc, ECANCELED);
+    assert_started_refused(&l, c.done);
+    nursery_result_release(c.done);
+    late_started_fini(&l);
+
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(nursery_pool_destroy(pool), 0);
+}
+END_TEST
+
 static Suite *nursery_suite(void)
 {
     Suite *s = suite_create("nursery");
@@ -1244,6 +1789,8 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, recursive_fan_out_completes_on_one_thread);
     tcase_add_test(tc, starts_from_tasks_the_joiner_runs_are_counted);
     tcase_add_test(tc, join_that_times_out_gives_back_counted_starts);
+    ADD_CASE(s, joining_100000_nested_nurseries_is_linear, 30);
+    ADD_CASE(s, worker_join_checks_deadline_between_tasks_it_runs, 30);
 
     tc = tcase_with_timeout(s, "failures", 60);
     tcase_add_test(tc, first_error_cancels_queued_tasks);
@@ -1253,9 +1800,14 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, body_sees_cancellation_after_task_fails);
     tcase_add_test(tc, body_error_counts_as_failure);
     tcase_add_test(tc, outer_cancel_reaches_inner_nursery_tasks);
+    tcase_add_test(tc, body_fail_between_open_and_join_fails_the_nursery);
+    tcase_add_test(tc, body_fail_with_is_the_primary_error);
+    tcase_add_test(tc, run_body_failure_is_reported_once_whether_returned_or_not);
+    tcase_add_test(tc, join_after_cancel_reports_cancelled_tasks_in_a_group);
 
     tc = tcase_with_timeout(s, "misuse", 60);
     tcase_add_test(tc, start_soon_on_joined_nursery_is_eclosed);
+    tcase_add_test(tc, start_in_joined_nursery_of_destroyed_pool_is_eclosed);
     tcase_add_test(tc, null_arguments_are_einval);
     tcase_add_test(tc, join_by_other_thread_or_out_of_order_is_einval);
     tcase_add_test(tc, join_times_out_then_cancel_and_join);
@@ -1269,6 +1821,9 @@ static Suite *nursery_suite(void)
     tcase_add_test(tc, start_caller_cancelled_cancels_the_task);
     tcase_add_test(tc, start_deadline_passing_cancels_the_task);
     tcase_add_test(tc, capture_start_and_done_gives_both_results);
+    ADD_CASE(s, start_gives_up_on_a_queued_task_at_once, 30);
+    ADD_CASE(s, start_from_the_only_worker_runs_the_task_itself, 30);
+    ADD_CASE(s, started_after_start_gave_up_is_ecanceled, 30);
     return s;
 }
 

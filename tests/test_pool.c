@@ -207,6 +207,38 @@ START_TEST(stats_completed_counts_every_task)
 }
 END_TEST
 
+/* Once join has returned, the pool's statistics count every task of the
+ * nursery as completed and none as running (issue 6, item 17).  A worker
+ * that counts its task only after reporting it finished leaves a window in
+ * which join has returned: many short rounds find it. */
+#define STATS_ROUNDS 3000
+
+START_TEST(stats_after_join_count_every_task_completed)
+{
+    nursery_pool_t *p = test_pool(2);
+    atomic_int count = 0;
+    uint64_t expected = 0;
+    int bad_round = -1;
+    nursery_pool_stats_t bad = {0};
+    for (int i = 0; i < STATS_ROUNDS && bad_round < 0; i++) {
+        int tasks = 1 + i % 3;
+        run_count_tasks(p, &count, tasks);
+        expected += (uint64_t)tasks;
+        nursery_pool_stats_t st;
+        ck_assert_int_eq(nursery_pool_stats(p, &st), 0);
+        if (st.completed != expected || st.running != 0) {
+            bad_round = i;
+            bad = st;
+        }
+    }
+    ck_assert_msg(
+        bad_round < 0, "round %d: after join, stats show %llu tasks completed of %llu, %zu running",
+        bad_round, (unsigned long long)bad.completed, (unsigned long long)expected, bad.running);
+    ck_assert_int_eq(atomic_load(&count), (int)expected);
+    ck_assert_int_eq(nursery_pool_destroy(p), 0);
+}
+END_TEST
+
 /* ---- destroy rules -------------------------------------------------------- */
 
 START_TEST(destroy_with_open_nursery_is_ebusy)
@@ -507,6 +539,7 @@ static Suite *pool_suite(void)
     tc = tcase_with_timeout(s, "stats", 60);
     tcase_add_test(tc, stats_count_threads_and_tasks);
     tcase_add_test(tc, stats_completed_counts_every_task);
+    tcase_add_test(tc, stats_after_join_count_every_task_completed);
 
     tc = tcase_with_timeout(s, "destroy", 60);
     tcase_add_test(tc, destroy_with_open_nursery_is_ebusy);

@@ -663,6 +663,58 @@ START_TEST(result_cancel_while_running_spares_siblings)
 }
 END_TEST
 
+/* Cancelling the done result of nursery_capture_start_and_done before its
+ * start task has run (issue 6, item 13): the task never runs, both results
+ * are done with a cancellation, and the start nursery does not fail - a
+ * cancellation stays a cancellation.  Today the start task finds the
+ * capture taken and fails its nursery with EALREADY. */
+START_TEST(cancel_of_done_result_before_its_start_is_a_cancellation)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    nursery_result_t *gate = gate_new();
+    struct job blocker, victim;
+    job_init(&blocker, gate, 1, 0);
+    job_init(&victim, NULL, 2, 0);
+    nursery_t *run_n = NULL, *start_n = NULL;
+    ck_assert_int_eq(nursery_open(&run_n, pool), 0);
+    ck_assert_int_eq(nursery_open(&start_n, pool), 0);
+    nursery_result_t *rb = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(start_n, job_task, &blocker, &job_opts, &rb), 0);
+    ck_assert(latch_wait(&blocker.entered)); /* the start task stays queued */
+
+    nursery_result_t *sr = NULL, *dr = NULL;
+    ck_assert_int_eq(
+        nursery_capture_start_and_done(start_n, run_n, job_task, &victim, &job_opts, &sr, &dr), 0);
+    assert_not_done(sr);
+    ck_assert_int_eq(nursery_result_cancel(dr), 0);
+    nursery_error_t *e = assert_failed(dr, ECANCELED);
+
+    gate_open(gate);
+    nursery_errors_t *errs = NULL;
+    int rc = nursery_join(start_n, HANG, &errs);
+    ck_assert_msg(rc == 0 && nursery_errors_count(errs) == 0,
+                  "start nursery's join returned %d with %zu error(s), the first with code %d", rc,
+                  nursery_errors_count(errs),
+                  errs ? nursery_error_code(nursery_errors_get(errs, 0)) : 0);
+    nursery_errors_free(errs);
+    assert_failed(sr, ECANCELED);
+    ck_assert_ptr_eq(assert_failed(dr, ECANCELED), e);
+    assert_value(rb, 1);
+    ck_assert_int_eq(nursery_join(run_n, HANG, NULL), 0);
+    ck_assert_int_eq(atomic_load(&victim.runs), 0);
+
+    nursery_result_release(sr);
+    nursery_result_release(dr);
+    nursery_result_release(rb);
+    ck_assert_int_eq(atomic_load(&victim.destroys), 1);
+    ck_assert_int_eq(atomic_load(&blocker.destroys), 1);
+    nursery_result_release(gate);
+    job_fini(&blocker);
+    job_fini(&victim);
+    destroy_pool(pool);
+}
+END_TEST
+
 START_TEST(result_cancel_of_done_result_is_ealready)
 {
     nursery_result_t *f = NULL, *g = NULL;
@@ -1093,6 +1145,7 @@ static Suite *result_suite(void)
     ADD_CASE(s, result_cancel_before_start_never_runs, 30);
     ADD_CASE(s, result_cancel_of_unrun_capture, 30);
     ADD_CASE(s, result_cancel_while_running_spares_siblings, 30);
+    ADD_CASE(s, cancel_of_done_result_before_its_start_is_a_cancellation, 30);
     ADD_CASE(s, result_cancel_of_done_result_is_ealready, 30);
     ADD_CASE(s, result_cancel_of_pending_future_completes_it, 30);
     ADD_CASE(s, format_short_form, 30);

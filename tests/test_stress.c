@@ -205,6 +205,62 @@ START_TEST(cancel_races_tasks_that_park_again)
 }
 END_TEST
 
+/* nursery_cancel() from another thread while the opener is in join (issue
+ * 6, item 1).  The tasks end only when cancelled, so every cancel begins
+ * while the nursery is open; join may free the nursery only once that
+ * cancel is done with it.  The sanitizers see a canceller that touches it
+ * afterwards; the test checks the codes.  Odd rounds cancel once the tasks
+ * run, even rounds at once (the tasks may still be queued). */
+#define JOIN_CANCEL_TASKS 4
+
+struct join_canceller {
+    nursery_t *n;
+    latch_t *running; /* waited for first (NULL: cancel at once) */
+};
+
+static void *cancel_during_join(void *arg)
+{
+    struct join_canceller *c = arg;
+    if (c->running != NULL && !latch_wait(c->running))
+        return INT2PTR(-1);
+    return INT2PTR(nursery_cancel(c->n));
+}
+
+static int sleep_until_cancelled(void *arg, void **value)
+{
+    (void)value;
+    latch_count_down(arg);
+    return nursery_sleep(NURSERY_FOREVER);
+}
+
+START_TEST(cancel_racing_join_never_touches_freed_nursery)
+{
+    nursery_pool_t *pool = test_pool(JOIN_CANCEL_TASKS);
+    for (int i = 0; i < 1000; i++) {
+        latch_t running;
+        latch_init(&running, JOIN_CANCEL_TASKS);
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        for (int t = 0; t < JOIN_CANCEL_TASKS; t++)
+            ck_assert_int_eq(nursery_start_soon(n, sleep_until_cancelled, &running, NULL), 0);
+        struct join_canceller c = {.n = n, .running = i % 2 ? &running : NULL};
+        pthread_t canceller;
+        ck_assert_int_eq(pthread_create(&canceller, NULL, cancel_during_join, &c), 0);
+        nursery_errors_t *errs = NULL;
+        int rc = nursery_join(n, nursery_after_ms(TEST_HANG_MS), &errs);
+        void *cancel_rc = INT2PTR(-2);
+        ck_assert_int_eq(pthread_join(canceller, &cancel_rc), 0);
+        ck_assert_msg(rc == 0 && PTR2INT(cancel_rc) == 0,
+                      "round %d: join returned %d, the cancel racing it %d", i, rc,
+                      PTR2INT(cancel_rc));
+        ck_assert_uint_eq(nursery_errors_count(errs), 0);
+        nursery_errors_free(errs);
+        latch_destroy(&running);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
 START_TEST(result_cancel_races_task_completion)
 {
     nursery_pool_t *pool = test_pool(2);
@@ -1398,6 +1454,94 @@ START_TEST(injected_tasks_are_never_stranded)
 }
 END_TEST
 
+/* ---- fan-outs on the default pool ---------------------------------------
+ * 10 000 tasks that each wait for a task of their own: every wait must make
+ * progress from inside the pool (issue 6, item 11).  Today nursery_start
+ * and nursery_wait_any leave the awaited task queued: all 256 threads of the
+ * default pool block with thousands of tasks queued, and the join times
+ * out.  (The same fan-out with nursery_result_wait finishes at once.) */
+#define FANOUT 10000
+
+struct fanout {
+    nursery_t *n;
+    atomic_int helpers; /* awaited tasks that ran */
+    atomic_int waited;  /* waiters whose wait succeeded */
+};
+
+static int started_helper(void *arg, void **value)
+{
+    struct fanout *f = arg;
+    atomic_fetch_add(&f->helpers, 1);
+    *value = INT2PTR(2);
+    return nursery_started(INT2PTR(1));
+}
+
+static int start_a_helper(void *arg, void **value)
+{
+    (void)value;
+    struct fanout *f = arg;
+    void *v = NULL;
+    int rc = nursery_start(f->n, started_helper, f, NULL, nursery_after_ms(TEST_HANG_MS), &v, NULL);
+    task_expect_eq(rc, 0);
+    if (rc)
+        return rc;
+    task_expect_eq(PTR2INT(v), 1);
+    atomic_fetch_add(&f->waited, 1);
+    return 0;
+}
+
+static int counted_helper(void *arg, void **value)
+{
+    atomic_fetch_add(&((struct fanout *)arg)->helpers, 1);
+    *value = INT2PTR(3);
+    return 0;
+}
+
+static int wait_any_on_a_capture(void *arg, void **value)
+{
+    (void)value;
+    struct fanout *f = arg;
+    nursery_result_t *c = NULL;
+    int rc = nursery_capture_start_soon(f->n, counted_helper, f, NULL, &c);
+    task_expect_eq(rc, 0);
+    if (rc)
+        return rc;
+    size_t idx = 77;
+    rc = nursery_wait_any(&c, 1, nursery_after_ms(TEST_HANG_MS), &idx);
+    task_expect_eq(rc, 0);
+    if (rc == 0) {
+        task_expect_eq(idx, 0);
+        atomic_fetch_add(&f->waited, 1);
+    }
+    nursery_result_release(c);
+    return rc;
+}
+
+static void fan_out_on_default_pool(nursery_fn waiter)
+{
+    struct fanout f = {.helpers = 0, .waited = 0};
+    ck_assert_int_eq(nursery_open(&f.n, NULL), 0);
+    for (int i = 0; i < FANOUT; i++)
+        ck_assert_int_eq(nursery_start_soon(f.n, waiter, &f, NULL), 0);
+    int rc = nursery_join(f.n, nursery_after_ms(TEST_HANG_MS), NULL);
+    ck_assert_msg(rc == 0, "join returned %d with %d of %d waits done", rc, atomic_load(&f.waited),
+                  FANOUT);
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(atomic_load(&f.waited), FANOUT);
+    ck_assert_int_eq(atomic_load(&f.helpers), FANOUT);
+}
+
+START_TEST(ten_thousand_tasks_each_starting_a_helper_all_finish)
+{
+    fan_out_on_default_pool(start_a_helper);
+}
+END_TEST
+
+START_TEST(ten_thousand_tasks_each_waiting_any_on_a_capture_all_finish)
+{
+    fan_out_on_default_pool(wait_any_on_a_capture);
+}
+END_TEST
 
 static Suite *stress_suite(void)
 {
@@ -1410,6 +1554,7 @@ static Suite *stress_suite(void)
     tcase_add_test(tc, join_races_last_task_completion);
     tcase_add_test(tc, cancel_races_task_completion);
     tcase_add_test(tc, cancel_races_tasks_that_park_again);
+    tcase_add_test(tc, cancel_racing_join_never_touches_freed_nursery);
     tcase_add_test(tc, result_cancel_races_task_completion);
     tcase_add_test(tc, wait_any_races_completions);
     tcase_add_test(tc, start_deadline_races_started);
@@ -1436,6 +1581,10 @@ static Suite *stress_suite(void)
     tcase_add_test(tc, join_is_not_blocked_by_injected_task_of_enclosing_nursery);
     tcase_add_test(tc, surplus_threads_retire_down_to_threads_not_below);
     tcase_add_test(tc, injected_tasks_are_never_stranded);
+
+    tc = tcase_with_timeout(s, "fan-outs", 120);
+    tcase_add_test(tc, ten_thousand_tasks_each_starting_a_helper_all_finish);
+    tcase_add_test(tc, ten_thousand_tasks_each_waiting_any_on_a_capture_all_finish);
     return s;
 }
 

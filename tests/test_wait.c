@@ -571,6 +571,132 @@ START_TEST(wait_any_first_completion_not_delayed_by_queued_capture)
 }
 END_TEST
 
+/* A pool worker's waits run the queued captures they wait for (issue 6,
+ * item 11).  On a pool of one thread that cannot grow, a task starts
+ * captures into its own nursery and waits for them: nobody else can run
+ * them.  The waits are bounded (5 s) so that a wait that only waits fails
+ * the test instead of hanging it. */
+#define OWN_CAPTURES 3
+
+static int return_arg(void *arg, void **value)
+{
+    *value = arg;
+    return 0;
+}
+
+/* Starts OWN_CAPTURES captures of return_arg(1..) into n; 0 or the first
+ * failing start's code (then the started ones are released). */
+static int start_own_captures(nursery_t *n, nursery_result_t **c)
+{
+    for (int i = 0; i < OWN_CAPTURES; i++) {
+        int rc = nursery_capture_start_soon(n, return_arg, INT2PTR(i + 1), NULL, &c[i]);
+        if (rc) {
+            results_release(c, (size_t)i);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+struct own_wait_any {
+    nursery_t *n;
+    int start_rc;
+    int rc;
+    size_t index;
+    int value; /* of the result at index */
+};
+
+static int wait_any_on_own_captures(void *arg, void **value)
+{
+    (void)value;
+    struct own_wait_any *w = arg;
+    nursery_result_t *c[OWN_CAPTURES];
+    w->start_rc = start_own_captures(w->n, c);
+    if (w->start_rc)
+        return w->start_rc;
+    w->rc = nursery_wait_any(c, OWN_CAPTURES, nursery_after_ms(5000), &w->index);
+    void *v = NULL;
+    if (w->rc == 0 && w->index < OWN_CAPTURES && nursery_result_value(c[w->index], &v) == 0)
+        w->value = PTR2INT(v);
+    results_release(c, OWN_CAPTURES);
+    return 0;
+}
+
+START_TEST(wait_any_from_only_worker_runs_captures_of_own_nursery)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    struct own_wait_any w = {.rc = -1, .index = 77, .value = -1};
+    ck_assert_int_eq(nursery_open(&w.n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(w.n, wait_any_on_own_captures, &w, NULL), 0);
+    ck_assert_int_eq(nursery_join(w.n, HANG, NULL), 0);
+    ck_assert_int_eq(w.start_rc, 0);
+    ck_assert_msg(w.rc == 0, "wait_any in the only worker returned %d", w.rc);
+    ck_assert_uint_lt(w.index, OWN_CAPTURES);
+    ck_assert_int_eq(w.value, (int)w.index + 1);
+    destroy_pool(pool);
+}
+END_TEST
+
+struct own_to_channel {
+    nursery_t *n;
+    nursery_sender_t *tx;
+    int start_rc;
+    int rc;
+};
+
+static int results_to_channel_on_own_captures(void *arg, void **value)
+{
+    (void)value;
+    struct own_to_channel *t = arg;
+    nursery_result_t *c[OWN_CAPTURES];
+    t->start_rc = start_own_captures(t->n, c);
+    if (t->start_rc) {
+        nursery_sender_close(t->tx);
+        return t->start_rc;
+    }
+    t->rc = nursery_results_to_channel(c, OWN_CAPTURES, t->tx, true);
+    results_release(c, OWN_CAPTURES);
+    return 0;
+}
+
+START_TEST(results_to_channel_from_only_worker_runs_captures_of_own_nursery)
+{
+    nursery_pool_t *pool = capped_pool(1);
+    nursery_receiver_t *rx = NULL;
+    struct own_to_channel t = {.rc = -1};
+    /* Room for every result: sending never waits. */
+    ck_assert_int_eq(nursery_channel_create(OWN_CAPTURES, release_item, &t.tx, &rx), 0);
+    ck_assert_int_eq(nursery_open(&t.n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(t.n, results_to_channel_on_own_captures, &t, NULL), 0);
+    int got = 0, sum = 0, rc = 0;
+    while (got < OWN_CAPTURES) {
+        void *item = NULL;
+        rc = nursery_channel_recv(rx, &item, nursery_after_ms(5000));
+        if (rc)
+            break;
+        void *v = NULL;
+        if (nursery_result_value(item, &v) == 0)
+            sum += PTR2INT(v);
+        nursery_result_release(item);
+        got++;
+    }
+    /* A forwarder stuck in its wait would hold the join forever. */
+    if (got < OWN_CAPTURES)
+        ck_assert_int_eq(nursery_cancel(t.n), 0);
+    ck_assert_int_eq(nursery_join(t.n, HANG, NULL), 0);
+    ck_assert_msg(got == OWN_CAPTURES, "received %d of %d results (last recv: %d)", got,
+                  OWN_CAPTURES, rc);
+    ck_assert_int_eq(sum, 1 + 2 + 3);
+    ck_assert_int_eq(t.start_rc, 0);
+    ck_assert_int_eq(t.rc, 0);
+    void *item = NULL;
+    ck_assert_int_eq(nursery_channel_recv(rx, &item, HANG), NURSERY_EEOC);
+    nursery_sender_free(t.tx);
+    nursery_receiver_free(rx);
+    destroy_pool(pool);
+}
+END_TEST
+
 /* The race: several threads complete futures at once while wait_any waits.
  * The completions are serialised by a mutex that records their order, so
  * the first completion is known exactly. */
@@ -911,6 +1037,8 @@ static Suite *wait_suite(void)
     ADD_CASE(s, wait_cancels_none_of_the_results, 30);
     ADD_CASE(s, wait_deadline_holds_with_queued_capture, 30);
     ADD_CASE(s, wait_any_first_completion_not_delayed_by_queued_capture, 30);
+    ADD_CASE(s, wait_any_from_only_worker_runs_captures_of_own_nursery, 30);
+    ADD_CASE(s, results_to_channel_from_only_worker_runs_captures_of_own_nursery, 30);
     ADD_CASE(s, wait_any_race_returns_earliest_completion, 30);
     ADD_CASE(s, results_to_channel_sends_in_completion_order, 30);
     ADD_CASE(s, results_to_channel_follows_live_completions, 30);
