@@ -264,7 +264,7 @@ static struct config {
     .fib_n = 38,
     .sum_len = 10000000,
     .sum_chunks = 1000,
-    .burst_len = 1u << 19,
+    .burst_len = 1u << 21,
     .burst_calls = 15,
     .wake_rounds = 10000,
     .fanout_tasks = 64,
@@ -1071,7 +1071,7 @@ static void default_pool_rest(void)
     }
 }
 
-/* fork_join_burst: a merge sort of 2^19 ints (fib's task shape: a group of two child tasks
+/* fork_join_burst: a merge sort of 2^21 ints (fib's task shape: a group of two child tasks
  * per call while n >= 4096, then a merge after the join) called 15 times back to back, the
  * root calls in the main thread.  ms for the 15 calls; and (fork_join_burst_threads) the
  * largest thread count of libnursery's default pool seen during them, which issue 6 item 18
@@ -1600,7 +1600,7 @@ static void usage(FILE *f)
                "  -r N      timed repetitions of each implementation (default 5; -q: 1)\n"
                "  -n N      tasks of spawn_join and spawn_join_nested (default 1000000)\n"
                "  --fib N   fib(N) for the fib workloads (default 38)\n"
-               "  --sort N  ints per merge sort in fork_join_burst (default 524288)\n"
+               "  --sort N  ints per merge sort in fork_join_burst (default 2097152)\n"
                "  -q        quick: small sizes, a smoke test that takes seconds\n"
                "  -o DIR    write DIR/results.csv and DIR/ratios.svg (default: .)\n"
                "  -v        print every sample, and the default pool's threads after each\n"

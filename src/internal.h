@@ -328,6 +328,9 @@ HIDDEN bool nursery__task_claim(struct task *t);
 
 /* Set in task.flags once nursery_started() was called. */
 #define TASK_STARTED_FLAG (1u << 31)
+/* Set in task.flags while a helper's put-aside task waits in the injection
+ * queue (pool.c). */
+#define TASK_ASIDE_FLAG (1u << 30)
 
 /* ---- task_cache.c: recycled memory for plain tasks --------------------- */
 

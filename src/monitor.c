@@ -151,13 +151,19 @@ static bool cpus_busy(nursery_pool_t *p)
  * worker parked in a join waits for tasks that run on other workers: its
  * own deque is empty (a joiner runs or puts aside what it holds before it
  * parks), so what is queued sits with workers that run, or that count
- * here or as stalled themselves - unless tasks wait in the injection
- * queue, which only a worker looking for work drains: then joiners count
- * too. */
+ * here or as stalled themselves.  Tasks in the injection queue are another
+ * matter: only a worker looking for work drains it, and one started there
+ * from outside the pool may be what a parked joiner waits for; then
+ * joiners count too.  Not for tasks a helper put aside (pool.c): each
+ * belongs to a join further down that helper's own stack, which it goes
+ * back to once the joins above it end, or was stolen from a worker that
+ * runs (a parked joiner holds nothing in its deque), which drains the
+ * queue when it next looks for work. */
 static size_t stuck_in_library(nursery_pool_t *p)
 {
     size_t blocked = atomic_load_explicit(&p->blocked, memory_order_relaxed);
-    if (atomic_load_explicit(&p->injected, memory_order_relaxed) > 0)
+    if (atomic_load_explicit(&p->injected, memory_order_relaxed) >
+        atomic_load_explicit(&p->aside, memory_order_relaxed))
         return blocked;
     size_t joiners = atomic_load_explicit(&p->blocked_joiners, memory_order_relaxed);
     return blocked > joiners ? blocked - joiners : 0;

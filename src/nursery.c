@@ -545,8 +545,11 @@ int nursery_started(void *value)
     if (!slot)
         return (t->flags & TASK_STARTED_FLAG) ? EALREADY : EINVAL;
     pthread_mutex_lock(&slot->mu);
-    if (atomic_load_explicit(&slot->state, memory_order_relaxed) == SLOT_ABANDONED) {
-        /* Nobody takes the value any more: it stays the task's. */
+    /* A task whose caller gave up, or that is cancelled (with its caller,
+     * or on its own) does not start: it is about to end, and its caller to
+     * give up.  Nobody takes the value: it stays the task's. */
+    if (atomic_load_explicit(&slot->state, memory_order_relaxed) == SLOT_ABANDONED ||
+        nursery__cancel_node_cancelled(&t->node)) {
         pthread_mutex_unlock(&slot->mu);
         return ECANCELED;
     }

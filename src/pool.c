@@ -232,6 +232,16 @@ static struct task *inject_pop(nursery_pool_t *p)
     return head;
 }
 
+/* Whether a task just popped from the injection queue was put aside there
+ * by a helper (see put_aside); it is not any more. */
+static bool took_aside(struct task *t)
+{
+    if (!(t->flags & TASK_ASIDE_FLAG))
+        return false;
+    t->flags &= ~TASK_ASIDE_FLAG;
+    return true;
+}
+
 /* Takes one injected task and moves up to a batch more into the worker's
  * deque, so that draining is paid once per batch.  NULL if another worker
  * is draining: its deque is where the tasks go, and we steal from it.
@@ -245,17 +255,21 @@ static struct task *take_injected(nursery_pool_t *p, struct worker *self)
         return NULL;
     struct task *first = inject_pop(p);
     size_t popped = first != NULL;
+    size_t aside = first && took_aside(first);
     int moved = 0;
     for (; first && moved < INJECT_BATCH; moved++) {
         struct task *t = inject_pop(p);
         if (!t)
             break;
         popped++;
+        aside += took_aside(t);
         if (deque_push(&self->dq, t, t->nursery) != 0) {
             inject(p, t);
             break;
         }
     }
+    if (aside)
+        atomic_fetch_sub_explicit(&p->aside, aside, memory_order_relaxed);
     if (popped)
         atomic_fetch_sub_explicit(&p->injected, popped, memory_order_relaxed);
     atomic_flag_clear_explicit(&p->in_draining, memory_order_release);
@@ -565,6 +579,8 @@ static bool descends_from(const struct task *t, const nursery_t *n)
  * queue, out of the way of the helper's own deque. */
 static void put_aside(nursery_pool_t *p, struct task *t)
 {
+    t->flags |= TASK_ASIDE_FLAG;
+    atomic_fetch_add_explicit(&p->aside, 1, memory_order_relaxed);
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_release);
     inject(p, t);
     spread_work(p);

@@ -36,7 +36,7 @@ int nursery__task_init(struct task *t, nursery_fn fn, void *arg, const nursery_t
     nursery__cancel_node_init(&t->node, NULL);
     if (opts) {
         t->arg_destroy = opts->arg_destroy;
-        t->flags = opts->flags & ~TASK_STARTED_FLAG;
+        t->flags = opts->flags & ~(TASK_STARTED_FLAG | TASK_ASIDE_FLAG);
         if (opts->name && !(t->name = strdup(opts->name)))
             return ENOMEM;
     }
