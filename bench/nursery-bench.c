@@ -323,6 +323,7 @@ static void join_ok(nursery_t *n)
         bench_die("nursery_join: %s%s%s", nursery_strerror(rc), e ? ": " : "",
                   e ? nursery_error_message(e) : "");
     }
+    nursery_errors_free(errors); /* tasks that ended cancelled are counted in a group */
 }
 
 /* The slots of spawn_join: a task's argument is its index. */
