@@ -545,9 +545,9 @@ NURSERY_API int nursery_result_error(const nursery_result_t *r, nursery_error_t 
  * arg_destroy runs in the calling thread, and the result is done at once
  * with a cancellation error; running, it sees cancellation at its next
  * cancellation point; the rest of its nursery is unaffected.  On a
- * pending future it completes it with a cancellation error.  Never blocks,
- * and cannot fail with ENOMEM (out of memory, the cancellation error is a
- * shared one that names no task).
+ * pending future it completes it with a cancellation error.  It does not
+ * wait for a running task to end, and cannot fail with ENOMEM (out of
+ * memory, the cancellation error is a shared one that names no task).
  * Returns 0; EALREADY if the result is done or its task has already ended
  * (nothing changes); EINVAL (NULL); NURSERY_EFORKED. */
 NURSERY_API int nursery_result_cancel(nursery_result_t *r);
