@@ -11,10 +11,19 @@
  *     nursery_strerror() to print any of them.
  *   - Blocking functions take an absolute deadline (nursery_time_t, on
  *     CLOCK_MONOTONIC; NURSERY_FOREVER waits forever), fail with ETIMEDOUT
- *     when it passes and with ECANCELED when the calling task is cancelled.
+ *     when it passes and with ECANCELED when the calling task is cancelled,
+ *     even when they could complete at once (nursery_join() is the
+ *     exception).  A waiting pool worker runs some of the queued tasks it
+ *     waits for; any other thread runs nothing while it waits (see
+ *     nursery(7), "What a waiting thread runs").
  *   - Objects are opaque.  Each function says who owns what afterwards.
  *   - Everything a task wrote before it finished happens-before anything
  *     that observes it finished (join, wait, a done result).
+ *   - In the child of a fork(), a call that returns a code fails with
+ *     NURSERY_EFORKED on a pool, nursery or result made before the fork, at
+ *     once and without taking its locks (the functions below say which
+ *     checks come first); releasing such an object does nothing.  See
+ *     nursery(7), "fork".
  */
 #ifndef NURSERY_H
 #define NURSERY_H
@@ -122,13 +131,20 @@ NURSERY_API void nursery_error_release(nursery_error_t *err);
  * outcome and returns `code`, so a task fails with
  *     return nursery_fail(EIO, "cannot read %s", path);
  * A task that returns a non-zero code without calling this fails with a
- * plain error made from the code.  Returns `code`; ENOMEM if the error
- * could not be allocated (returning that fails the task with ENOMEM); 0
- * for code 0, recording nothing. */
+ * plain error made from the code.  In a nursery body (the opener's code
+ * between nursery_open() and nursery_join(), or nursery_run()'s body) it
+ * fails the nursery at once, as a failing task does: the error goes into
+ * the nursery's error group (first, so primary, if nothing failed before)
+ * and the nursery is cancelled; its join returns NURSERY_EFAILED whatever
+ * the body does next.  Outside any task and body it only sets
+ * nursery_last_error().  Returns `code`; ENOMEM if the error could not be
+ * allocated (a shared ENOMEM error is recorded instead: returning that fails
+ * the task with ENOMEM); 0 for code 0, recording nothing. */
 NURSERY_API int nursery_fail(int code, const char *fmt, ...) NURSERY_PRINTF(2, 3);
 
-/* Like nursery_fail() with an error you built (for a payload); takes
- * ownership of `err` and returns its code (EINVAL for NULL). */
+/* Like nursery_fail() with an error you built (for a payload), in a task
+ * or a body alike; takes ownership of `err` and returns its code (EINVAL
+ * for NULL, recording nothing). */
 NURSERY_API int nursery_fail_with(nursery_error_t *err);
 
 /* The error most recently recorded in this thread by nursery_fail(),
@@ -143,21 +159,31 @@ NURSERY_API nursery_error_t *nursery_last_error(void);
  * that cancelled the nursery) first, then every other real error in
  * arrival order.  At most NURSERY_ERRORS_KEPT errors are kept; later ones
  * are only counted.  Tasks that ended only because they were cancelled are
- * counted, not listed.  Owned by the caller of join; not thread-safe to
- * free while another thread reads it. */
+ * counted, not listed: join hands over a group also when nothing failed
+ * but some task ended cancelled (count 0, cancelled > 0).  The group is
+ * the nursery's own record, handed over as it is, so it keeps the joined
+ * nursery's memory until nursery_errors_free().  Owned by the caller of
+ * join; it may be read from several threads, but not freed while another
+ * thread reads it. */
 typedef struct nursery_errors nursery_errors_t;
 
 #define NURSERY_ERRORS_KEPT 64
 
-/* Number of errors listed; error i, borrowed (NULL if i is out of range);
- * the number of real errors not listed because of the cap; the number of
- * tasks that ended cancelled.  All accept NULL (0 / NULL). */
+/* Number of errors listed; error i, borrowed until the group is freed
+ * (NULL if i is out of range; 0 is the primary error); the number of real
+ * errors not listed because of the cap; the number of tasks that ended
+ * cancelled (running tasks that returned ECANCELED when cancelled, and
+ * queued tasks that never ran).  All accept NULL (0 / NULL) and never
+ * block. */
 NURSERY_API size_t nursery_errors_count(const nursery_errors_t *group);
 NURSERY_API nursery_error_t *nursery_errors_get(const nursery_errors_t *group, size_t i);
 NURSERY_API size_t nursery_errors_dropped(const nursery_errors_t *group);
 NURSERY_API size_t nursery_errors_cancelled(const nursery_errors_t *group);
 
-/* Frees the group and releases its errors.  NULL is a no-op. */
+/* Frees the group: releases its errors and the joined nursery's memory it
+ * holds (unless a nursery_retain() still holds it).  NULL is a no-op.
+ * Works in the child of a fork() too (on a group of the parent's, the
+ * nursery's memory is left alone). */
 NURSERY_API void nursery_errors_free(nursery_errors_t *group);
 
 /* ------------------------------------------------------------------------ */
@@ -172,21 +198,29 @@ typedef struct nursery_pool nursery_pool_t;
 typedef struct nursery_pool_options {
     /* Threads kept running: default, the CPUs this process may run on. */
     size_t threads;
-    /* Upper bound when the pool adds threads to replace blocked workers
-     * (in a library wait, or in the user's own blocking calls, detected
-     * from their CPU clocks): default max(threads, 256).  Extra threads
-     * retire after 250 ms idle.  Smaller than threads is EINVAL. */
+    /* Upper bound when the pool adds threads to replace stuck workers
+     * (blocked in a library wait, or in the user's own blocking calls,
+     * detected from their CPU clocks; see nursery_pool_create(3), "How the
+     * pool grows"): default max(threads, 256).  Extra threads retire after
+     * 250 ms idle.  At max_threads, with no worker idle, a worker waiting in
+     * nursery_start() runs its task itself.  Smaller than threads is
+     * EINVAL. */
     size_t max_threads;
     /* Name prefix of the worker threads (up to 11 bytes are used, a number
      * is appended, visible in top -H and gdb).  Default "nursery". */
     const char *name;
-    /* Stack size of each worker thread in bytes.  Default: the system's. */
+    /* Stack size of each worker thread in bytes.  Default: the system's.
+     * Below PTHREAD_STACK_MIN, or a size the system refuses, is EINVAL (it
+     * is never replaced by another). */
     size_t stack_size;
 } nursery_pool_options_t;
 
-/* Creates a pool.  `opts` may be NULL for defaults.  Threads start at once.
- * Returns 0, EINVAL (out NULL, bad options), ENOMEM or EAGAIN (no thread
- * could be created; nothing is left behind).  Thread-safe. */
+/* Creates a pool.  `opts` may be NULL for defaults.  Threads start at once,
+ * and a monitor thread that adds threads when workers are stuck.  Returns
+ * 0; EINVAL (out NULL, max_threads < threads, a stack_size below
+ * PTHREAD_STACK_MIN or refused by the system); ENOMEM; EAGAIN (a thread
+ * could not be created).  On failure *out is NULL (if out is not) and
+ * nothing is left behind.  Thread-safe. */
 NURSERY_API int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts);
 
 /* Destroys a pool: stops and joins every thread, frees everything.
@@ -198,22 +232,32 @@ NURSERY_API int nursery_pool_create(nursery_pool_t **out, const nursery_pool_opt
 NURSERY_API int nursery_pool_destroy(nursery_pool_t *pool);
 
 /* The default pool, created on first use (sized to the CPUs the process may
- * run on).  Returns 0 or ENOMEM/EAGAIN.  After fork(), the child gets a new
- * default pool on first use.  It lives until the process exits.  */
+ * run on).  Returns 0; EINVAL (out NULL); ENOMEM or EAGAIN when it cannot
+ * be created (then *out is NULL, and the next call tries again).  After
+ * fork(), the child gets a new default pool on first use.  It lives until
+ * the process exits.  Thread-safe. */
 NURSERY_API int nursery_pool_default(nursery_pool_t **out);
 
-/* A snapshot of a pool's counters. */
+/* A snapshot of a pool's counters, for monitoring (they are read one after
+ * the other while the pool runs, not at one instant). */
 typedef struct nursery_pool_stats {
-    size_t threads;    /* worker threads alive */
-    size_t idle;       /* workers waiting for work */
-    size_t blocked;    /* workers blocked in a library wait for over 1 ms */
-    size_t queued;     /* tasks queued, not started */
-    size_t running;    /* tasks running now */
-    uint64_t completed; /* tasks finished since creation */
-    uint64_t helped;    /* tasks run by a waiter while it waited for them */
+    size_t threads;     /* worker threads alive */
+    size_t idle;        /* workers parked waiting for work */
+    size_t blocked;     /* workers parked in a library wait (a join included)
+                         * for over 1 ms; not those blocked in user code */
+    size_t queued;      /* tasks in the pool's queues, not yet taken */
+    size_t running;     /* tasks the workers started and have not finished;
+                         * a worker running a task inside a wait of another
+                         * task counts both */
+    uint64_t completed; /* tasks the workers finished since creation (also
+                         * those that ended cancelled without running),
+                         * counted before anything can see them finished */
+    uint64_t helped;    /* of those, tasks a worker ran inside one of its own
+                         * library waits (see nursery(7)) */
 } nursery_pool_stats_t;
 
-/* Fills *out.  Returns 0 or EINVAL (NULL).  Thread-safe. */
+/* Fills *out.  Returns 0, EINVAL (NULL), or NURSERY_EFORKED (a pool of the
+ * parent of a fork, refused without taking its lock).  Thread-safe. */
 NURSERY_API int nursery_pool_stats(nursery_pool_t *pool, nursery_pool_stats_t *out);
 
 /* ------------------------------------------------------------------------ */
@@ -248,65 +292,96 @@ typedef struct nursery_task_options {
     unsigned flags;
 } nursery_task_options_t;
 
-/* Opens a nursery on `pool` (NULL: the default pool).  The calling thread's
- * code until nursery_join() is the nursery's body: it sees the nursery's
- * cancellation (nursery_cancelled(), nursery_checkpoint(), blocking calls).
- * Nurseries opened in one thread must be joined by that thread in reverse
- * order of opening.  Returns 0, EINVAL (out NULL), ENOMEM, or
- * NURSERY_EFORKED (pool from before a fork).  *out belongs to the caller
- * until nursery_join() succeeds.  */
+/* Opens a nursery on `pool` (NULL: the default pool, created on first
+ * use).  The calling thread's code until nursery_join() is the nursery's
+ * body: it sees the nursery's cancellation (nursery_cancelled(),
+ * nursery_checkpoint(), blocking calls), and nursery_fail() in it fails the
+ * nursery.  Nurseries opened in one thread must be joined by that thread in
+ * reverse order of opening.  Returns 0; EINVAL (out NULL); ENOMEM;
+ * EAGAIN or ENOMEM when `pool` is NULL and the default pool cannot be
+ * created (see nursery_pool_default()); NURSERY_EFORKED (a pool from before
+ * a fork, in the child).  On failure *out is NULL (if out is not).  *out
+ * belongs to the caller until nursery_join() succeeds.  Thread-safe. */
 NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
 
 /* Joins a nursery: waits until every task started in it has finished, then
  * closes it and frees it.  When the caller is a worker of the nursery's
- * pool, it runs queued tasks of this nursery while it waits (never other
- * work), so nested joins progress even on a pool of one thread; a deadline
- * is then checked between tasks.  Other threads just wait.
+ * pool, it runs queued tasks of this nursery and of nurseries opened by its
+ * tasks (at any depth) while it waits, never other work, so nested joins
+ * progress even on a pool of one thread; the deadline is checked between
+ * the tasks it runs.  Other threads run nothing: they just wait.
  *
  * Returns 0 when no task failed; NURSERY_EFAILED when a task (or the body)
- * failed: *errors gets the error group; ECANCELED when an enclosing scope
- * (a nursery this one runs in) was cancelled and nothing failed.  In these
- * three cases the nursery is freed.  Cancelling the nursery itself with
- * nursery_cancel() is not an error.
+ * failed: *errors gets the error group, never NULL then; ECANCELED when an
+ * enclosing scope (a nursery this one runs in) was cancelled and nothing
+ * failed.  In these three cases the nursery is closed and its handle is
+ * invalid (unless retained).  Cancelling the nursery itself with
+ * nursery_cancel() is not an error: join then returns 0.
  *
  * ETIMEDOUT when `deadline` passes first: nothing is freed, the tasks keep
  * running and join must be called again (after nursery_cancel(), say).
  * EINVAL for NULL or when called by a thread other than the opener or out
- * of order (nothing is changed).
+ * of order (nothing is changed).  NURSERY_EFORKED in the child of a fork()
+ * on a nursery of the parent's (checked right after NULL, without waiting,
+ * whatever its tasks do).  Join allocates nothing: it cannot fail with
+ * ENOMEM, and no error is ever lost.
  *
  * `errors` may be NULL (the group is then freed); otherwise *errors is set
- * to a group owned by the caller, or to NULL when there is nothing to
- * report.  Join is not itself cut short by cancellation: the tasks are
- * cancelled and join waits for them, as structured concurrency requires. */
+ * to a group owned by the caller, to be freed with nursery_errors_free()
+ * (it holds the nursery's memory): after NURSERY_EFAILED, and after 0 or
+ * ECANCELED when some task ended cancelled (then nursery_errors_count() is
+ * 0 and nursery_errors_cancelled() tells how many).  *errors is NULL when
+ * nothing failed and nothing was cancelled, and after ETIMEDOUT, EINVAL and
+ * NURSERY_EFORKED.  Join is not itself cut short by cancellation (it is not
+ * a cancellation point): the tasks are cancelled and join waits for them,
+ * as structured concurrency requires. */
 NURSERY_API int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **errors);
 
 /* Opens a nursery on `pool`, runs body(n, arg) in the calling thread, then
- * joins.  A non-zero return from the body counts as a task failure.
- * Returns what nursery_join() returns (never ETIMEDOUT), or the error of
- * nursery_open().  */
+ * joins.  A non-zero return from the body counts as a task failure, unless
+ * the error the body last recorded with nursery_fail() or
+ * nursery_fail_with() (which failed the nursery already) is still the
+ * thread's nursery_last_error(): so `return nursery_fail(EIO, ...)` is
+ * reported once, and a body that calls nursery_fail() and then returns 0
+ * still fails.  A body that returns ECANCELED while the nursery is
+ * cancelled has not failed.  Returns EINVAL (body NULL), the error of
+ * nursery_open(), or what nursery_join() returns (never ETIMEDOUT).
+ * *errors as for nursery_join() (NULL when the nursery could not be
+ * opened). */
 NURSERY_API int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void *arg,
                             nursery_errors_t **errors);
 
 /* Cancels every task of the nursery and its body: queued tasks never run
  * (their outcome is a cancellation, their arg_destroy runs), running ones
  * see it at their next cancellation point, nurseries opened inside them are
- * cancelled too.  Idempotent.  Returns 0 or EINVAL.  Thread-safe; the
- * nursery must not have been joined. */
+ * cancelled too, at any depth (the walk uses constant stack).  Idempotent;
+ * never blocks for the tasks.  Returns 0; EINVAL (NULL); NURSERY_ECLOSED
+ * when the nursery has been joined (a retained handle, or a join that
+ * closed it meanwhile), changing nothing; NURSERY_EFORKED in the child of
+ * a fork() on a nursery of the parent's.  Thread-safe: any thread may
+ * cancel while the nursery is open, also while its opener is inside
+ * nursery_join() (join does not free the nursery before a cancel in
+ * progress is done with it); after join has returned, only through a
+ * retained handle. */
 NURSERY_API int nursery_cancel(nursery_t *n);
 
 /* Keeps a nursery handle valid after join (for a long-lived object that may
- * still try to start tasks); starting a task in a joined nursery fails with
- * NURSERY_ECLOSED.  Every retain needs one release.  Both accept NULL.
- * Thread-safe. */
+ * still try to start tasks): starting a task in a joined nursery fails with
+ * NURSERY_ECLOSED, even when its pool has been destroyed since, and
+ * nursery_cancel() on it returns NURSERY_ECLOSED.  Every retain needs one
+ * release.  Both accept NULL.  Thread-safe.  In the child of a fork(),
+ * releasing a nursery of the parent's does nothing. */
 NURSERY_API nursery_t *nursery_retain(nursery_t *n);
 NURSERY_API void nursery_release(nursery_t *n);
 
 /* Schedules fn(arg) in the nursery; never runs it in the calling thread
- * before returning.  Returns 0; EINVAL (n or fn NULL); NURSERY_ECLOSED
- * (joined nursery); ENOMEM.  On every failure nothing was queued and
- * opts->arg_destroy has run on arg.  A task may be started into a nursery
- * that is cancelled: it then ends cancelled without running.  Thread-safe:
- * any thread (tasks included) may start tasks in an open nursery. */
+ * before returning.  Returns 0; EINVAL (n or fn NULL); ENOMEM;
+ * NURSERY_EFORKED (a nursery of the parent of a fork, in the child);
+ * NURSERY_ECLOSED (joined nursery), checked in that order.  On every
+ * failure nothing was queued and opts->arg_destroy has run on arg.  A task
+ * may be started into a nursery that is cancelled: it then ends cancelled
+ * without running.  Thread-safe: any thread (tasks included) may start
+ * tasks in an open nursery. */
 NURSERY_API int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg,
                                    const nursery_task_options_t *opts);
 
@@ -314,24 +389,51 @@ NURSERY_API int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg,
  * nursery_started(value) (Trio's nursery.start).  Until then the task
  * belongs to the caller: if the caller is cancelled, so is the task, and if
  * the task fails or returns first, that outcome goes to the caller and not
- * to `n`.  After started, the task belongs to `n`.
+ * to `n` (which is neither failed nor cancelled by it).  After started, the
+ * task belongs to `n`.
  *
- * Returns 0 with *started_value (may be NULL) set; the task's own error
- * code if it failed before started (nursery_last_error() holds its error);
- * NURSERY_ENOTSTARTED if it returned without calling started; ETIMEDOUT or
- * ECANCELED if the deadline passed or the caller was cancelled first (the
- * task is then cancelled and this call waits for it to end or start);
- * EINVAL, NURSERY_ECLOSED, ENOMEM as nursery_start_soon().
+ * Who runs the task: a worker of the pool.  When the caller is itself a
+ * worker of n's pool and the pool can neither add a thread nor wake an idle
+ * worker (it has max_threads threads, none idle), the caller runs the
+ * queued task itself, on its own stack: this call then returns only once
+ * the task function has returned, not when it calls started.  Otherwise
+ * the task waits for a worker (a caller that is a worker of the pool and
+ * has waited over 1 ms counts as blocked, and the pool may add a thread:
+ * see nursery_pool_create(3)); any other caller runs nothing.
+ *
+ * Giving up: when `deadline` passes or the caller is cancelled (also when
+ * it already is at the call) before the task has called started, the task
+ * is cancelled.  Still queued, it is cancelled on the spot: it never runs,
+ * its arg_destroy runs, and this call returns at once.  Running, it sees
+ * the cancellation, its nursery_started() returns ECANCELED (the value
+ * stays the task's), and this call waits, past the deadline, until the
+ * task has ended.  A task that called started before the caller gave up
+ * has started: that wins.
+ *
+ * Returns, after the checks of nursery_start_soon() (EINVAL, ENOMEM,
+ * NURSERY_EFORKED, NURSERY_ECLOSED: nothing was started): 0 with
+ * *started_value (may be NULL) set, when the task called started; the
+ * task's own error code if it failed before started, also after the caller
+ * gave up (nursery_last_error() holds its error); NURSERY_ENOTSTARTED if
+ * it returned 0 without calling started (also after the caller gave up);
+ * ETIMEDOUT or ECANCELED when the caller gave up and the task ended
+ * cancelled (never ran, or returned ECANCELED).
  * If `done` is not NULL, *done gets a capture of the task's final outcome
- * (also on failure), owned by the caller (nursery_result_release). */
+ * (also on failure: done with a cancellation when it never ran), owned by
+ * the caller (nursery_result_release); it is NULL when nothing was
+ * started. */
 NURSERY_API int nursery_start(nursery_t *n, nursery_fn fn, void *arg,
                               const nursery_task_options_t *opts, nursery_time_t deadline,
                               void **started_value, nursery_result_t **done);
 
 /* Called by a task begun with nursery_start(): hands `value` to the caller
- * and moves the task into its target nursery.  Returns 0; EINVAL when the
- * current task was not begun with nursery_start (or no task is running);
- * EALREADY when called a second time. */
+ * and moves the task into its target nursery.  Returns 0 (the value is the
+ * caller's); ECANCELED when the caller of nursery_start() gave up (its
+ * deadline passed or it was cancelled): nobody takes the value, which stays
+ * the task's to free, and the task is cancelled and stays the caller's;
+ * EINVAL when the current task was not begun with nursery_start (or no
+ * task is running in this thread, as in the child of a fork()); EALREADY
+ * when called again after it returned 0. */
 NURSERY_API int nursery_started(void *value);
 
 /* ------------------------------------------------------------------------ */
@@ -341,25 +443,34 @@ NURSERY_API int nursery_started(void *value);
 /* The outcome of a task (a capture) or of an operation set by hand (a
  * future): not done, or done with a value, or done with an error.  Shared
  * by reference counting; it may outlive its nursery.  Every accessor is
- * thread-safe.  (nursery_result_t is declared above.) */
+ * thread-safe.  In the child of a fork(), every function below that
+ * returns a code gives NURSERY_EFORKED on a result made before the fork
+ * (after EINVAL for bad arguments), and releasing one does nothing.
+ * (nursery_result_t is declared above.) */
 
 /* Creates a capture of fn(arg) that is not started: run it with
  * nursery_capture_run().  *out owns one reference.  opts->arg_destroy runs
- * when the capture has run, or when it is freed without having run.
- * Returns 0, EINVAL or ENOMEM. */
+ * when the capture has run, or when it is freed or cancelled without having
+ * run, or at once if this call fails.  Returns 0, EINVAL (out or fn NULL)
+ * or ENOMEM; on failure *out is NULL (if out is not). */
 NURSERY_API int nursery_capture_create(nursery_result_t **out, nursery_fn fn, void *arg,
                                        const nursery_task_options_t *opts);
 
 /* Runs a capture created by nursery_capture_create() now, in the calling
- * thread, as part of the caller's task.  Returns 0 when it succeeded; the
- * task's code when it failed (the error is in the result and in
- * nursery_last_error()); EALREADY if the capture was already run or started
- * (nothing happens); EINVAL (NULL, or a future). */
+ * thread, as part of the caller's task: in a cancelled task it does not
+ * run and is done with a cancellation (ECANCELED).  Returns 0 when it
+ * succeeded; the task's code when it failed (the error is in the result and
+ * in nursery_last_error()); EALREADY if the capture was already run,
+ * started or cancelled (nothing happens); EINVAL (NULL, or a future);
+ * NURSERY_EFORKED for a capture made before a fork(), in the child, or
+ * when fn called fork() and returned in the child in a thread that is not
+ * a pool worker (the capture is left as it was; see nursery(7)). */
 NURSERY_API int nursery_capture_run(nursery_result_t *r);
 
 /* Starts fn(arg) in the nursery like nursery_start_soon() and captures its
  * outcome: *out owns one reference to the result (release it when done).
- * Errors as nursery_start_soon(); on failure *out is NULL. */
+ * Errors as nursery_start_soon() (EINVAL also for out NULL); on failure
+ * *out is NULL and opts->arg_destroy has run. */
 NURSERY_API int nursery_capture_start_soon(nursery_t *n, nursery_fn fn, void *arg,
                                            const nursery_task_options_t *opts,
                                            nursery_result_t **out);
@@ -368,8 +479,14 @@ NURSERY_API int nursery_capture_start_soon(nursery_t *n, nursery_fn fn, void *ar
  * `start_nursery`, a call to nursery_start(run_nursery, fn, arg, ...).
  * *start_result gets the started value (or the failure before started);
  * *done_result the task's final outcome.  Both are owned by the caller.
- * Returns 0, EINVAL, NURSERY_ECLOSED or ENOMEM (then nothing was started
- * and both outputs are NULL). */
+ * Cancelling *done_result before the start task has run cancels that start
+ * task too: both results are done with ECANCELED and start_nursery counts a
+ * cancellation, not a failure.  If run_nursery is joined (or the parent's,
+ * in a fork child) when the start task runs, both results are done with
+ * that error (NURSERY_ECLOSED or NURSERY_EFORKED) and the start task fails
+ * with it.  Returns 0, EINVAL, ENOMEM, NURSERY_ECLOSED or NURSERY_EFORKED
+ * (start_nursery); on failure nothing was started, opts->arg_destroy has
+ * run and both outputs are NULL. */
 NURSERY_API int nursery_capture_start_and_done(nursery_t *start_nursery, nursery_t *run_nursery,
                                                nursery_fn fn, void *arg,
                                                const nursery_task_options_t *opts,
@@ -381,47 +498,58 @@ NURSERY_API int nursery_capture_start_and_done(nursery_t *start_nursery, nursery
 NURSERY_API int nursery_future_create(nursery_result_t **out);
 
 /* Completes a future with a value.  Returns 0; EALREADY if it is already
- * done (the first outcome is kept); EINVAL for NULL or a capture. */
+ * done (the first outcome is kept); EINVAL for NULL or a capture;
+ * NURSERY_EFORKED (made before a fork, in the child). */
 NURSERY_API int nursery_future_set_value(nursery_result_t *r, void *value);
 
 /* Completes a future with an error; takes ownership of `err` in every case
  * (it is released if the call fails).  Returns 0, EALREADY (first outcome
- * kept) or EINVAL (NULL result or error, or a capture). */
+ * kept), EINVAL (NULL result or error, or a capture) or NURSERY_EFORKED. */
 NURSERY_API int nursery_future_set_error(nursery_result_t *r, nursery_error_t *err);
 
-/* nursery_future_set_error() with an error made from a code and message. */
+/* nursery_future_set_error() with an error made from a code and message.
+ * Returns what it returns; EINVAL also for code 0; ENOMEM when the error
+ * cannot be made (the future is left as it was). */
 NURSERY_API int nursery_future_fail(nursery_result_t *r, int code, const char *fmt, ...)
     NURSERY_PRINTF(3, 4);
 
 /* Whether the result is done.  Never blocks.  NULL: false. */
 NURSERY_API bool nursery_result_is_done(const nursery_result_t *r);
 
-/* Waits until the result is done.  Never reports the task's own error:
- * returns 0 once done, ETIMEDOUT, ECANCELED (the *waiting* task was
- * cancelled; the awaited task is not), EDEADLK when called by the very task
- * the result captures, EINVAL for NULL.  When the caller is a worker of
- * the capture's pool, it runs the awaited task itself if no worker has
- * started it yet, so nested waits progress even on a pool of one thread
- * (the wait then ends when that task does, even past the deadline); any
- * other waiter leaves the task to the pool. */
+/* Waits until the result is done.  Never reports the task's own error.
+ * Returns, in this order: EINVAL for NULL; NURSERY_EFORKED (made before a
+ * fork, in the child); EDEADLK when called by the very task the result
+ * captures; ECANCELED when the *waiting* task is cancelled, also when the
+ * result is already done (the awaited task is not cancelled); then 0 once
+ * done, or ETIMEDOUT.  When the caller is a worker of the capture's pool,
+ * it runs the awaited task itself if no worker has started it yet, so
+ * nested waits progress even on a pool of one thread (the wait then ends
+ * when that task does, even past the deadline); any other waiter, and any
+ * waiter on a future, runs nothing and leaves the task to the pool. */
 NURSERY_API int nursery_result_wait(nursery_result_t *r, nursery_time_t deadline);
 
 /* The value of a done result.  Returns 0 with *value set; NURSERY_ENOTDONE;
  * NURSERY_EFAILED when it failed or was cancelled (see
- * nursery_result_error()); EINVAL for NULL arguments.  The value belongs to
- * whoever the task's contract says; the result never frees it. */
+ * nursery_result_error()); EINVAL for NULL arguments; NURSERY_EFORKED.
+ * Never blocks.  The value belongs to whoever the task's contract says; the
+ * result never frees it. */
 NURSERY_API int nursery_result_value(const nursery_result_t *r, void **value);
 
 /* The error of a done result: *err is the error (the same object on every
  * call, borrowed for as long as you hold the result) or NULL for a success.
- * Returns 0, NURSERY_ENOTDONE or EINVAL. */
+ * Returns 0, NURSERY_ENOTDONE, EINVAL or NURSERY_EFORKED.  Never blocks. */
 NURSERY_API int nursery_result_error(const nursery_result_t *r, nursery_error_t **err);
 
 /* Cancels the result's task alone (concurrent.futures' Future.cancel):
- * not started yet, it never runs and is done at once with a cancellation
- * error; running, it sees cancellation at its next cancellation point; the
- * rest of its nursery is unaffected.  On a pending future it completes it
- * with a cancellation error.  Returns 0, EALREADY if already done, EINVAL. */
+ * not started yet (queued, or a capture never run), it never runs, its
+ * arg_destroy runs in the calling thread, and the result is done at once
+ * with a cancellation error; running, it sees cancellation at its next
+ * cancellation point; the rest of its nursery is unaffected.  On a
+ * pending future it completes it with a cancellation error.  It does not
+ * wait for a running task to end, and cannot fail with ENOMEM (out of
+ * memory, the cancellation error is a shared one that names no task).
+ * Returns 0; EALREADY if the result is done or its task has already ended
+ * (nothing changes); EINVAL (NULL); NURSERY_EFORKED. */
 NURSERY_API int nursery_result_cancel(nursery_result_t *r);
 
 /* Writes a printable form, like aioresult's str(): "not done",
@@ -433,7 +561,8 @@ enum { NURSERY_FORMAT_DETAILED = 1 };
 NURSERY_API int nursery_result_format(const nursery_result_t *r, char *buf, size_t size,
                                       int flags);
 
-/* Reference counting.  Both accept NULL.  Thread-safe. */
+/* Reference counting.  Both accept NULL.  Thread-safe.  In the child of a
+ * fork(), releasing a result made before it does nothing. */
 NURSERY_API nursery_result_t *nursery_result_retain(nursery_result_t *r);
 NURSERY_API void nursery_result_release(nursery_result_t *r);
 
@@ -441,17 +570,34 @@ NURSERY_API void nursery_result_release(nursery_result_t *r);
 /* Waiting for several results                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Waits until every result is done (any mix of captures and futures; NULL
- * entries are EINVAL).  n == 0 returns 0 at once.  Returns 0, ETIMEDOUT,
- * ECANCELED, EINVAL.  Never reports the tasks' own errors; cancels nothing. */
+/* Waits until every result is done (any mix of captures and futures),
+ * waiting for each in turn as nursery_result_wait() does: a waiting pool
+ * worker runs queued captures of the set that belong to its pool, each to
+ * its end even past the deadline, and looks at the deadline between them.
+ * Never reports the tasks' own errors; cancels nothing.  Returns, in this
+ * order: EINVAL (results NULL while n > 0, or a NULL entry);
+ * NURSERY_EFORKED (a result made before a fork, in the child); ECANCELED
+ * when the calling task is cancelled, also when every result is done and
+ * when n == 0; then 0 once every result is done (at once for n == 0),
+ * ETIMEDOUT, or EDEADLK when the wait reaches the calling task's own
+ * capture in the array (the ones before it were waited for first). */
 NURSERY_API int nursery_wait_all(nursery_result_t *const *results, size_t n,
                                  nursery_time_t deadline);
 
 /* Waits until at least one result is done and sets *index to the one that
- * finished first (the earliest completion among those done).  Registers one
- * waiter on all the results and sleeps until the first completion; never
- * polls.  Returns 0, EINVAL (n == 0, NULL array, entry or index),
- * ETIMEDOUT, ECANCELED.  Cancels nothing. */
+ * finished first (the earliest completion among those done, lowest index on
+ * a tie).  Registers one waiter on all the results and sleeps until the
+ * first completion; never polls.  While none is done, a waiting pool
+ * worker runs a queued capture of the set that belongs to its pool, to its
+ * end even past the deadline, and the wait then returns 0 (reporting the
+ * earliest completion, which may be another result).  Cancels nothing.
+ * Returns, in this order: EINVAL (n == 0, NULL array, entry or index);
+ * NURSERY_EFORKED (a result made before a fork, in the child); ECANCELED
+ * when the calling task is cancelled, also when a result is done already;
+ * ENOMEM only when n > 16, no result is done and the caller is not
+ * cancelled (it needs memory to sleep on that many); then 0, or ETIMEDOUT.
+ * *index is set only on 0.  Waiting on the calling task's own capture is
+ * not detected: it is just not done before the wait ends. */
 NURSERY_API int nursery_wait_any(nursery_result_t *const *results, size_t n,
                                  nursery_time_t deadline, size_t *index);
 
@@ -460,14 +606,19 @@ NURSERY_API int nursery_wait_any(nursery_result_t *const *results, size_t n,
 /* ------------------------------------------------------------------------ */
 
 /* Whether the calling task (or nursery body) is cancelled.  False outside
- * any task.  Never blocks. */
+ * any task and body (so in the child of a fork(), in the thread that
+ * forked, whatever it was running).  Never blocks. */
 NURSERY_API bool nursery_cancelled(void);
 
-/* Returns ECANCELED if the calling task is cancelled, else 0. */
+/* Returns ECANCELED if the calling task (or nursery body) is cancelled,
+ * else 0 (also outside any task and body, as in a fork child).  Never
+ * blocks. */
 NURSERY_API int nursery_checkpoint(void);
 
 /* Sleeps until `deadline`.  Returns 0 when it passed, ECANCELED as soon as
- * the calling task is cancelled. */
+ * the calling task is cancelled (at once if it already is, even with a
+ * deadline that has passed).  Runs nothing while it sleeps, even in a pool
+ * worker. */
 NURSERY_API int nursery_sleep(nursery_time_t deadline);
 
 /* ------------------------------------------------------------------------ */
