@@ -578,9 +578,9 @@ NURSERY_API void nursery_result_release(nursery_result_t *r);
  * order: EINVAL (results NULL while n > 0, or a NULL entry);
  * NURSERY_EFORKED (a result made before a fork, in the child); ECANCELED
  * when the calling task is cancelled, also when every result is done and
- * when n == 0; then 0 once every result is done (at once for n == 0),
- * ETIMEDOUT, or EDEADLK when the wait reaches the calling task's own
- * capture in the array (the ones before it were waited for first). */
+ * when n == 0; EDEADLK when the calling task's own capture is in the array
+ * (checked before waiting for any); then 0 once every result is done (at
+ * once for n == 0), or ETIMEDOUT. */
 NURSERY_API int nursery_wait_all(nursery_result_t *const *results, size_t n,
                                  nursery_time_t deadline);
 

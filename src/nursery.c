@@ -256,8 +256,12 @@ int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void
         return rc;
     rc = body(n, arg);
     /* Cancelled and saying so is not a failure; an error the body recorded
-     * with nursery_fail() and returns is already counted. */
-    if (rc == ECANCELED && nursery__cancel_node_cancelled(&n->node)) {
+     * with nursery_fail() and returns is already counted.  (A body that
+     * forked and returns in the child has a nursery of the parent's, which
+     * join refuses.) */
+    if (nursery__forked(n->generation)) {
+        /* nothing to record */
+    } else if (rc == ECANCELED && nursery__cancel_node_cancelled(&n->node)) {
         nursery__set_last_error(NULL);
     } else if (rc && !(nursery__ctx.last_error && nursery__ctx.last_error == n->body_error)) {
         nursery_error_t *err = nursery__outcome_error(rc);

@@ -31,9 +31,21 @@ static int check_results(nursery_result_t *const *results, size_t n)
     return rc;
 }
 
+/* Whether the calling task's own capture is among the results: waiting for
+ * all of them could never end. */
+static bool holds_own_capture(nursery_result_t *const *results, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (results[i]->is_capture && nursery__ctx.task == &results[i]->task)
+            return true;
+    return false;
+}
+
 int nursery_wait_all(nursery_result_t *const *results, size_t n, nursery_time_t deadline)
 {
     int rc = check_results(results, n);
+    if (rc == 0 && holds_own_capture(results, n))
+        rc = EDEADLK;
     if (rc == 0)
         rc = nursery_checkpoint(); /* also with nothing to wait for */
     if (rc)
@@ -146,6 +158,8 @@ int nursery_results_to_channel(nursery_result_t *const *results, size_t n, nurse
                                bool close_on_complete)
 {
     int rc = !tx ? EINVAL : check_results(results, n);
+    if (rc == 0)
+        rc = nursery_checkpoint(); /* also with nothing to send */
     nursery_result_t **left = NULL;
     if (rc == 0 && n && !(left = malloc(n * sizeof(*left))))
         rc = ENOMEM;
@@ -167,8 +181,9 @@ int nursery_results_to_channel(nursery_result_t *const *results, size_t n, nurse
         left[i] = left[--remaining];
     }
     free(left);
-    /* Also on failure, so that the consumer's loop ends instead of hanging. */
-    if (close_on_complete && tx)
-        nursery_sender_close(tx);
-    return rc;
+    /* Also on failure, so that the consumer's loop ends instead of hanging.
+     * (An end already closed is no failure of this call; one of a fork's
+     * parent is.) */
+    int closed = close_on_complete && tx ? nursery_sender_close(tx) : 0;
+    return rc ? rc : closed == NURSERY_EFORKED ? closed : 0;
 }
