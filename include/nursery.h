@@ -481,9 +481,16 @@ typedef struct nursery_receiver nursery_receiver_t;
 
 /* Creates a channel holding up to `capacity` items (0: every send waits for
  * a receiver).  `item_destroy` (may be NULL) is called once on each item
- * still buffered when the last receive end closes (an item a send could not
- * deliver stays the sender's).  *tx and *rx are owned by the caller (free them with
- * nursery_sender_free / nursery_receiver_free).  0, EINVAL, ENOMEM. */
+ * still buffered when the last receive end closes, by the thread that
+ * closes it, without the channel's lock (an item a send could not deliver
+ * stays the sender's).  *tx and *rx are owned by the caller (free them with
+ * nursery_sender_free / nursery_receiver_free).  0, EINVAL, ENOMEM.
+ *
+ * Thread-safe: every call may be made from any thread, on one end or on
+ * different ends at once, and frees and closes of *different* ends may
+ * race freely (the last send end and the last receive end freed together
+ * is safe).  Only an end's own free must not race with another use of that
+ * same end. */
 NURSERY_API int nursery_channel_create(size_t capacity, void (*item_destroy)(void *item),
                                        nursery_sender_t **tx, nursery_receiver_t **rx);
 
@@ -519,8 +526,11 @@ NURSERY_API int nursery_receiver_clone(nursery_receiver_t *rx, nursery_receiver_
 NURSERY_API int nursery_sender_close(nursery_sender_t *tx);
 NURSERY_API int nursery_receiver_close(nursery_receiver_t *rx);
 
-/* Closes the end if still open and frees it.  NULL is a no-op.  Must not
- * race with another use of the same end. */
+/* Closes the end if still open (as nursery_*_close) and frees it; the
+ * channel is freed with its last end, after the close of the last receive
+ * end has passed the buffered items to item_destroy.  NULL is a no-op.
+ * May race with anything done to other ends, including their frees; must
+ * not race with another use of the same end. */
 NURSERY_API void nursery_sender_free(nursery_sender_t *tx);
 NURSERY_API void nursery_receiver_free(nursery_receiver_t *rx);
 

@@ -4,7 +4,10 @@
  *
  * Owns: the channel core (a ring buffer of `capacity` items, the queues of
  * blocked senders and receivers, the counts of open ends) and the ends.  The
- * core is reference-counted by its ends and freed with the last one.
+ * core is reference-counted by its ends and freed with the last one.  Frees
+ * of different ends may run at once on different threads, so an end drops
+ * its reference only when it is done with the core: freeing the last
+ * receive end destroys the items its close drained from the ring first.
  *
  * Locking: one mutex per channel, ch->mu, protects everything in the core,
  * the `closed` flag of each of its ends and every wait record queued on it.
@@ -480,6 +483,8 @@ static void receiver_close_locked(struct channel *ch, nursery_receiver_t *rx, st
     ch->count = 0;
 }
 
+/* Reads the ring without the lock: the caller still holds its end's
+ * reference, so the ring is not freed under it (see receiver_close). */
 static void drained_destroy(const struct drained *d)
 {
     if (!d->destroy)
@@ -488,10 +493,11 @@ static void drained_destroy(const struct drained *d)
         d->destroy(d->ring[(d->head + i) % d->capacity]);
 }
 
-int nursery_sender_close(nursery_sender_t *tx)
+/* Close and free share these two: free is close (if the end is still open)
+ * followed by dropping the end's reference.  Returns 0 or NURSERY_ECLOSED
+ * (closed before; nothing to do). */
+static int sender_close(nursery_sender_t *tx)
 {
-    if (unlikely(!tx))
-        return EINVAL;
     struct channel *ch = tx->ch;
     pthread_mutex_lock(&ch->mu);
     int rc = tx->closed ? NURSERY_ECLOSED : 0;
@@ -501,10 +507,12 @@ int nursery_sender_close(nursery_sender_t *tx)
     return rc;
 }
 
-int nursery_receiver_close(nursery_receiver_t *rx)
+/* The drained items are destroyed after the lock is released (item_destroy
+ * may take its own locks or be slow) but before the caller can drop its
+ * reference: from the moment it does, a free of another end on another
+ * thread may free the ring they are read from. */
+static int receiver_close(nursery_receiver_t *rx)
 {
-    if (unlikely(!rx))
-        return EINVAL;
     struct channel *ch = rx->ch;
     struct drained d = {0};
     pthread_mutex_lock(&ch->mu);
@@ -516,19 +524,40 @@ int nursery_receiver_close(nursery_receiver_t *rx)
     return rc;
 }
 
+/* Drops one end's reference to the core; the last one frees it.  Taking
+ * ch->mu orders every other end's use of the core (each made under or
+ * before its own release) before channel_destroy. */
+static void channel_release(struct channel *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    bool last = --ch->ends == 0;
+    pthread_mutex_unlock(&ch->mu);
+    if (last)
+        channel_destroy(ch);
+}
+
+int nursery_sender_close(nursery_sender_t *tx)
+{
+    if (unlikely(!tx))
+        return EINVAL;
+    return sender_close(tx);
+}
+
+int nursery_receiver_close(nursery_receiver_t *rx)
+{
+    if (unlikely(!rx))
+        return EINVAL;
+    return receiver_close(rx);
+}
+
 void nursery_sender_free(nursery_sender_t *tx)
 {
     if (!tx)
         return;
     struct channel *ch = tx->ch;
-    pthread_mutex_lock(&ch->mu);
-    if (!tx->closed)
-        sender_close_locked(ch, tx);
-    bool last = --ch->ends == 0;
-    pthread_mutex_unlock(&ch->mu);
+    (void)sender_close(tx); /* NURSERY_ECLOSED: closed before, nothing to undo */
     free(tx);
-    if (last)
-        channel_destroy(ch);
+    channel_release(ch);
 }
 
 void nursery_receiver_free(nursery_receiver_t *rx)
@@ -536,16 +565,9 @@ void nursery_receiver_free(nursery_receiver_t *rx)
     if (!rx)
         return;
     struct channel *ch = rx->ch;
-    struct drained d = {0};
-    pthread_mutex_lock(&ch->mu);
-    if (!rx->closed)
-        receiver_close_locked(ch, rx, &d);
-    bool last = --ch->ends == 0;
-    pthread_mutex_unlock(&ch->mu);
-    drained_destroy(&d); /* before the ring can go */
+    (void)receiver_close(rx); /* destroys what it drained, the reference still held */
     free(rx);
-    if (last)
-        channel_destroy(ch);
+    channel_release(ch);
 }
 
 /* ---- statistics -------------------------------------------------------- */

@@ -903,6 +903,92 @@ START_TEST(timeouts_racing_with_hand_offs_lose_nothing)
 }
 END_TEST
 
+/* The last send end and the last receive end freed at the same moment by
+ * two threads, with items buffered: the receiver's free destroys them, and
+ * whichever free comes second frees the channel.  The items are on the heap
+ * and counted, so an item_destroy handed a value read from a freed ring
+ * shows as a wrong count, a crash, or a sanitizer report. */
+#define FREE_RACE_ROUNDS 2000
+#define FREE_RACE_ITEMS 512
+
+struct counted_item {
+    atomic_int *destroyed; /* this item's slot in free_race.destroyed */
+};
+
+static void counted_item_destroy(void *item)
+{
+    struct counted_item *it = item;
+    atomic_fetch_add(it->destroyed, 1);
+    free(it);
+}
+
+struct free_race {
+    pthread_barrier_t go; /* releases both frees of a round together */
+    nursery_sender_t *tx;
+    atomic_int destroyed[FREE_RACE_ITEMS];
+};
+
+static void *free_sender_thread(void *arg)
+{
+    struct free_race *fr = arg;
+    pthread_barrier_wait(&fr->go);
+    nursery_sender_free(fr->tx);
+    return NULL;
+}
+
+/* A channel with FREE_RACE_ITEMS heap items buffered; *rx gets its
+ * receiver.  Per round, not per item, goes through Check's assertions:
+ * each one that passes is a write to Check's log. */
+static void fill_with_counted_items(struct free_race *fr, nursery_receiver_t **rx)
+{
+    ck_assert_int_eq(nursery_channel_create(FREE_RACE_ITEMS, counted_item_destroy, &fr->tx, rx), 0);
+    int sent = 0;
+    for (int i = 0; i < FREE_RACE_ITEMS; i++) {
+        struct counted_item *it = malloc(sizeof(*it));
+        if (!it)
+            break;
+        atomic_store(&fr->destroyed[i], 0);
+        it->destroyed = &fr->destroyed[i];
+        if (nursery_channel_try_send(fr->tx, it) != 0) {
+            free(it);
+            break;
+        }
+        sent++;
+    }
+    ck_assert_int_eq(sent, FREE_RACE_ITEMS);
+}
+
+/* The first item not destroyed exactly once, or -1. */
+static int first_miscounted(struct free_race *fr)
+{
+    for (int i = 0; i < FREE_RACE_ITEMS; i++)
+        if (atomic_load(&fr->destroyed[i]) != 1)
+            return i;
+    return -1;
+}
+
+START_TEST(frees_of_last_sender_and_receiver_race_safely)
+{
+    struct free_race *fr = calloc(1, sizeof(*fr));
+    ck_assert_ptr_nonnull(fr);
+    ck_assert_int_eq(pthread_barrier_init(&fr->go, NULL, 2), 0);
+    for (int round = 0; round < FREE_RACE_ROUNDS; round++) {
+        nursery_receiver_t *rx;
+        fill_with_counted_items(fr, &rx);
+        pthread_t sender;
+        ck_assert_int_eq(pthread_create(&sender, NULL, free_sender_thread, fr), 0);
+        pthread_barrier_wait(&fr->go);
+        nursery_receiver_free(rx);
+        ck_assert_int_eq(pthread_join(sender, NULL), 0);
+        int i = first_miscounted(fr);
+        ck_assert_msg(i < 0, "round %d: item %d destroyed %d times", round, i,
+                      i < 0 ? 1 : atomic_load(&fr->destroyed[i]));
+    }
+    pthread_barrier_destroy(&fr->go);
+    free(fr);
+}
+END_TEST
+
 /* ---- the suite --------------------------------------------------------- */
 
 static Suite *channel_suite(void)
@@ -936,6 +1022,7 @@ static Suite *channel_suite(void)
     tcase_add_test(tc, stats_count_items_ends_and_waiters);
     tcase_add_test(tc, mpmc_stress_delivers_every_item_once);
     tcase_add_test(tc, timeouts_racing_with_hand_offs_lose_nothing);
+    tcase_add_test(tc, frees_of_last_sender_and_receiver_race_safely);
     return s;
 }
 
