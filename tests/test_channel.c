@@ -1,14 +1,18 @@
 /*
  * test_channel.c - tests of src/channel.c: FIFO order, rendezvous, bounded
- * buffers, deadlines, cancellation, closing, cloned ends, statistics, and a
- * multi-producer multi-consumer stress run.
+ * buffers, deadlines, cancellation, closing, cloned ends, statistics, a
+ * multi-producer multi-consumer stress run, frees of different ends racing,
+ * and ends used in the child of a fork().
  *
  * A test knows that a task is blocked in send or recv by watching the
  * channel's waiting counts (wait_blocked); nothing is ordered by sleeping.
  */
 #include "helpers.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static nursery_pool_t *pool;
 
@@ -989,6 +993,170 @@ START_TEST(frees_of_last_sender_and_receiver_race_safely)
 }
 END_TEST
 
+/* ---- fork -------------------------------------------------------------- */
+
+/* A child of fork() checks what it is told to and reports through its exit
+ * status: 0 when every step passed, else the number of the step that
+ * failed.  Its ends are the parent's, so it does not free them (freeing
+ * them does nothing there); these keep them reachable for leak checkers. */
+static nursery_sender_t *fork_child_keeps_tx;
+static nursery_receiver_t *fork_child_keeps_rx;
+
+static void run_in_child(int (*child)(nursery_sender_t *tx, nursery_receiver_t *rx),
+                         nursery_sender_t *tx, nursery_receiver_t *rx)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* Never hang: SIGALRM kills the child.  Check's own SIGALRM handler
+         * (inherited through fork) would kill the whole test instead. */
+        signal(SIGALRM, SIG_DFL);
+        alarm(10);
+        fork_child_keeps_tx = tx;
+        fork_child_keeps_rx = rx;
+        _exit(child(tx, rx));
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "child killed by signal %d",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    ck_assert_msg(WEXITSTATUS(status) == 0, "child failed at step %d", WEXITSTATUS(status));
+}
+
+/* The receiver blocked in the parent does not exist in the child: a send
+ * there must not hand it the item. */
+static int child_sends_to_parent_receiver(nursery_sender_t *tx, nursery_receiver_t *rx)
+{
+    (void)rx;
+    if (nursery_channel_send(tx, INT2PTR(1), NURSERY_FOREVER) != NURSERY_EFORKED)
+        return 1;
+    if (nursery_channel_send(tx, INT2PTR(1), nursery_after_ms(0)) != NURSERY_EFORKED)
+        return 2;
+    return 0;
+}
+
+START_TEST(fork_child_send_to_blocked_parent_receiver_is_eforked)
+{
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    ck_assert_int_eq(nursery_channel_create(1, NULL, &tx, &rx), 0);
+    nursery_t *n;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    struct chan_call r = {.rx = rx, .deadline = NURSERY_FOREVER, .rc = -1};
+    start(n, recv_task, &r);
+    ck_assert(wait_blocked(rx, 0, 1));
+
+    run_in_child(child_sends_to_parent_receiver, tx, rx);
+
+    /* In the parent, the receiver is still waiting, for the parent's item. */
+    ck_assert(wait_blocked(rx, 0, 1));
+    ck_assert_int_eq(nursery_channel_send(tx, INT2PTR(2), NURSERY_FOREVER), 0);
+    join_ok(n);
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert_int_eq(PTR2INT(r.item), 2);
+    nursery_sender_free(tx);
+    nursery_receiver_free(rx);
+}
+END_TEST
+
+/* Every call on the parent's ends refuses at once, and frees do nothing:
+ * the buffered item is not destroyed. */
+static int child_uses_parent_ends(nursery_sender_t *tx, nursery_receiver_t *rx)
+{
+    void *item = INT2PTR(-1);
+    nursery_sender_t *tx2 = INT2PTR(1);
+    nursery_receiver_t *rx2 = INT2PTR(1);
+    nursery_channel_stats_t st = {.buffered = 99};
+    if (nursery_channel_try_send(tx, &destroyed[1]) != NURSERY_EFORKED)
+        return 1;
+    if (nursery_channel_try_recv(rx, &item) != NURSERY_EFORKED || PTR2INT(item) != -1)
+        return 2;
+    if (nursery_channel_recv(rx, &item, NURSERY_FOREVER) != NURSERY_EFORKED || PTR2INT(item) != -1)
+        return 3;
+    if (nursery_sender_clone(tx, &tx2) != NURSERY_EFORKED || tx2 != NULL)
+        return 4;
+    if (nursery_receiver_clone(rx, &rx2) != NURSERY_EFORKED || rx2 != NULL)
+        return 5;
+    if (nursery_sender_stats(tx, &st) != NURSERY_EFORKED ||
+        nursery_receiver_stats(rx, &st) != NURSERY_EFORKED || st.buffered != 99)
+        return 6;
+    if (nursery_sender_close(tx) != NURSERY_EFORKED)
+        return 7;
+    if (nursery_receiver_close(rx) != NURSERY_EFORKED)
+        return 8;
+    nursery_receiver_free(rx);
+    nursery_sender_free(tx);
+    if (destroyed_total() != 0)
+        return 9;
+    return 0;
+}
+
+START_TEST(fork_child_calls_on_parent_ends_are_eforked)
+{
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    reset_destroyed();
+    ck_assert_int_eq(nursery_channel_create(2, count_destroy, &tx, &rx), 0);
+    ck_assert_int_eq(nursery_channel_try_send(tx, &destroyed[0]), 0);
+
+    run_in_child(child_uses_parent_ends, tx, rx);
+
+    /* The parent's channel is as it was. */
+    nursery_channel_stats_t st = stats_of(rx);
+    ck_assert_uint_eq(st.buffered, 1);
+    ck_assert_uint_eq(st.open_senders, 1);
+    ck_assert_uint_eq(st.open_receivers, 1);
+    void *item = NULL;
+    ck_assert_int_eq(nursery_channel_try_recv(rx, &item), 0);
+    ck_assert_ptr_eq(item, &destroyed[0]);
+    nursery_sender_free(tx);
+    nursery_receiver_free(rx);
+    ck_assert_int_eq(destroyed_total(), 0);
+}
+END_TEST
+
+/* A channel made in the child is the child's: it works there. */
+static int child_makes_its_own_channel(nursery_sender_t *parent_tx, nursery_receiver_t *parent_rx)
+{
+    (void)parent_rx;
+    if (nursery_channel_try_send(parent_tx, INT2PTR(1)) != NURSERY_EFORKED)
+        return 1; /* this is the child of a fork */
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    void *item = NULL;
+    if (nursery_channel_create(1, NULL, &tx, &rx) != 0)
+        return 2;
+    if (nursery_channel_send(tx, INT2PTR(7), NURSERY_FOREVER) != 0)
+        return 3;
+    if (nursery_channel_recv(rx, &item, NURSERY_FOREVER) != 0 || PTR2INT(item) != 7)
+        return 4;
+    if (nursery_channel_recv(rx, &item, nursery_after_ms(1)) != ETIMEDOUT)
+        return 5;
+    nursery_channel_stats_t st;
+    if (nursery_sender_stats(tx, &st) != 0 || st.open_senders != 1 || st.open_receivers != 1)
+        return 6;
+    nursery_sender_free(tx);
+    if (nursery_channel_recv(rx, &item, NURSERY_FOREVER) != NURSERY_EEOC)
+        return 7;
+    nursery_receiver_free(rx);
+    return 0;
+}
+
+/* In a test case of its own, without the pool: the parent has one thread
+ * when it forks, so the child may allocate even under the sanitizers,
+ * whose allocators a thread that does not exist in the child could have
+ * held locked at the fork. */
+START_TEST(fork_child_channel_made_there_works)
+{
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    ck_assert_int_eq(nursery_channel_create(1, NULL, &tx, &rx), 0);
+    run_in_child(child_makes_its_own_channel, tx, rx);
+    nursery_sender_free(tx);
+    nursery_receiver_free(rx);
+}
+END_TEST
+
 /* ---- the suite --------------------------------------------------------- */
 
 static Suite *channel_suite(void)
@@ -1023,6 +1191,11 @@ static Suite *channel_suite(void)
     tcase_add_test(tc, mpmc_stress_delivers_every_item_once);
     tcase_add_test(tc, timeouts_racing_with_hand_offs_lose_nothing);
     tcase_add_test(tc, frees_of_last_sender_and_receiver_race_safely);
+    tcase_add_test(tc, fork_child_send_to_blocked_parent_receiver_is_eforked);
+    tcase_add_test(tc, fork_child_calls_on_parent_ends_are_eforked);
+
+    tc = tcase_with_timeout(s, "fork", 60);
+    tcase_add_test(tc, fork_child_channel_made_there_works);
     return s;
 }
 
