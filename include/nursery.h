@@ -516,8 +516,10 @@ NURSERY_API int nursery_channel_create(size_t capacity, void (*item_destroy)(voi
  * the item was not delivered and the caller still owns it. */
 NURSERY_API int nursery_channel_send(nursery_sender_t *tx, void *item, nursery_time_t deadline);
 
-/* Like send, but returns EAGAIN instead of blocking.  Returns 0, EAGAIN,
- * EPIPE, NURSERY_ECLOSED, NURSERY_EFORKED or EINVAL. */
+/* Like send, but returns EAGAIN instead of blocking.  Not a blocking call,
+ * so not a cancellation point: in a cancelled task it succeeds as it would
+ * otherwise (send fails there with ECANCELED).  Returns 0, EAGAIN, EPIPE,
+ * NURSERY_ECLOSED, NURSERY_EFORKED or EINVAL. */
 NURSERY_API int nursery_channel_try_send(nursery_sender_t *tx, void *item);
 
 /* Receives the oldest item, blocking while the channel is empty.  Returns
@@ -527,7 +529,9 @@ NURSERY_API int nursery_channel_try_send(nursery_sender_t *tx, void *item);
  * NURSERY_EFORKED (see above); EINVAL.  On failure *item is unchanged. */
 NURSERY_API int nursery_channel_recv(nursery_receiver_t *rx, void **item, nursery_time_t deadline);
 
-/* Like recv, but returns EAGAIN instead of blocking.  Returns 0 with *item
+/* Like recv, but returns EAGAIN instead of blocking.  Not a blocking call,
+ * so not a cancellation point: in a cancelled task it still takes an item
+ * that is there (recv fails there with ECANCELED).  Returns 0 with *item
  * set, EAGAIN, NURSERY_EEOC, NURSERY_ECLOSED, NURSERY_EFORKED or EINVAL. */
 NURSERY_API int nursery_channel_try_recv(nursery_receiver_t *rx, void **item);
 

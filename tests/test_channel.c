@@ -458,6 +458,51 @@ START_TEST(blocking_calls_in_cancelled_task_fail_at_once)
 }
 END_TEST
 
+/* try_send and try_recv do not block, so they are not cancellation points:
+ * in a cancelled task they succeed where send and recv, able to complete at
+ * once as well, fail with ECANCELED. */
+struct cancelled_try {
+    nursery_t *n;
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    bool cancelled; /* what nursery_cancelled() said in the task */
+    int send_rc, try_send_rc, recv_rc, try_recv_rc;
+    void *item; /* what try_recv took */
+};
+
+static int try_after_cancel_task(void *arg, void **value)
+{
+    (void)value;
+    struct cancelled_try *c = arg;
+    void *item = INT2PTR(-1);
+    nursery_cancel(c->n);
+    c->cancelled = nursery_cancelled();
+    c->send_rc = nursery_channel_send(c->tx, INT2PTR(1), NURSERY_FOREVER); /* room for it */
+    c->try_send_rc = nursery_channel_try_send(c->tx, INT2PTR(2));
+    c->recv_rc = nursery_channel_recv(c->rx, &item, NURSERY_FOREVER); /* 2 is there */
+    c->try_recv_rc = nursery_channel_try_recv(c->rx, &c->item);
+    return 0;
+}
+
+START_TEST(try_calls_in_cancelled_task_succeed)
+{
+    struct cancelled_try c = {.send_rc = -1, .try_send_rc = -1, .recv_rc = -1, .try_recv_rc = -1};
+    ck_assert_int_eq(nursery_channel_create(4, NULL, &c.tx, &c.rx), 0);
+    ck_assert_int_eq(nursery_open(&c.n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(c.n, try_after_cancel_task, &c, NULL), 0);
+    join_ok(c.n);
+    ck_assert(c.cancelled);
+    ck_assert_int_eq(c.send_rc, ECANCELED);
+    ck_assert_int_eq(c.try_send_rc, 0);
+    ck_assert_int_eq(c.recv_rc, ECANCELED);
+    ck_assert_int_eq(c.try_recv_rc, 0);
+    ck_assert_int_eq(PTR2INT(c.item), 2);
+    ck_assert_uint_eq(stats_of(c.rx).buffered, 0); /* send's 1 never went in */
+    nursery_sender_free(c.tx);
+    nursery_receiver_free(c.rx);
+}
+END_TEST
+
 /* ---- closing ----------------------------------------------------------- */
 
 START_TEST(last_sender_close_drains_then_eoc)
@@ -1178,6 +1223,7 @@ static Suite *channel_suite(void)
     tcase_add_test(tc, cancel_wakes_blocked_recv);
     tcase_add_test(tc, cancel_wakes_blocked_send_and_keeps_item);
     tcase_add_test(tc, blocking_calls_in_cancelled_task_fail_at_once);
+    tcase_add_test(tc, try_calls_in_cancelled_task_succeed);
     tcase_add_test(tc, last_sender_close_drains_then_eoc);
     tcase_add_test(tc, last_sender_close_wakes_blocked_receivers);
     tcase_add_test(tc, last_receiver_close_destroys_buffered_items_once);
