@@ -626,15 +626,36 @@ NURSERY_API int nursery_sleep(nursery_time_t deadline);
 /* ------------------------------------------------------------------------ */
 
 /* A bounded multi-producer multi-consumer FIFO of void * items, reached
- * through send and receive ends that are cloned and closed separately. */
+ * through send and receive ends that are cloned and closed separately.
+ *
+ * A channel belongs to the process that created it.  In the child of a
+ * fork(), every call on an end made before the fork returns
+ * NURSERY_EFORKED at once, without waiting for the channel's lock (a
+ * thread that does not exist in the child may have held it), so an item is
+ * never handed to a receiver that is not there: the sender keeps it.
+ * nursery_sender_free() and nursery_receiver_free() on such an end do
+ * nothing (it and its items are the parent's).  Channels created in the
+ * child work normally there. */
 typedef struct nursery_sender nursery_sender_t;
 typedef struct nursery_receiver nursery_receiver_t;
 
 /* Creates a channel holding up to `capacity` items (0: every send waits for
  * a receiver).  `item_destroy` (may be NULL) is called once on each item
- * still buffered when the last receive end closes (an item a send could not
- * deliver stays the sender's).  *tx and *rx are owned by the caller (free them with
- * nursery_sender_free / nursery_receiver_free).  0, EINVAL, ENOMEM. */
+ * still buffered when the last receive end closes, by the thread that
+ * closes it, without the channel's lock (an item a send could not deliver
+ * stays the sender's).  *tx and *rx are owned by the caller (free them with
+ * nursery_sender_free / nursery_receiver_free).  0, EINVAL, ENOMEM.
+ *
+ * Thread-safe: every call may be made from any thread, on one end or on
+ * different ends at once, and frees and closes of *different* ends may
+ * race freely (the last send end and the last receive end freed together
+ * is safe).  Only an end's own free must not race with another use of that
+ * same end.
+ *
+ * The nursery_channel_*, nursery_sender_* and nursery_receiver_* calls
+ * check their arguments (EINVAL), then whether the end was made before a
+ * fork() of which this is the child (NURSERY_EFORKED), before anything
+ * else. */
 NURSERY_API int nursery_channel_create(size_t capacity, void (*item_destroy)(void *item),
                                        nursery_sender_t **tx, nursery_receiver_t **rx);
 
@@ -642,40 +663,53 @@ NURSERY_API int nursery_channel_create(size_t capacity, void (*item_destroy)(voi
  * call, it fails with ECANCELED in a cancelled task even when it could
  * complete at once.  Returns 0; EPIPE (every receive end closed);
  * NURSERY_ECLOSED (this end was closed, also while blocked in this call);
- * ETIMEDOUT; ECANCELED; EINVAL.  On failure the item was not delivered and
- * the caller still owns it. */
+ * ETIMEDOUT; ECANCELED; NURSERY_EFORKED (see above); EINVAL.  On failure
+ * the item was not delivered and the caller still owns it. */
 NURSERY_API int nursery_channel_send(nursery_sender_t *tx, void *item, nursery_time_t deadline);
 
-/* Like send, but returns EAGAIN instead of blocking. */
+/* Like send, but returns EAGAIN instead of blocking.  Not a blocking call,
+ * so not a cancellation point: in a cancelled task it succeeds as it would
+ * otherwise (send fails there with ECANCELED).  Returns 0, EAGAIN, EPIPE,
+ * NURSERY_ECLOSED, NURSERY_EFORKED or EINVAL. */
 NURSERY_API int nursery_channel_try_send(nursery_sender_t *tx, void *item);
 
 /* Receives the oldest item, blocking while the channel is empty.  Returns
  * 0 with *item set; NURSERY_EEOC when every send end is closed and nothing
  * is buffered; NURSERY_ECLOSED (this end was closed, also while blocked in
- * this call); ETIMEDOUT; ECANCELED (checked first, as for send);
- * EINVAL. */
+ * this call); ETIMEDOUT; ECANCELED (even with an item there, as for send);
+ * NURSERY_EFORKED (see above); EINVAL.  On failure *item is unchanged. */
 NURSERY_API int nursery_channel_recv(nursery_receiver_t *rx, void **item, nursery_time_t deadline);
 
-/* Like recv, but returns EAGAIN instead of blocking. */
+/* Like recv, but returns EAGAIN instead of blocking.  Not a blocking call,
+ * so not a cancellation point: in a cancelled task it still takes an item
+ * that is there (recv fails there with ECANCELED).  Returns 0 with *item
+ * set, EAGAIN, NURSERY_EEOC, NURSERY_ECLOSED, NURSERY_EFORKED or EINVAL. */
 NURSERY_API int nursery_channel_try_recv(nursery_receiver_t *rx, void **item);
 
 /* New ends on the same channel.  0, EINVAL, ENOMEM, NURSERY_ECLOSED (the
- * end given was closed). */
+ * end given was closed), NURSERY_EFORKED.  On failure *out is NULL. */
 NURSERY_API int nursery_sender_clone(nursery_sender_t *tx, nursery_sender_t **out);
 NURSERY_API int nursery_receiver_clone(nursery_receiver_t *rx, nursery_receiver_t **out);
 
 /* Closes an end; it stays allocated (further use gives NURSERY_ECLOSED)
  * until freed.  Wakes every blocked sender and receiver that the close
- * affects.  Returns 0, NURSERY_ECLOSED if already closed, EINVAL. */
+ * affects.  Returns 0, NURSERY_ECLOSED if already closed, NURSERY_EFORKED
+ * (nothing is closed), EINVAL. */
 NURSERY_API int nursery_sender_close(nursery_sender_t *tx);
 NURSERY_API int nursery_receiver_close(nursery_receiver_t *rx);
 
-/* Closes the end if still open and frees it.  NULL is a no-op.  Must not
- * race with another use of the same end. */
+/* Closes the end if still open (as nursery_*_close) and frees it; the
+ * channel is freed with its last end, after the close of the last receive
+ * end has passed the buffered items to item_destroy.  NULL is a no-op.
+ * May race with anything done to other ends, including their frees; must
+ * not race with another use of the same end.  In the child of a fork(),
+ * on an end made before it, does nothing. */
 NURSERY_API void nursery_sender_free(nursery_sender_t *tx);
 NURSERY_API void nursery_receiver_free(nursery_receiver_t *rx);
 
-/* Channel statistics, like Trio's statistics(). */
+/* Channel statistics, like Trio's statistics().  The stats calls fill *out
+ * with a snapshot and return 0, or return EINVAL or NURSERY_EFORKED (*out
+ * unchanged). */
 typedef struct nursery_channel_stats {
     size_t buffered;         /* items buffered */
     size_t capacity;         /* the capacity given at creation */

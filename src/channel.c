@@ -4,7 +4,10 @@
  *
  * Owns: the channel core (a ring buffer of `capacity` items, the queues of
  * blocked senders and receivers, the counts of open ends) and the ends.  The
- * core is reference-counted by its ends and freed with the last one.
+ * core is reference-counted by its ends and freed with the last one.  Frees
+ * of different ends may run at once on different threads, so an end drops
+ * its reference only when it is done with the core: freeing the last
+ * receive end destroys the items its close drained from the ring first.
  *
  * Locking: one mutex per channel, ch->mu, protects everything in the core,
  * the `closed` flag of each of its ends and every wait record queued on it.
@@ -25,6 +28,14 @@
  * (detach, then the final check) before it returns.  The queues are lists
  * of these records rather than struct waitq, because a waker needs the
  * oldest record's item and must hand it a result, not only a wake-up.
+ *
+ * fork(): a channel belongs to the process that made it.  In the child of
+ * a fork(), the threads blocked on a channel of the parent's do not exist
+ * and ch->mu may have been copied locked by one of them; an item handed to
+ * such a receiver would be lost.  So an end made before the fork refuses
+ * every call with NURSERY_EFORKED without touching the lock (the fork
+ * generation is fixed, read without it), and its free does nothing: the
+ * core and its items are the parent's, copied.
  *
  * Invariants, whenever ch->mu is free:
  *   - senders wait only on a full buffer: send_waiting non-empty implies
@@ -75,6 +86,7 @@ struct channel {
     size_t open_receivers;        /* receive ends not closed; once 0, stays 0 */
     size_t ends;                  /* ends not freed (open or closed): the reference count */
     void (*item_destroy)(void *); /* for items left when the last receiver closes; fixed */
+    unsigned generation;          /* fork generation at creation; fixed */
 };
 
 /* The two ends.  Separate types so that the compiler keeps them apart. */
@@ -271,6 +283,13 @@ static int op_wait(struct chan_op *op, nursery_time_t deadline)
 
 /* ---- creation and destruction ------------------------------------------ */
 
+/* Whether the channel was made before a fork() and this is the child: the
+ * first thing every call on an end checks, after its arguments. */
+static bool channel_forked(const struct channel *ch)
+{
+    return unlikely(nursery__forked(ch->generation));
+}
+
 static void channel_destroy(struct channel *ch)
 {
     pthread_mutex_destroy(&ch->mu);
@@ -314,6 +333,7 @@ int nursery_channel_create(size_t capacity, void (*item_destroy)(void *item), nu
     ch->open_receivers = 1;
     ch->ends = 2;
     ch->item_destroy = item_destroy;
+    ch->generation = nursery__generation();
     *s = (nursery_sender_t){.ch = ch, .closed = false};
     *r = (nursery_receiver_t){.ch = ch, .closed = false};
     *tx = s;
@@ -335,6 +355,8 @@ int nursery_channel_send(nursery_sender_t *tx, void *item, nursery_time_t deadli
 {
     if (unlikely(!tx))
         return EINVAL;
+    if (channel_forked(tx->ch))
+        return NURSERY_EFORKED;
     /* A cancellation point even when the send could complete (as Trio). */
     int rc = nursery_checkpoint();
     if (unlikely(rc))
@@ -357,6 +379,8 @@ int nursery_channel_try_send(nursery_sender_t *tx, void *item)
     if (unlikely(!tx))
         return EINVAL;
     struct channel *ch = tx->ch;
+    if (channel_forked(ch))
+        return NURSERY_EFORKED;
     pthread_mutex_lock(&ch->mu);
     int rc = send_locked(ch, tx, item);
     pthread_mutex_unlock(&ch->mu);
@@ -367,6 +391,8 @@ int nursery_channel_recv(nursery_receiver_t *rx, void **item, nursery_time_t dea
 {
     if (unlikely(!rx || !item))
         return EINVAL;
+    if (channel_forked(rx->ch))
+        return NURSERY_EFORKED;
     int rc = nursery_checkpoint();
     if (unlikely(rc))
         return rc;
@@ -391,6 +417,8 @@ int nursery_channel_try_recv(nursery_receiver_t *rx, void **item)
     if (unlikely(!rx || !item))
         return EINVAL;
     struct channel *ch = rx->ch;
+    if (channel_forked(ch))
+        return NURSERY_EFORKED;
     pthread_mutex_lock(&ch->mu);
     int rc = recv_locked(ch, rx, item);
     pthread_mutex_unlock(&ch->mu);
@@ -419,6 +447,8 @@ int nursery_sender_clone(nursery_sender_t *tx, nursery_sender_t **out)
         *out = NULL;
     if (unlikely(!tx || !out))
         return EINVAL;
+    if (channel_forked(tx->ch))
+        return NURSERY_EFORKED;
     nursery_sender_t *s = malloc(sizeof(*s));
     if (unlikely(!s))
         return ENOMEM;
@@ -438,6 +468,8 @@ int nursery_receiver_clone(nursery_receiver_t *rx, nursery_receiver_t **out)
         *out = NULL;
     if (unlikely(!rx || !out))
         return EINVAL;
+    if (channel_forked(rx->ch))
+        return NURSERY_EFORKED;
     nursery_receiver_t *r = malloc(sizeof(*r));
     if (unlikely(!r))
         return ENOMEM;
@@ -480,6 +512,8 @@ static void receiver_close_locked(struct channel *ch, nursery_receiver_t *rx, st
     ch->count = 0;
 }
 
+/* Reads the ring without the lock: the caller still holds its end's
+ * reference, so the ring is not freed under it (see receiver_close). */
 static void drained_destroy(const struct drained *d)
 {
     if (!d->destroy)
@@ -488,10 +522,11 @@ static void drained_destroy(const struct drained *d)
         d->destroy(d->ring[(d->head + i) % d->capacity]);
 }
 
-int nursery_sender_close(nursery_sender_t *tx)
+/* Close and free share these two: free is close (if the end is still open)
+ * followed by dropping the end's reference.  Returns 0 or NURSERY_ECLOSED
+ * (closed before; nothing to do). */
+static int sender_close(nursery_sender_t *tx)
 {
-    if (unlikely(!tx))
-        return EINVAL;
     struct channel *ch = tx->ch;
     pthread_mutex_lock(&ch->mu);
     int rc = tx->closed ? NURSERY_ECLOSED : 0;
@@ -501,10 +536,12 @@ int nursery_sender_close(nursery_sender_t *tx)
     return rc;
 }
 
-int nursery_receiver_close(nursery_receiver_t *rx)
+/* The drained items are destroyed after the lock is released (item_destroy
+ * may take its own locks or be slow) but before the caller can drop its
+ * reference: from the moment it does, a free of another end on another
+ * thread may free the ring they are read from. */
+static int receiver_close(nursery_receiver_t *rx)
 {
-    if (unlikely(!rx))
-        return EINVAL;
     struct channel *ch = rx->ch;
     struct drained d = {0};
     pthread_mutex_lock(&ch->mu);
@@ -516,36 +553,54 @@ int nursery_receiver_close(nursery_receiver_t *rx)
     return rc;
 }
 
-void nursery_sender_free(nursery_sender_t *tx)
+/* Drops one end's reference to the core; the last one frees it.  Taking
+ * ch->mu orders every other end's use of the core (each made under or
+ * before its own release) before channel_destroy. */
+static void channel_release(struct channel *ch)
 {
-    if (!tx)
-        return;
-    struct channel *ch = tx->ch;
     pthread_mutex_lock(&ch->mu);
-    if (!tx->closed)
-        sender_close_locked(ch, tx);
     bool last = --ch->ends == 0;
     pthread_mutex_unlock(&ch->mu);
-    free(tx);
     if (last)
         channel_destroy(ch);
 }
 
+int nursery_sender_close(nursery_sender_t *tx)
+{
+    if (unlikely(!tx))
+        return EINVAL;
+    if (channel_forked(tx->ch))
+        return NURSERY_EFORKED;
+    return sender_close(tx);
+}
+
+int nursery_receiver_close(nursery_receiver_t *rx)
+{
+    if (unlikely(!rx))
+        return EINVAL;
+    if (channel_forked(rx->ch))
+        return NURSERY_EFORKED;
+    return receiver_close(rx);
+}
+
+void nursery_sender_free(nursery_sender_t *tx)
+{
+    if (!tx || channel_forked(tx->ch))
+        return;
+    struct channel *ch = tx->ch;
+    (void)sender_close(tx); /* NURSERY_ECLOSED: closed before, nothing to undo */
+    free(tx);
+    channel_release(ch);
+}
+
 void nursery_receiver_free(nursery_receiver_t *rx)
 {
-    if (!rx)
+    if (!rx || channel_forked(rx->ch))
         return;
     struct channel *ch = rx->ch;
-    struct drained d = {0};
-    pthread_mutex_lock(&ch->mu);
-    if (!rx->closed)
-        receiver_close_locked(ch, rx, &d);
-    bool last = --ch->ends == 0;
-    pthread_mutex_unlock(&ch->mu);
-    drained_destroy(&d); /* before the ring can go */
+    (void)receiver_close(rx); /* destroys what it drained, the reference still held */
     free(rx);
-    if (last)
-        channel_destroy(ch);
+    channel_release(ch);
 }
 
 /* ---- statistics -------------------------------------------------------- */
@@ -566,6 +621,8 @@ int nursery_sender_stats(const nursery_sender_t *tx, nursery_channel_stats_t *ou
 {
     if (unlikely(!tx || !out))
         return EINVAL;
+    if (channel_forked(tx->ch))
+        return NURSERY_EFORKED;
     channel_stats(tx->ch, out);
     return 0;
 }
@@ -574,6 +631,8 @@ int nursery_receiver_stats(const nursery_receiver_t *rx, nursery_channel_stats_t
 {
     if (unlikely(!rx || !out))
         return EINVAL;
+    if (channel_forked(rx->ch))
+        return NURSERY_EFORKED;
     channel_stats(rx->ch, out);
     return 0;
 }

@@ -1,14 +1,18 @@
 /*
  * test_channel.c - tests of src/channel.c: FIFO order, rendezvous, bounded
- * buffers, deadlines, cancellation, closing, cloned ends, statistics, and a
- * multi-producer multi-consumer stress run.
+ * buffers, deadlines, cancellation, closing, cloned ends, statistics, a
+ * multi-producer multi-consumer stress run, frees of different ends racing,
+ * and ends used in the child of a fork().
  *
  * A test knows that a task is blocked in send or recv by watching the
  * channel's waiting counts (wait_blocked); nothing is ordered by sleeping.
  */
 #include "helpers.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static nursery_pool_t *pool;
 
@@ -451,6 +455,51 @@ START_TEST(blocking_calls_in_cancelled_task_fail_at_once)
     ck_assert_int_eq(PTR2INT(item), 2);
     nursery_sender_free(tx);
     nursery_receiver_free(rx);
+}
+END_TEST
+
+/* try_send and try_recv do not block, so they are not cancellation points:
+ * in a cancelled task they succeed where send and recv, able to complete at
+ * once as well, fail with ECANCELED. */
+struct cancelled_try {
+    nursery_t *n;
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    bool cancelled; /* what nursery_cancelled() said in the task */
+    int send_rc, try_send_rc, recv_rc, try_recv_rc;
+    void *item; /* what try_recv took */
+};
+
+static int try_after_cancel_task(void *arg, void **value)
+{
+    (void)value;
+    struct cancelled_try *c = arg;
+    void *item = INT2PTR(-1);
+    nursery_cancel(c->n);
+    c->cancelled = nursery_cancelled();
+    c->send_rc = nursery_channel_send(c->tx, INT2PTR(1), NURSERY_FOREVER); /* room for it */
+    c->try_send_rc = nursery_channel_try_send(c->tx, INT2PTR(2));
+    c->recv_rc = nursery_channel_recv(c->rx, &item, NURSERY_FOREVER); /* 2 is there */
+    c->try_recv_rc = nursery_channel_try_recv(c->rx, &c->item);
+    return 0;
+}
+
+START_TEST(try_calls_in_cancelled_task_succeed)
+{
+    struct cancelled_try c = {.send_rc = -1, .try_send_rc = -1, .recv_rc = -1, .try_recv_rc = -1};
+    ck_assert_int_eq(nursery_channel_create(4, NULL, &c.tx, &c.rx), 0);
+    ck_assert_int_eq(nursery_open(&c.n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(c.n, try_after_cancel_task, &c, NULL), 0);
+    join_ok(c.n);
+    ck_assert(c.cancelled);
+    ck_assert_int_eq(c.send_rc, ECANCELED);
+    ck_assert_int_eq(c.try_send_rc, 0);
+    ck_assert_int_eq(c.recv_rc, ECANCELED);
+    ck_assert_int_eq(c.try_recv_rc, 0);
+    ck_assert_int_eq(PTR2INT(c.item), 2);
+    ck_assert_uint_eq(stats_of(c.rx).buffered, 0); /* send's 1 never went in */
+    nursery_sender_free(c.tx);
+    nursery_receiver_free(c.rx);
 }
 END_TEST
 
@@ -903,6 +952,256 @@ START_TEST(timeouts_racing_with_hand_offs_lose_nothing)
 }
 END_TEST
 
+/* The last send end and the last receive end freed at the same moment by
+ * two threads, with items buffered: the receiver's free destroys them, and
+ * whichever free comes second frees the channel.  The items are on the heap
+ * and counted, so an item_destroy handed a value read from a freed ring
+ * shows as a wrong count, a crash, or a sanitizer report. */
+#define FREE_RACE_ROUNDS 2000
+#define FREE_RACE_ITEMS 512
+
+struct counted_item {
+    atomic_int *destroyed; /* this item's slot in free_race.destroyed */
+};
+
+static void counted_item_destroy(void *item)
+{
+    struct counted_item *it = item;
+    atomic_fetch_add(it->destroyed, 1);
+    free(it);
+}
+
+struct free_race {
+    pthread_barrier_t go; /* releases both frees of a round together */
+    nursery_sender_t *tx;
+    atomic_int destroyed[FREE_RACE_ITEMS];
+};
+
+static void *free_sender_thread(void *arg)
+{
+    struct free_race *fr = arg;
+    pthread_barrier_wait(&fr->go);
+    nursery_sender_free(fr->tx);
+    return NULL;
+}
+
+/* A channel with FREE_RACE_ITEMS heap items buffered; *rx gets its
+ * receiver.  Per round, not per item, goes through Check's assertions:
+ * each one that passes is a write to Check's log. */
+static void fill_with_counted_items(struct free_race *fr, nursery_receiver_t **rx)
+{
+    ck_assert_int_eq(nursery_channel_create(FREE_RACE_ITEMS, counted_item_destroy, &fr->tx, rx), 0);
+    int sent = 0;
+    for (int i = 0; i < FREE_RACE_ITEMS; i++) {
+        struct counted_item *it = malloc(sizeof(*it));
+        if (!it)
+            break;
+        atomic_store(&fr->destroyed[i], 0);
+        it->destroyed = &fr->destroyed[i];
+        if (nursery_channel_try_send(fr->tx, it) != 0) {
+            free(it);
+            break;
+        }
+        sent++;
+    }
+    ck_assert_int_eq(sent, FREE_RACE_ITEMS);
+}
+
+/* The first item not destroyed exactly once, or -1. */
+static int first_miscounted(struct free_race *fr)
+{
+    for (int i = 0; i < FREE_RACE_ITEMS; i++)
+        if (atomic_load(&fr->destroyed[i]) != 1)
+            return i;
+    return -1;
+}
+
+START_TEST(frees_of_last_sender_and_receiver_race_safely)
+{
+    struct free_race *fr = calloc(1, sizeof(*fr));
+    ck_assert_ptr_nonnull(fr);
+    ck_assert_int_eq(pthread_barrier_init(&fr->go, NULL, 2), 0);
+    for (int round = 0; round < FREE_RACE_ROUNDS; round++) {
+        nursery_receiver_t *rx;
+        fill_with_counted_items(fr, &rx);
+        pthread_t sender;
+        ck_assert_int_eq(pthread_create(&sender, NULL, free_sender_thread, fr), 0);
+        pthread_barrier_wait(&fr->go);
+        nursery_receiver_free(rx);
+        ck_assert_int_eq(pthread_join(sender, NULL), 0);
+        int i = first_miscounted(fr);
+        ck_assert_msg(i < 0, "round %d: item %d destroyed %d times", round, i,
+                      i < 0 ? 1 : atomic_load(&fr->destroyed[i]));
+    }
+    pthread_barrier_destroy(&fr->go);
+    free(fr);
+}
+END_TEST
+
+/* ---- fork -------------------------------------------------------------- */
+
+/* A child of fork() checks what it is told to and reports through its exit
+ * status: 0 when every step passed, else the number of the step that
+ * failed.  Its ends are the parent's, so it does not free them (freeing
+ * them does nothing there); these keep them reachable for leak checkers. */
+static nursery_sender_t *fork_child_keeps_tx;
+static nursery_receiver_t *fork_child_keeps_rx;
+
+static void run_in_child(int (*child)(nursery_sender_t *tx, nursery_receiver_t *rx),
+                         nursery_sender_t *tx, nursery_receiver_t *rx)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* Never hang: SIGALRM kills the child.  Check's own SIGALRM handler
+         * (inherited through fork) would kill the whole test instead. */
+        signal(SIGALRM, SIG_DFL);
+        alarm(10);
+        fork_child_keeps_tx = tx;
+        fork_child_keeps_rx = rx;
+        _exit(child(tx, rx));
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "child killed by signal %d",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    ck_assert_msg(WEXITSTATUS(status) == 0, "child failed at step %d", WEXITSTATUS(status));
+}
+
+/* The receiver blocked in the parent does not exist in the child: a send
+ * there must not hand it the item. */
+static int child_sends_to_parent_receiver(nursery_sender_t *tx, nursery_receiver_t *rx)
+{
+    (void)rx;
+    if (nursery_channel_send(tx, INT2PTR(1), NURSERY_FOREVER) != NURSERY_EFORKED)
+        return 1;
+    if (nursery_channel_send(tx, INT2PTR(1), nursery_after_ms(0)) != NURSERY_EFORKED)
+        return 2;
+    return 0;
+}
+
+START_TEST(fork_child_send_to_blocked_parent_receiver_is_eforked)
+{
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    ck_assert_int_eq(nursery_channel_create(1, NULL, &tx, &rx), 0);
+    nursery_t *n;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    struct chan_call r = {.rx = rx, .deadline = NURSERY_FOREVER, .rc = -1};
+    start(n, recv_task, &r);
+    ck_assert(wait_blocked(rx, 0, 1));
+
+    run_in_child(child_sends_to_parent_receiver, tx, rx);
+
+    /* In the parent, the receiver is still waiting, for the parent's item. */
+    ck_assert(wait_blocked(rx, 0, 1));
+    ck_assert_int_eq(nursery_channel_send(tx, INT2PTR(2), NURSERY_FOREVER), 0);
+    join_ok(n);
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert_int_eq(PTR2INT(r.item), 2);
+    nursery_sender_free(tx);
+    nursery_receiver_free(rx);
+}
+END_TEST
+
+/* Every call on the parent's ends refuses at once, and frees do nothing:
+ * the buffered item is not destroyed. */
+static int child_uses_parent_ends(nursery_sender_t *tx, nursery_receiver_t *rx)
+{
+    void *item = INT2PTR(-1);
+    nursery_sender_t *tx2 = INT2PTR(1);
+    nursery_receiver_t *rx2 = INT2PTR(1);
+    nursery_channel_stats_t st = {.buffered = 99};
+    if (nursery_channel_try_send(tx, &destroyed[1]) != NURSERY_EFORKED)
+        return 1;
+    if (nursery_channel_try_recv(rx, &item) != NURSERY_EFORKED || PTR2INT(item) != -1)
+        return 2;
+    if (nursery_channel_recv(rx, &item, NURSERY_FOREVER) != NURSERY_EFORKED || PTR2INT(item) != -1)
+        return 3;
+    if (nursery_sender_clone(tx, &tx2) != NURSERY_EFORKED || tx2 != NULL)
+        return 4;
+    if (nursery_receiver_clone(rx, &rx2) != NURSERY_EFORKED || rx2 != NULL)
+        return 5;
+    if (nursery_sender_stats(tx, &st) != NURSERY_EFORKED ||
+        nursery_receiver_stats(rx, &st) != NURSERY_EFORKED || st.buffered != 99)
+        return 6;
+    if (nursery_sender_close(tx) != NURSERY_EFORKED)
+        return 7;
+    if (nursery_receiver_close(rx) != NURSERY_EFORKED)
+        return 8;
+    nursery_receiver_free(rx);
+    nursery_sender_free(tx);
+    if (destroyed_total() != 0)
+        return 9;
+    return 0;
+}
+
+START_TEST(fork_child_calls_on_parent_ends_are_eforked)
+{
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    reset_destroyed();
+    ck_assert_int_eq(nursery_channel_create(2, count_destroy, &tx, &rx), 0);
+    ck_assert_int_eq(nursery_channel_try_send(tx, &destroyed[0]), 0);
+
+    run_in_child(child_uses_parent_ends, tx, rx);
+
+    /* The parent's channel is as it was. */
+    nursery_channel_stats_t st = stats_of(rx);
+    ck_assert_uint_eq(st.buffered, 1);
+    ck_assert_uint_eq(st.open_senders, 1);
+    ck_assert_uint_eq(st.open_receivers, 1);
+    void *item = NULL;
+    ck_assert_int_eq(nursery_channel_try_recv(rx, &item), 0);
+    ck_assert_ptr_eq(item, &destroyed[0]);
+    nursery_sender_free(tx);
+    nursery_receiver_free(rx);
+    ck_assert_int_eq(destroyed_total(), 0);
+}
+END_TEST
+
+/* A channel made in the child is the child's: it works there. */
+static int child_makes_its_own_channel(nursery_sender_t *parent_tx, nursery_receiver_t *parent_rx)
+{
+    (void)parent_rx;
+    if (nursery_channel_try_send(parent_tx, INT2PTR(1)) != NURSERY_EFORKED)
+        return 1; /* this is the child of a fork */
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    void *item = NULL;
+    if (nursery_channel_create(1, NULL, &tx, &rx) != 0)
+        return 2;
+    if (nursery_channel_send(tx, INT2PTR(7), NURSERY_FOREVER) != 0)
+        return 3;
+    if (nursery_channel_recv(rx, &item, NURSERY_FOREVER) != 0 || PTR2INT(item) != 7)
+        return 4;
+    if (nursery_channel_recv(rx, &item, nursery_after_ms(1)) != ETIMEDOUT)
+        return 5;
+    nursery_channel_stats_t st;
+    if (nursery_sender_stats(tx, &st) != 0 || st.open_senders != 1 || st.open_receivers != 1)
+        return 6;
+    nursery_sender_free(tx);
+    if (nursery_channel_recv(rx, &item, NURSERY_FOREVER) != NURSERY_EEOC)
+        return 7;
+    nursery_receiver_free(rx);
+    return 0;
+}
+
+/* In a test case of its own, without the pool: the parent has one thread
+ * when it forks, so the child may allocate even under the sanitizers,
+ * whose allocators a thread that does not exist in the child could have
+ * held locked at the fork. */
+START_TEST(fork_child_channel_made_there_works)
+{
+    nursery_sender_t *tx;
+    nursery_receiver_t *rx;
+    ck_assert_int_eq(nursery_channel_create(1, NULL, &tx, &rx), 0);
+    run_in_child(child_makes_its_own_channel, tx, rx);
+    nursery_sender_free(tx);
+    nursery_receiver_free(rx);
+}
+END_TEST
+
 /* ---- the suite --------------------------------------------------------- */
 
 static Suite *channel_suite(void)
@@ -924,6 +1223,7 @@ static Suite *channel_suite(void)
     tcase_add_test(tc, cancel_wakes_blocked_recv);
     tcase_add_test(tc, cancel_wakes_blocked_send_and_keeps_item);
     tcase_add_test(tc, blocking_calls_in_cancelled_task_fail_at_once);
+    tcase_add_test(tc, try_calls_in_cancelled_task_succeed);
     tcase_add_test(tc, last_sender_close_drains_then_eoc);
     tcase_add_test(tc, last_sender_close_wakes_blocked_receivers);
     tcase_add_test(tc, last_receiver_close_destroys_buffered_items_once);
@@ -936,6 +1236,12 @@ static Suite *channel_suite(void)
     tcase_add_test(tc, stats_count_items_ends_and_waiters);
     tcase_add_test(tc, mpmc_stress_delivers_every_item_once);
     tcase_add_test(tc, timeouts_racing_with_hand_offs_lose_nothing);
+    tcase_add_test(tc, frees_of_last_sender_and_receiver_race_safely);
+    tcase_add_test(tc, fork_child_send_to_blocked_parent_receiver_is_eforked);
+    tcase_add_test(tc, fork_child_calls_on_parent_ends_are_eforked);
+
+    tc = tcase_with_timeout(s, "fork", 60);
+    tcase_add_test(tc, fork_child_channel_made_there_works);
     return s;
 }
 
