@@ -725,9 +725,16 @@ NURSERY_API int nursery_receiver_stats(const nursery_receiver_t *rx,
 
 /* Sends each result (a new reference, which the receiver must release) to
  * `tx` in completion order, as aioresult's results_to_channel.  Blocks
- * until every result is sent.  With close_on_complete, closes `tx` when it
- * returns, also on cancellation or error, so a consumer's loop ends.
- * Returns 0, ECANCELED, EPIPE, NURSERY_ECLOSED or EINVAL. */
+ * until every result is sent; its waits for the results run queued
+ * captures of the set as nursery_wait_any() does.  With close_on_complete,
+ * closes `tx` when it returns, also on cancellation or error, so a
+ * consumer's loop ends.  A cancellation point, also with n == 0.  Returns
+ * 0; EINVAL (tx NULL, results NULL while n > 0, or a NULL entry);
+ * NURSERY_EFORKED (a result, or tx, made before a fork, in the child);
+ * ECANCELED; ENOMEM (no memory for its copy of the array, or to wait on
+ * more than 16 results none of which is done); EPIPE (every receive end
+ * closed); NURSERY_ECLOSED (tx was closed).  Results sent before a failure
+ * stay sent. */
 NURSERY_API int nursery_results_to_channel(nursery_result_t *const *results, size_t n,
                                            nursery_sender_t *tx, bool close_on_complete);
 
