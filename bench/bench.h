@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.h - what the benchmark's driver (nursery-bench.c) and its peers share.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * nursery-bench.c - libnursery's benchmark: each workload with libnursery and with its peers
  * in one process, alternating, several repetitions, medians.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * peers_openmp.c - the OpenMP peer: explicit tasks (libgomp with -fopenmp), the team at its
  * default size (one thread per CPU), the defaults of the runtime everywhere else.

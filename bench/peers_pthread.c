@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * peers_pthread.c - the peer without a pool: one POSIX thread per task, created and then
  * joined, and the raw mutex+condvar ping-pong that wake_latency compares with.

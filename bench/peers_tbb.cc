@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // peers_tbb.cc - the oneTBB peer: tbb::task_group in the default arena (one thread per CPU,
 // the calling thread included), behind the C functions that bench.h declares.
 //

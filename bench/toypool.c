@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * toypool.c - the design a first attempt would make, as a peer for the benchmark.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Print libnursery's version numbers, read from the macros in include/nursery.h, so that the
 # header is the one place where they are written down.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * checksum.c - the demo: a batch tool that checksums every file under a
  * directory, with one task per file.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fail_fast.c - the first error cancels the rest; join reports an error group.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * future_demux.c - a future completed by another thread: matching replies to
  * requests on a connection that answers out of order (aioresult's Future).

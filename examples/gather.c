@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gather.c - gather-style fan-out: one task per input, results read back in
  * input order (asyncio.gather, aioresult's ResultCapture).

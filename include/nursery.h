@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * nursery.h - structured concurrency and futures for C on POSIX threads.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The manual pages, included by Makefile.am; paths are relative to the top directory.
 # The first pages document the library and groups of functions; every other function
 # has a one-line page (.so man3/<group page>) so that `man nursery_<name>` finds it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * channel.c - bounded multi-producer multi-consumer channels of void * items
  * (Trio's memory channels), reached through send and receive ends.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * deque.h - a fixed-size work-stealing deque (Chase-Lev, after Lê, Pop,
  * Cohen and Zappa Nardelli, "Correct and efficient work-stealing for weak

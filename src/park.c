@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * park.c - how a thread blocks in this library: waiters, wait queues, and
  * nursery__block(), the one wait loop behind every blocking call.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool.c - worker threads, where started tasks wait, and how idle workers
  * sleep and wake.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool.h - the pool's private structures, shared by pool.c (workers,
  * queues, sleeping) and monitor.c (threads for workers blocked in user

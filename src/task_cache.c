@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * task_cache.c - recycling task memory between the thread that starts
  * tasks and the workers that end them.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs the demo program, examples/checksum, the way `make demo` does, on a small directory that
 # always exists (the library's own sources), and checks that it succeeds and prints something.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The shared library must export the public API and nothing else: every global function or
 # object it defines starts with nursery_ (src/ is built with -fvisibility=hidden, and only
 # declarations marked NURSERY_API in include/nursery.h are visible).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_aioresult.c - aioresult's own nine tests, ported to libnursery.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cancel.c - cancellation points (nursery_cancelled, checkpoint, sleep),
  * how cancellation reaches tasks and bodies, and the time helpers.

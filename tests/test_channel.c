@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_channel.c - tests of src/channel.c: FIFO order, rendezvous, bounded
  * buffers, deadlines, cancellation, closing, cloned ends, statistics, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_deque.c - the work-stealing deque of src/deque.h on its own: the
  * order each end gives, refusal when full, keyed take and steal, indices

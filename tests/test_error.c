@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_error.c - error objects, nursery_fail(), error groups, strerror.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_nursery.c - open/join, start_soon, nesting, first-error cancellation,
  * error groups, task flags, and Trio's start/started.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_pool.c - pools: options, statistics, destroy rules, the default pool,
  * compensation for blocked workers, and fork().

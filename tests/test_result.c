@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_result.c - results: captures and futures (src/result.c).
  *

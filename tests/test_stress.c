@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_stress.c - races repeated in bounded loops: pool lifetime, join and
  * cancel against completion, per-task cancel, wait_any, nested waits on one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_wait.c - waiting for several results (src/wait.c): nursery_wait_all,
  * nursery_wait_any and nursery_results_to_channel.
