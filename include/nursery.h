@@ -554,8 +554,10 @@ NURSERY_API int nursery_result_error(const nursery_result_t *r, nursery_error_t 
 NURSERY_API int nursery_result_cancel(nursery_result_t *r);
 
 /* Writes a printable form, like aioresult's str(): "not done",
- * "done: value 0x2a", "done: error 5 (message)", "done: cancelled"; with
- * NURSERY_FORMAT_DETAILED also the kind and the task's name and argument.
+ * "done: value 0x2a" (or "done: value NULL"), "done: error 5 (message)",
+ * "done: cancelled"; with NURSERY_FORMAT_DETAILED, first the kind, the
+ * task's name and its argument: "capture 'fetch' arg=0x5610c2a0: ...",
+ * "capture arg=0x5610c2a0: ..." (no name), "future: ...".
  * Returns the length it needed (snprintf-style; the output is truncated to
  * size - 1 and NUL-terminated if size > 0), or -1 for a NULL result. */
 enum { NURSERY_FORMAT_DETAILED = 1 };

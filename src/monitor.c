@@ -266,6 +266,13 @@ int nursery__monitor_start(nursery_pool_t *p)
         p->monitor = NULL;
         return rc == EAGAIN ? EAGAIN : ENOMEM;
     }
+#ifdef HAVE_PTHREAD_SETNAME_NP
+    /* Named here, not by itself, so that it has its name once the pool is
+     * created: "<prefix>-mon" in top -H and gdb. */
+    char name[16];
+    snprintf(name, sizeof(name), "%s-mon", p->name);
+    pthread_setname_np(m->thread, name);
+#endif
     return 0;
 }
 

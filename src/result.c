@@ -399,8 +399,10 @@ static int format_outcome(const nursery_result_t *r, char *buf, size_t size)
 {
     if (!nursery_result_is_done(r))
         return snprintf(buf, size, "not done");
-    if (!r->error)
-        return snprintf(buf, size, "done: value %p", r->value);
+    if (!r->error && !r->value)
+        return snprintf(buf, size, "done: value NULL");
+    if (!r->error) /* not %p: its form differs between C libraries */
+        return snprintf(buf, size, "done: value 0x%" PRIxPTR, (uintptr_t)r->value);
     int code = nursery_error_code(r->error);
     if (code == ECANCELED)
         return snprintf(buf, size, "done: cancelled");
@@ -419,13 +421,16 @@ int nursery_result_format(const nursery_result_t *r, char *buf, size_t size, int
     if (!(flags & NURSERY_FORMAT_DETAILED))
         return format_outcome(r, buf, size);
 
+    /* The task by its name and argument; its function's address would say
+     * nothing to a reader. */
     int head;
-    if (r->is_capture)
-        head = snprintf(buf, size, "capture '%s' fn=%p arg=%p: ",
-                        r->task.name ? r->task.name : "", (void *)(uintptr_t)r->task.fn,
-                        r->task.arg);
-    else
+    if (!r->is_capture)
         head = snprintf(buf, size, "future: ");
+    else if (r->task.name)
+        head = snprintf(buf, size, "capture '%s' arg=0x%" PRIxPTR ": ", r->task.name,
+                        (uintptr_t)r->task.arg);
+    else
+        head = snprintf(buf, size, "capture arg=0x%" PRIxPTR ": ", (uintptr_t)r->task.arg);
     if (head < 0)
         return -1;
     size_t used = (size_t)head < size ? (size_t)head : size - 1;

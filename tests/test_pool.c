@@ -8,6 +8,7 @@
 #endif
 #include "helpers.h"
 
+#include <dirent.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -125,6 +126,42 @@ START_TEST(workers_are_named_after_prefix)
     probe_worker(p, &pr);
     ck_assert_msg(strncmp(pr.name, "nursery", 7) == 0, "worker named \"%s\"", pr.name);
     ck_assert_int_eq(nursery_pool_destroy(p), 0);
+}
+END_TEST
+
+/* Whether a thread of this process is named `name` (Linux: its comm). */
+static bool thread_named(const char *name)
+{
+#ifdef __linux__
+    bool found = false;
+    DIR *dir = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(dir);
+    struct dirent *e;
+    while (!found && (e = readdir(dir))) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = e->d_name[0] != '.' ? fopen(path, "r") : NULL;
+        if (f && fgets(comm, sizeof comm, f))
+            found = strncmp(comm, name, strlen(name)) == 0 && comm[strlen(name)] == '\n';
+        if (f)
+            fclose(f);
+    }
+    closedir(dir);
+    return found;
+#else
+    (void)name;
+    return true;
+#endif
+}
+
+START_TEST(monitor_is_named_after_prefix)
+{
+    nursery_pool_options_t o = {.threads = 1, .name = "fetcher"};
+    nursery_pool_t *p = NULL;
+    ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
+    ck_assert_msg(thread_named("fetcher-mon"), "no thread named fetcher-mon");
+    ck_assert_int_eq(nursery_pool_destroy(p), 0);
+    ck_assert(!thread_named("fetcher-mon"));
 }
 END_TEST
 
@@ -535,6 +572,7 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, create_with_defaults_sizes_to_cpus);
     tcase_add_test(tc, create_and_destroy_repeatedly);
     tcase_add_test(tc, workers_are_named_after_prefix);
+    tcase_add_test(tc, monitor_is_named_after_prefix);
     tcase_add_test(tc, workers_use_requested_stack_size);
 
     tc = tcase_with_timeout(s, "stats", 60);

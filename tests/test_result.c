@@ -821,9 +821,19 @@ START_TEST(format_short_form)
     ck_assert_msg(contains(buf, "cancelled"), "got: %s", buf);
     ck_assert_msg(!contains(buf, "not done"), "got: %s", buf);
 
+    /* A NULL value reads the same on every C library. */
+    nursery_result_t *z = NULL;
+    ck_assert_int_eq(nursery_future_create(&z), 0);
+    ck_assert_int_eq(nursery_future_set_value(z, NULL), 0);
+    nursery_result_format(z, buf, sizeof buf, 0);
+    ck_assert_str_eq(buf, "done: value NULL");
+    nursery_result_format(z, buf, sizeof buf, NURSERY_FORMAT_DETAILED);
+    ck_assert_str_eq(buf, "future: done: value NULL");
+
     nursery_result_release(f);
     nursery_result_release(g);
     nursery_result_release(h);
+    nursery_result_release(z);
 }
 END_TEST
 
@@ -875,6 +885,11 @@ START_TEST(format_detailed_shows_task_name)
     ck_assert_msg(contains(buf, "0x77"), "got: %s", buf);
     nursery_result_format(d, buf, sizeof buf, 0);
     ck_assert_msg(contains(buf, "0x77"), "got: %s", buf);
+    /* The name, not raw pointers: the kind and name, then the outcome. */
+    nursery_result_format(d, buf, sizeof buf, NURSERY_FORMAT_DETAILED);
+    char want[128];
+    snprintf(want, sizeof want, "capture 'fmt-ok' arg=%p: done: value 0x77", (void *)&k);
+    ck_assert_str_eq(buf, want);
 
     nursery_result_release(d);
     nursery_result_release(c);
