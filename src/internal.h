@@ -350,6 +350,7 @@ struct nursery {
     struct cancel_node *outer; /* the opener's node before open, restored at join */
     struct task *opener_task;  /* the task that opened it, or NULL (a plain thread) */
     pthread_t opener;
+    bool opened_by_worker;     /* the opener (and so the joiner) is a worker of pool */
     uint64_t credits;          /* opener's body only: starts already counted in pending */
     unsigned generation;       /* fork generation at open (see context.c) */
     nursery_error_t *body_error; /* opener only: the last error the body failed with by
@@ -369,6 +370,9 @@ struct nursery {
 
 #define NURSERY_CLOSED (UINT64_C(1) << 63)
 
+/* Wakes n's joiner if it is parked: a task of n was queued where it looks
+ * only while it helps (pool.c, put_aside). */
+HIDDEN void nursery__wake_joiner(nursery_t *n);
 /* Marks a task's start in n: returns 0 or NURSERY_ECLOSED. */
 HIDDEN int nursery__task_begin(nursery_t *n);
 /* Called once per begun task when it has finished (last use of n). */

@@ -155,11 +155,10 @@ static bool cpus_busy(nursery_pool_t *p)
  * here or as stalled themselves.  Tasks in the injection queue are another
  * matter: only a worker looking for work drains it, and one started there
  * from outside the pool may be what a parked joiner waits for; then
- * joiners count too.  Not for tasks a helper put aside (pool.c): each
- * belongs to a join further down that helper's own stack, which it goes
- * back to once the joins above it end, or was stolen from a worker that
- * runs (a parked joiner holds nothing in its deque), which drains the
- * queue when it next looks for work. */
+ * joiners count too - but not for tasks a helper put aside there whose
+ * nursery a worker joins (pool.c): that joiner is woken to look for them,
+ * and if it is busy in a join further up its stack, it comes back to them
+ * once that join ends, which depends only on tasks below it. */
 static size_t stuck_in_library(nursery_pool_t *p)
 {
     size_t blocked = atomic_load_explicit(&p->blocked, memory_order_relaxed);

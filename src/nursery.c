@@ -150,6 +150,7 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     n->outer = nursery__ctx.node;
     n->opener_task = nursery__ctx.task;
     n->opener = pthread_self();
+    n->opened_by_worker = nursery__pool_is_current(pool);
     nursery__cancel_node_init(&n->node, n->outer);
     nursery__cancel_node_attach(&n->node);
     atomic_init(&n->pending, 0);
@@ -188,6 +189,13 @@ static bool join_ready(void *ctx)
 static bool join_help(void *ctx)
 {
     return nursery__pool_help(((struct join_wait *)ctx)->n);
+}
+
+void nursery__wake_joiner(nursery_t *n)
+{
+    pthread_mutex_lock(&n->mu);
+    nursery__waitq_wake_all(&n->joiners);
+    pthread_mutex_unlock(&n->mu);
 }
 
 static const struct block_ops join_ops = {

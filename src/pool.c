@@ -580,11 +580,19 @@ static bool descends_from(const struct task *t, const nursery_t *n)
  * queue, out of the way of the helper's own deque. */
 static void put_aside(nursery_pool_t *p, struct task *t)
 {
-    t->flags |= TASK_ASIDE_FLAG;
-    atomic_fetch_add_explicit(&p->aside, 1, memory_order_relaxed);
+    nursery_t *n = nursery_retain(t->nursery); /* once queued, it may end */
+    /* Its joiner may be parked, and looks in the injection queue only when
+     * it helps: it is told.  If that joiner is a worker of the pool, the
+     * monitor need not count parked joiners as stuck on its account. */
+    if (n->opened_by_worker) {
+        t->flags |= TASK_ASIDE_FLAG;
+        atomic_fetch_add_explicit(&p->aside, 1, memory_order_relaxed);
+    }
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_release);
     inject(p, t);
     spread_work(p);
+    nursery__wake_joiner(n);
+    nursery_release(n);
 }
 
 bool nursery__pool_help(nursery_t *n)
