@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_pool.c - pools: options, statistics, destroy rules, the default pool,
- * compensation for blocked workers, and fork().
+ * compensation for blocked workers, CPU-bound work, and fork().
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* pthread_getname_np, pthread_getattr_np, CPU_COUNT */
@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- create and destroy ------------------------------------------------- */
@@ -455,6 +456,165 @@ START_TEST(compensation_stops_at_max_threads)
 }
 END_TEST
 
+/* ---- CPU-bound work ------------------------------------------------------- */
+
+/* Issue 6, item 18: a worker waiting in a join while its nursery's tasks
+ * run on other workers waits for CPU work; it is not blocked, and the pool
+ * must not add threads for it.  The tree below makes such waits long and
+ * many.  A node of size u first works u/2 units alone (like a quicksort's
+ * partition: a joiner that looks for work to help with finds nothing queued
+ * yet), then forks a heavy child of nine tenths of u, started first so that
+ * another worker steals it, and a light one that its parent runs itself,
+ * and joins: the parent is left waiting for the whole heavy subtree while
+ * the thief queues its subtasks.  Counting such joiners as blocked after a
+ * millisecond grew a pool of 2 threads on 2 CPUs to 18-28 threads here. */
+#define CPU_TREE_SIZE 4000   /* the root's size (15 trees: a second or two on 2 CPUs) */
+#define CPU_TREE_LEAF 20     /* a node of this size or less forks nothing */
+#define CPU_TREE_HEAVY 90    /* percent of a node's size that goes to its heavy child */
+#define CPU_TREE_CALLS 15    /* trees run back to back */
+#define CPU_TREE_VG_SIZE 200 /* under valgrind: one small tree */
+
+struct cpu_tree {
+    nursery_pool_t *pool;
+    atomic_uint_fast64_t sink; /* every node's spin result, so the work is not elided */
+    atomic_long nodes;         /* nodes run */
+};
+
+struct cpu_node {
+    struct cpu_tree *tree;
+    long size;
+};
+
+/* Work in registers: `units` thousand xorshift64 steps (a few microseconds
+ * each thousand), nothing for the sanitizers to instrument. */
+static uint64_t spin_units(long units)
+{
+    uint64_t x = 0x9E3779B97F4A7C15u + (uint64_t)units;
+    for (long i = 0; i < units * 1000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+/* The sizes of a node's children (0 and 0: a leaf). */
+static void cpu_node_split(long size, long *heavy, long *light)
+{
+    *heavy = size > CPU_TREE_LEAF ? size * CPU_TREE_HEAVY / 100 : 0;
+    *light = size > CPU_TREE_LEAF ? size - *heavy : 0;
+}
+
+/* The nodes of a tree whose root has size `size`. */
+static long cpu_tree_nodes(long size)
+{
+    long heavy, light;
+    cpu_node_split(size, &heavy, &light);
+    return 1 + (heavy ? cpu_tree_nodes(heavy) + cpu_tree_nodes(light) : 0);
+}
+
+static int cpu_node_run(void *arg, void **value)
+{
+    (void)value;
+    struct cpu_node *node = arg;
+    struct cpu_tree *tree = node->tree;
+    atomic_fetch_add_explicit(&tree->nodes, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&tree->sink, spin_units(node->size / 2), memory_order_relaxed);
+    long heavy, light;
+    cpu_node_split(node->size, &heavy, &light);
+    if (!heavy)
+        return 0;
+    /* On this stack: the join below outlives both children. */
+    struct cpu_node kids[2] = {{tree, heavy}, {tree, light}};
+    nursery_t *n = NULL;
+    int rc = nursery_open(&n, tree->pool);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < 2 && rc == 0; i++)
+        rc = nursery_start_soon(n, cpu_node_run, &kids[i], NULL);
+    int join_rc = nursery_join(n, NURSERY_FOREVER, NULL);
+    return rc != 0 ? rc : join_rc;
+}
+
+/* Reads a pool's thread count about every millisecond and keeps the
+ * largest, so that threads added and retired between two joins are seen.
+ * It only samples: its sleep orders nothing. */
+struct thread_sampler {
+    pthread_t thread;
+    nursery_pool_t *pool;
+    atomic_bool stop; /* relaxed: it publishes nothing (pthread_join does) */
+    size_t peak;      /* the sampler's until it is joined */
+};
+
+static void sample_threads(struct thread_sampler *s)
+{
+    nursery_pool_stats_t st;
+    if (nursery_pool_stats(s->pool, &st) == 0 && st.threads > s->peak)
+        s->peak = st.threads;
+}
+
+static void *thread_sampler_main(void *arg)
+{
+    struct thread_sampler *s = arg;
+    const struct timespec ms = {.tv_nsec = 1000000};
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+        sample_threads(s);
+        clock_nanosleep(CLOCK_MONOTONIC, 0, &ms, NULL);
+    }
+    return NULL;
+}
+
+/* Under valgrind one thread runs at a time: the CPUs are never busy as the
+ * pool measures it, so the peak means nothing there. */
+static bool under_valgrind(void)
+{
+    const char *preload = getenv("LD_PRELOAD");
+    return preload && strstr(preload, "vgpreload");
+}
+
+START_TEST(cpu_bound_fork_join_does_not_grow_the_pool)
+{
+    cpu_set_t set;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+    size_t cpus = (size_t)CPU_COUNT(&set);
+    bool valgrind = under_valgrind();
+    long size = valgrind ? CPU_TREE_VG_SIZE : CPU_TREE_SIZE;
+    int calls = valgrind ? 1 : CPU_TREE_CALLS;
+
+    struct cpu_tree tree = {.pool = test_pool(cpus)};
+    atomic_init(&tree.sink, 0);
+    atomic_init(&tree.nodes, 0);
+    struct thread_sampler s = {.pool = tree.pool};
+    atomic_init(&s.stop, false);
+    sample_threads(&s);
+    ck_assert_int_eq(pthread_create(&s.thread, NULL, thread_sampler_main, &s), 0);
+
+    for (int i = 0; i < calls; i++) {
+        /* One root task: every other task is started by a worker, so only
+         * the root passes through the injection queue. */
+        struct cpu_node root = {&tree, size};
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, tree.pool), 0);
+        ck_assert_int_eq(nursery_start_soon(n, cpu_node_run, &root, NULL), 0);
+        ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    }
+
+    atomic_store_explicit(&s.stop, true, memory_order_relaxed);
+    ck_assert_int_eq(pthread_join(s.thread, NULL), 0);
+    sample_threads(&s);
+    ck_assert_int_eq(atomic_load(&tree.nodes), calls * cpu_tree_nodes(size));
+    if (valgrind)
+        printf("cpu_bound_fork_join_does_not_grow_the_pool: under valgrind the peak (%zu "
+               "threads for %zu CPUs) is not checked\n",
+               s.peak, cpus);
+    else
+        ck_assert_msg(s.peak <= cpus + 2,
+                      "a CPU-bound fork-join grew a pool of %zu threads to %zu threads", cpus,
+                      s.peak);
+    ck_assert_int_eq(nursery_pool_destroy(tree.pool), 0);
+}
+END_TEST
+
 /* ---- fork ---------------------------------------------------------------- */
 
 struct fork_run {
@@ -588,6 +748,8 @@ static Suite *pool_suite(void)
     tc = tcase_with_timeout(s, "compensation", 60);
     tcase_add_test(tc, blocked_worker_is_compensated);
     tcase_add_test(tc, compensation_stops_at_max_threads);
+
+    ADD_CASE(s, cpu_bound_fork_join_does_not_grow_the_pool, 60);
 
     tc = tcase_with_timeout(s, "fork", 60);
     tcase_add_test(tc, child_of_fork_uses_library);
