@@ -1,50 +1,78 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# The shared library must export the public API and nothing else: every global function or
-# object it defines starts with nursery_ (src/ is built with -fvisibility=hidden, and only
-# declarations marked NURSERY_API in include/nursery.h are visible).
+# libnursery keeps to its namespace, in both forms it is installed in:
+#   - the shared library exports the public API and nothing else: every global function or
+#     object it exports starts with nursery_ (src/ is built with -fvisibility=hidden, and only
+#     declarations marked NURSERY_API in include/nursery.h are visible);
+#   - the static archive defines no global symbol outside nursery_ (internals are nursery__),
+#     so that it links into a program that has its own task_free or pool_submit.
 #
-# Run by `make check`, which passes abs_top_builddir; by hand: sh tests/exports.sh [libnursery.so]
-# Exit status: 0 ok, 1 a foreign symbol is exported or no nursery_ symbol is, 77 skipped (no
-# shared library was built, or no nm).
+# Run by `make check`, which passes abs_top_builddir; by hand:
+#   sh tests/exports.sh [libnursery.so [libnursery.a]]
+# Exit status: 0 ok, 1 a foreign symbol is defined or no nursery_ symbol is, 77 skipped (neither
+# library was built, or no nm).
 
-lib=${1:-${abs_top_builddir:-.}/.libs/libnursery.so}
+dir=${abs_top_builddir:-.}/.libs
+shared=${1:-$dir/libnursery.so}
+archive=${2:-$dir/libnursery.a}
 
-if [ ! -e "$lib" ]; then
-    echo "SKIP: no shared library at $lib (configured with --disable-shared?)"
-    exit 77
-fi
 if ! command -v "${NM:-nm}" >/dev/null 2>&1; then
     echo "SKIP: nm not found"
     exit 77
 fi
-
-# Defined dynamic symbols: "value type name".  Keep the global ones that are code or data
-# (T text, D/G data, B/S bss, R read-only, V/W weak, i indirect function); drop the linker's
-# own markers.  Symbol versions (name@VERSION) are cut off.
-symbols=$("${NM:-nm}" -D --defined-only "$lib") || {
-    echo "FAIL: ${NM:-nm} -D --defined-only $lib failed"
-    exit 1
-}
-exported=$(printf '%s\n' "$symbols" |
-    awk 'NF >= 3 && $2 ~ /^[TDGBSRVWi]$/ { sub(/@.*/, "", $3); print $3 }' |
-    grep -v -x -e _init -e _fini -e _edata -e _end -e __bss_start |
-    sort -u)
-
-foreign=$(printf '%s\n' "$exported" | grep -v -e '^nursery_' -e '^$')
-count=$(printf '%s\n' "$exported" | grep -c '^nursery_')
+if [ ! -e "$shared" ] && [ ! -e "$archive" ]; then
+    echo "SKIP: neither $shared nor $archive was built"
+    exit 77
+fi
 
 status=0
-if [ -n "$foreign" ]; then
-    echo "FAIL: $lib exports symbols outside the nursery_ namespace"
-    echo "(make them static, or keep them out of NURSERY_API):"
-    printf '  %s\n' $foreign
-    status=1
+
+# Reads "value type name" lines (nm's output; an archive's member headers and blank lines have
+# fewer fields) and prints the names of global code and data (T text, D/G data, B/S bss,
+# R read-only, V/W weak, i indirect function, C common), symbol versions (name@VERSION) cut
+# off, without the linker's own markers and the sanitizers' instrumentation.
+globals() {
+    awk 'NF >= 3 && $2 ~ /^[TDGBSRVWiC]$/ { sub(/@.*/, "", $3); print $3 }' |
+        grep -v -x -e _init -e _fini -e _edata -e _end -e __bss_start |
+        grep -v -e '^__odr_asan' -e '^__asan_' -e '^___asan' -e '^__tsan_' -e '^__ubsan_' |
+        sort -u
+}
+
+# check LIBRARY WHAT SYMBOLS: fails on any name outside nursery_, and on none inside it.
+check() {
+    foreign=$(printf '%s\n' "$3" | grep -v -e '^nursery_' -e '^$')
+    count=$(printf '%s\n' "$3" | grep -c '^nursery_')
+    if [ -n "$foreign" ]; then
+        echo "FAIL: $1 $2 symbols outside the nursery_ namespace"
+        echo "(make them static, prefix them nursery__, or keep them out of NURSERY_API):"
+        printf '  %s\n' $foreign
+        status=1
+    elif [ "$count" -eq 0 ]; then
+        echo "FAIL: $1 $2 no nursery_ symbol (is NURSERY_API default visibility when"
+        echo "NURSERY_BUILDING is defined?)"
+        status=1
+    else
+        echo "ok: $1 $2 $count nursery_ symbols and nothing else"
+    fi
+}
+
+if [ -e "$shared" ]; then
+    symbols=$("${NM:-nm}" -D --defined-only "$shared") || {
+        echo "FAIL: ${NM:-nm} -D --defined-only $shared failed"
+        exit 1
+    }
+    check "$shared" exports "$(printf '%s\n' "$symbols" | globals)"
+else
+    echo "note: no shared library at $shared (configured with --disable-shared?)"
 fi
-if [ "$count" -eq 0 ]; then
-    echo "FAIL: $lib exports no nursery_ symbol (is NURSERY_API default visibility when"
-    echo "NURSERY_BUILDING is defined?)"
-    status=1
+
+if [ -e "$archive" ]; then
+    symbols=$("${NM:-nm}" -g --defined-only "$archive") || {
+        echo "FAIL: ${NM:-nm} -g --defined-only $archive failed"
+        exit 1
+    }
+    check "$archive" defines "$(printf '%s\n' "$symbols" | globals)"
+else
+    echo "note: no static archive at $archive (configured with --disable-static?)"
 fi
-[ "$status" -eq 0 ] && echo "ok: $lib exports $count nursery_ symbols and nothing else"
 exit "$status"
