@@ -3,7 +3,7 @@
  * checksum.c - the demo: a batch tool that checksums every file under a
  * directory, with one task per file, and times it against a plain loop.
  *
- *     checksum [-v] [--files N] [--rounds N] [DIR]
+ *     checksum [-v] [--files N] [--latency MS] [--rounds N] [DIR]
  *
  * DIR defaults to /usr/share/doc.  This is the work the library is for:
  * many small jobs that block (open, read in 64 KiB blocks, close) and burn
@@ -27,10 +27,17 @@
  * to retire the threads it added for the last one, so that every pass grows
  * the pool itself; a sampler thread reads the pool's thread count every
  * millisecond during the pass, and the largest count seen is printed.
- * When a sequential pass takes less than a tenth of a second (a small
- * directory), the passes are too short to compare - starting threads and
- * the machine's other work weigh more than the files - and no speed-up is
- * printed.
+ *
+ * --latency MS simulates files on a network store: in every timed pass,
+ * after reading a file, its task sleeps MS milliseconds in a plain
+ * nanosleep(), standing for the store's round trip.  The pool cannot see
+ * that sleep (it is no library call); its monitor sees workers that use no
+ * CPU, and adds threads, so the parallel passes overlap the waits of many
+ * files, far more than one per CPU.  A sequential pass sleeps files x MS, so
+ * with --latency there is only one.  When a sequential pass takes less than
+ * a tenth of a second (a small directory), the passes are too short to
+ * compare - starting threads and the machine's other work weigh more than
+ * the files - and no speed-up is printed.
  *
  * --files N keeps the first N files in path order; --rounds N sets the
  * passes of each kind (default 3); -v prints every checksum.
@@ -68,6 +75,7 @@
 #define BLOCK_SIZE (64 * 1024)
 #define DEFAULT_ROUNDS 3
 #define MAX_ROUNDS 99
+#define MAX_LATENCY_MS 10000
 #define MIN_TIMED_S 0.1   /* a shorter sequential pass is too short to compare */
 #define REST_WAIT_MS 1000 /* how long a parallel pass waits for the pool to shrink */
 
@@ -100,6 +108,11 @@ static struct {
  * progress line.  Relaxed is enough: it is only a number to show; join
  * orders everything else. */
 static atomic_size_t hashed;
+
+/* The simulated store's round trip: zero in the first pass, --latency in
+ * the timed ones.  Only main writes it, between passes; a task reads it
+ * after nursery_capture_start_soon() started it, which orders the write. */
+static struct timespec store_latency;
 
 /* Progress on stderr, only when it is a terminal. */
 static bool tty;
@@ -146,6 +159,17 @@ static void hash_file(const char *path, unsigned char *buf, struct outcome *out,
     out->bytes = n;
 }
 
+/* --latency: the network store's round trip, a plain blocking call like
+ * the read before it.  Nothing tells the pool that the thread sleeps. */
+static void wait_for_store(void)
+{
+    struct timespec left = store_latency;
+    if (left.tv_sec == 0 && left.tv_nsec == 0)
+        return;
+    while (nanosleep(&left, &left) == -1 && errno == EINTR)
+        continue;
+}
+
 /* The task.  Its outcome is in the file's record, and its error, with a
  * message, in its result; no value. */
 static int hash_task(void *arg, void **value)
@@ -163,6 +187,7 @@ static int hash_task(void *arg, void **value)
     } else {
         f->got = (struct outcome){.error = ENOMEM};
     }
+    wait_for_store();
     atomic_fetch_add_explicit(&hashed, 1, memory_order_relaxed);
     if (f->got.error != 0)
         return nursery_fail(f->got.error, "%s: %s", what, nursery_strerror(f->got.error));
@@ -323,6 +348,7 @@ static void hash_in_sequence(const char *pass, unsigned char *buf)
     for (size_t i = 0; i < walk.count; i++) {
         const char *what;
         hash_file(walk.files[i].path, buf, &walk.files[i].got, &what);
+        wait_for_store();
         if (tty && nursery_now() - shown > 250000000) {
             show_progress(pass, i + 1);
             shown = nursery_now();
@@ -453,11 +479,14 @@ static double seconds_since(nursery_time_t start)
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: checksum [-v] [-n N] [-r N] [DIR]\n"
+            "usage: checksum [-v] [-n N] [-l MS] [-r N] [DIR]\n"
             "  Checksums every regular file under DIR (default " DEFAULT_DIR "), one task per\n"
             "  file, then times parallel passes against sequential ones, after a first\n"
             "  untimed pass that warms the caches.\n"
             "  -n, --files N     only the first N files, in path order\n"
+            "  -l, --latency MS  simulate a network store: after reading each file, the\n"
+            "                    timed passes sleep MS ms in a blocking nanosleep() (then\n"
+            "                    only one sequential pass runs: it takes files x MS)\n"
             "  -r, --rounds N    N parallel and N sequential passes, alternated (default %d)\n"
             "  -v, --verbose     print every checksum, not only the first %d\n",
             DEFAULT_ROUNDS, SHOWN_LINES);
@@ -487,18 +516,23 @@ int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"files", required_argument, NULL, 'n'},
+        {"latency", required_argument, NULL, 'l'},
         {"rounds", required_argument, NULL, 'r'},
         {"verbose", no_argument, NULL, 'v'},
         {NULL, 0, NULL, 0},
     };
-    unsigned long max_files = MAX_FILES, rounds = DEFAULT_ROUNDS;
+    unsigned long max_files = MAX_FILES, latency_ms = 0, rounds = DEFAULT_ROUNDS;
     bool verbose = false;
     int opt;
 
-    while ((opt = getopt_long(argc, argv, "n:r:v", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "n:l:r:v", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n':
             if (!parse_number(opt, optarg, 1, MAX_FILES, &max_files))
+                return usage();
+            break;
+        case 'l':
+            if (!parse_number(opt, optarg, 0, MAX_LATENCY_MS, &latency_ms))
                 return usage();
             break;
         case 'r':
@@ -563,7 +597,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* The first pass, untimed.  It warms the caches, and
+    /* The first pass: untimed, without latency.  It warms the caches, and
      * its checksums are the ones printed and the ones every timed pass must
      * reproduce. */
     if (hash_in_parallel("first pass") != 0) {
@@ -584,7 +618,9 @@ int main(int argc, char **argv)
     if (!verbose && walk.count > SHOWN_LINES)
         printf("... and %zu more files (-v lists them all)\n", walk.count - SHOWN_LINES);
 
-    /* Say what is measured before measuring it. */
+    /* Say what is measured before measuring it: with --latency the
+     * sequential pass takes a while. */
+    size_t seq_rounds = latency_ms > 0 ? 1 : rounds;
     printf("files:        %zu under %s", walk.count, dir);
     if (walk.count < found)
         printf(" (the first %zu of %zu, --files)", walk.count, found);
@@ -592,7 +628,15 @@ int main(int argc, char **argv)
         printf(" (the limit)");
     printf(", %zu unreadable, %.1f MiB\n", failed, (double)bytes / (1024 * 1024));
     printf("CPUs:         %zu (the threads the default pool keeps)\n", cpus);
-    if (rounds > 1)
+    if (latency_ms > 0)
+        printf("latency:      %lu ms per file, a blocking nanosleep() after each read,\n"
+               "              simulating a network store\n",
+               latency_ms);
+    if (seq_rounds < rounds)
+        printf("measured:     after an untimed first pass, 1 sequential pass (only one with\n"
+               "              --latency: it sleeps %zu x %lu ms), then %lu parallel passes\n",
+               walk.count, latency_ms, rounds);
+    else if (rounds > 1)
         printf("measured:     after an untimed first pass, %lu sequential and %lu parallel "
                "passes,\n"
                "              alternated, on the same cache state\n",
@@ -601,6 +645,9 @@ int main(int argc, char **argv)
         printf("measured:     after an untimed first pass, 1 sequential pass, then 1 parallel\n"
                "              pass, on the same cache state\n");
     fflush(stdout);
+
+    store_latency.tv_sec = (time_t)(latency_ms / 1000);
+    store_latency.tv_nsec = (long)(latency_ms % 1000) * 1000000L;
 
     double *seq = malloc(rounds * sizeof *seq), *par = malloc(rounds * sizeof *par);
     size_t nseq = 0, npar = 0, disagree = 0, peak = 0;
@@ -637,6 +684,8 @@ int main(int argc, char **argv)
                 peak = p > peak ? p : peak;
                 collect_results(0);
             } else {
+                if (nseq == seq_rounds)
+                    continue;
                 nursery_time_t start = nursery_now();
                 hash_in_sequence(pass, buf);
                 seq[nseq++] = seconds_since(start);
@@ -652,7 +701,7 @@ int main(int argc, char **argv)
     double s = median(seq, nseq), p = median(par, npar);
     if (s < MIN_TIMED_S)
         printf("speed-up:     not reported: a sequential pass takes %.0f ms, too short to\n"
-               "              compare (give a DIR with more files)\n",
+               "              compare (give a DIR with more files, or --latency)\n",
                s * 1000);
     else
         printf("speed-up:     %.2fx (median sequential / median parallel)\n", s / p);
