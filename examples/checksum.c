@@ -27,6 +27,11 @@
  * to retire the threads it added for the last one, so that every pass grows
  * the pool itself; a sampler thread reads the pool's thread count every
  * millisecond during the pass, and the largest count seen is printed.
+ * When a sequential pass takes less than a tenth of a second (a small
+ * directory), the passes are too short to compare - starting threads and
+ * the machine's other work weigh more than the files - and no speed-up is
+ * printed.  On Linux it also says how much of the CPUs other processes took
+ * while it measured: on a busy machine the times are slower and noisier.
  *
  * --latency MS simulates files on a network store: in every timed pass,
  * after reading a file, its task sleeps MS milliseconds in a plain
@@ -34,10 +39,7 @@
  * that sleep (it is no library call); its monitor sees workers that use no
  * CPU, and adds threads, so the parallel passes overlap the waits of many
  * files, far more than one per CPU.  A sequential pass sleeps files x MS, so
- * with --latency there is only one.  When a sequential pass takes less than
- * a tenth of a second (a small directory), the passes are too short to
- * compare - starting threads and the machine's other work weigh more than
- * the files - and no speed-up is printed.
+ * with --latency there is only one.
  *
  * --files N keeps the first N files in path order; --rounds N sets the
  * passes of each kind (default 3); -v prints every checksum.
@@ -77,6 +79,7 @@
 #define MAX_ROUNDS 99
 #define MAX_LATENCY_MS 10000
 #define MIN_TIMED_S 0.1   /* a shorter sequential pass is too short to compare */
+#define BUSY_SHARE 0.1    /* other processes' share of the CPUs that makes it say so */
 #define REST_WAIT_MS 1000 /* how long a parallel pass waits for the pool to shrink */
 
 /* What one pass found for one file. */
@@ -447,6 +450,52 @@ static size_t pool_rest(nursery_pool_t *pool, size_t at_rest)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Watching the machine                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* The CPU time the other processes take while the passes run makes the
+ * speed-up smaller and the times noisier, so the demo says how much it
+ * was.  Linux's /proc/stat counts, in clock ticks summed over the CPUs,
+ * the time they were busy (steal included: a hypervisor gave it to someone
+ * else) and the time in all; this process's own CPU time is taken from the
+ * busy part.  Elsewhere there is no /proc/stat, and nothing is said. */
+struct machine_clock {
+    double busy;  /* seconds of CPU time used by anything, or -1 when unknown */
+    double total; /* seconds of CPU time available */
+    double own;   /* seconds of CPU time of this process */
+};
+
+static struct machine_clock machine_clock_read(void)
+{
+    struct machine_clock c = {.busy = -1};
+    unsigned long long user, nice, sys, idle, iowait, irq, softirq, steal;
+    long hz = sysconf(_SC_CLK_TCK);
+    struct timespec own;
+    FILE *f = fopen("/proc/stat", "r");
+
+    if (f == NULL)
+        return c;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle,
+                   &iowait, &irq, &softirq, &steal);
+    fclose(f);
+    if (n != 8 || hz <= 0 || clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &own) != 0)
+        return c;
+    c.busy = (double)(user + nice + sys + irq + softirq + steal) / (double)hz;
+    c.total = c.busy + (double)(idle + iowait) / (double)hz;
+    c.own = (double)own.tv_sec + (double)own.tv_nsec / 1e9;
+    return c;
+}
+
+/* The share of the CPUs that other processes used from a to b, or -1. */
+static double machine_others_share(struct machine_clock a, struct machine_clock b)
+{
+    if (a.busy < 0 || b.busy < 0 || b.total <= a.total)
+        return -1;
+    double others = (b.busy - a.busy) - (b.own - a.own);
+    return others > 0 ? others / (b.total - a.total) : 0;
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -658,6 +707,7 @@ int main(int argc, char **argv)
         status = 1;
         goto out;
     }
+    struct machine_clock before = machine_clock_read();
     for (size_t round = 0; round < rounds && status == 0; round++) {
         for (int k = 0; k < 2 && status == 0; k++) {
             /* Rounds 1, 3, 5... run the sequential pass first, rounds
@@ -693,6 +743,7 @@ int main(int argc, char **argv)
             disagree += count_disagreements(pass);
         }
     }
+    double others = machine_others_share(before, machine_clock_read());
     if (status != 0)
         goto out;
 
@@ -710,6 +761,12 @@ int main(int argc, char **argv)
     if (start_max != start_min)
         printf(" to %zu: the pool had not shrunk yet", start_max);
     printf(")\n");
+    if (others >= 0) {
+        printf("other work:   %.0f%% of the CPUs went to other processes while it measured\n",
+               others * 100);
+        if (others >= BUSY_SHARE)
+            printf("              (a busy machine: the times are slower and noisier)\n");
+    }
 
 out:
     if (disagree == 0 && status == 0) {
