@@ -3,7 +3,7 @@
  * checksum.c - the demo: a batch tool that checksums every file under a
  * directory, with one task per file, and times it against a plain loop.
  *
- *     checksum [-v] [--files N] [--latency MS] [--rounds N] [DIR]
+ *     checksum [-hv] [--files N] [--latency MS] [--rounds N] [DIR]
  *
  * DIR defaults to /usr/share/doc.  This is the work the library is for:
  * many small jobs that block (open, read in 64 KiB blocks, close) and burn
@@ -42,7 +42,7 @@
  * with --latency there is only one.
  *
  * --files N keeps the first N files in path order; --rounds N sets the
- * passes of each kind (default 3); -v prints every checksum.
+ * passes of each kind (default 3); -v prints every checksum; -h the usage.
  *
  * Prints "checksum  path" in path order (only the first 20 without -v), the
  * unreadable files on stderr, what it measured, and the results.  Symbolic
@@ -525,10 +525,12 @@ static double seconds_since(nursery_time_t start)
     return (double)(nursery_now() - start) / 1e9;
 }
 
-static int usage(void)
+/* Prints the usage on stdout for --help (returns 0), on stderr otherwise
+ * (returns 2, a usage error). */
+static int usage(bool help)
 {
-    fprintf(stderr,
-            "usage: checksum [-v] [-n N] [-l MS] [-r N] [DIR]\n"
+    fprintf(help ? stdout : stderr,
+            "usage: checksum [-hv] [-n N] [-l MS] [-r N] [DIR]\n"
             "  Checksums every regular file under DIR (default " DEFAULT_DIR "), one task per\n"
             "  file, then times parallel passes against sequential ones, after a first\n"
             "  untimed pass that warms the caches.\n"
@@ -537,9 +539,10 @@ static int usage(void)
             "                    timed passes sleep MS ms in a blocking nanosleep() (then\n"
             "                    only one sequential pass runs: it takes files x MS)\n"
             "  -r, --rounds N    N parallel and N sequential passes, alternated (default %d)\n"
-            "  -v, --verbose     print every checksum, not only the first %d\n",
+            "  -v, --verbose     print every checksum, not only the first %d\n"
+            "  -h, --help        print this and exit\n",
             DEFAULT_ROUNDS, SHOWN_LINES);
-    return 2;
+    return help ? 0 : 2;
 }
 
 /* The argument of option -opt: a whole number in [min, max], or false
@@ -564,39 +567,39 @@ static bool parse_number(int opt, const char *s, unsigned long min, unsigned lon
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"files", required_argument, NULL, 'n'},
-        {"latency", required_argument, NULL, 'l'},
-        {"rounds", required_argument, NULL, 'r'},
-        {"verbose", no_argument, NULL, 'v'},
-        {NULL, 0, NULL, 0},
+        {"files", required_argument, NULL, 'n'},  {"latency", required_argument, NULL, 'l'},
+        {"rounds", required_argument, NULL, 'r'}, {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     unsigned long max_files = MAX_FILES, latency_ms = 0, rounds = DEFAULT_ROUNDS;
     bool verbose = false;
     int opt;
 
-    while ((opt = getopt_long(argc, argv, "n:l:r:v", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "hn:l:r:v", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n':
             if (!parse_number(opt, optarg, 1, MAX_FILES, &max_files))
-                return usage();
+                return usage(false);
             break;
         case 'l':
             if (!parse_number(opt, optarg, 0, MAX_LATENCY_MS, &latency_ms))
-                return usage();
+                return usage(false);
             break;
         case 'r':
             if (!parse_number(opt, optarg, 1, MAX_ROUNDS, &rounds))
-                return usage();
+                return usage(false);
             break;
         case 'v':
             verbose = true;
             break;
+        case 'h':
+            return usage(true);
         default:
-            return usage();
+            return usage(false);
         }
     }
     if (argc - optind > 1)
-        return usage();
+        return usage(false);
     const char *dir = optind < argc ? argv[optind] : DEFAULT_DIR;
     tty = isatty(STDERR_FILENO);
 
