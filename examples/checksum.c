@@ -31,7 +31,8 @@
  * directory), the passes are too short to compare - starting threads and
  * the machine's other work weigh more than the files - and no speed-up is
  * printed.  On Linux it also says how much of the CPUs other processes took
- * while it measured: on a busy machine the times are slower and noisier.
+ * while it measured: on a busy machine the times are noisy, and a pass with
+ * more threads wins more of the CPUs from the other processes.
  *
  * --latency MS simulates files on a network store: in every timed pass,
  * after reading a file, its task sleeps MS milliseconds in a plain
@@ -768,7 +769,8 @@ int main(int argc, char **argv)
         printf("other work:   %.0f%% of the CPUs went to other processes while it measured\n",
                others * 100);
         if (others >= BUSY_SHARE)
-            printf("              (a busy machine: the times are slower and noisier)\n");
+            printf("              (a busy machine: the times are noisy, and more threads win\n"
+                   "              more of the CPUs from the other processes)\n");
     }
 
 out:
