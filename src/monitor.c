@@ -16,7 +16,9 @@
  * worker (so a pool full of sleepers doubles every two ticks, and 64
  * blocked tasks on 2 CPUs are all running within about a dozen
  * milliseconds), up to the pool's maximum; at the maximum it nudges the
- * workers waiting for a task to start (pool.c).  CPU-bound work keeps the
+ * workers waiting for a task to start (pool.c).  Whatever the CPUs say, it
+ * adds a thread when every worker is parked in a library wait while work
+ * is queued: nothing would take that work otherwise.  CPU-bound work keeps the
  * CPUs busy and never adds threads, and the monitor looks less and less
  * often (TICK_NS doubling to MAX_TICK_NS) while nothing shows a sign of
  * blocking.  The extra threads retire when idle (pool.c).
@@ -85,10 +87,11 @@ static bool thread_runnable(int tid)
  * CPU time for STALL_TICKS ticks in a row (a short wait for a lock is not a
  * stall).  Monitor only; no lock held, since reading clocks takes system
  * calls. */
-static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
+static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy, size_t *parked)
 {
     size_t candidates = 0;
     *busy = 0;
+    *parked = 0;
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         struct worker *w = p->workers[i];
@@ -96,6 +99,9 @@ static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
                        atomic_load_explicit(&w->running, memory_order_relaxed) > 0;
         if (is_busy)
             ++*busy;
+        if (atomic_load_explicit(&w->live, memory_order_relaxed) &&
+            atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0)
+            ++*parked;
         /* Waiting in the library: nursery__pool_block_enter's business. */
         if (!watch || !is_busy || atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0) {
             w->cpu_seen = -1;
@@ -176,28 +182,38 @@ static bool tick_locked(nursery_pool_t *p)
     struct monitor *m = p->monitor;
     bool no_idle = list_empty(&p->idle);
     bool may_grow = no_idle && p->threads < p->max;
+    size_t threads = p->threads;
     pthread_mutex_unlock(&p->mu);
     /* Stalls matter only while work waits and no idle worker can take it;
      * otherwise no clock is read at all, since with a thousand threads each
      * tick would take a CPU of its own. */
     size_t queued = nursery__pool_queued_estimate(p);
     bool watch = queued > 0 && no_idle;
-    size_t busy;
-    size_t candidates = look_at_workers(p, watch, &busy);
+    size_t busy, parked;
+    size_t candidates = look_at_workers(p, watch, &busy, &parked);
     size_t blocked = stuck_in_library(p);
+    /* Every worker parked in a library wait while work is queued: nothing
+     * runs that would ever take that work (a joiner looks only for tasks of
+     * its own), whatever the reasons above say. */
+    bool all_parked = watch && parked >= threads;
     /* The process clock costs a read of every thread: only while some
      * worker shows a sign of blocking. */
-    bool signs = watch && (candidates > 0 || blocked > 0);
+    bool signs = watch && (candidates > 0 || blocked > 0 || all_parked);
     size_t stuck = signs && !cpus_busy(p) ? blocked + count_stalled(p) : 0;
     if (!signs)
         m->process_cpu = -1;
     pthread_mutex_lock(&p->mu);
 
-    if (stuck && list_empty(&p->idle) && p->threads < p->target + stuck) {
+    /* One new thread per stuck worker while fewer than `target` workers
+     * make progress (the pool doubles per tick while everything it runs
+     * sleeps); one when every worker is parked. */
+    size_t add = 0;
+    if (stuck && p->threads < p->target + stuck)
+        add = stuck < queued ? stuck : queued;
+    if (all_parked && add == 0)
+        add = 1;
+    if (add && list_empty(&p->idle)) {
         if (may_grow) {
-            /* One new thread per stuck worker: the pool doubles per tick
-             * while everything it runs sleeps. */
-            size_t add = stuck < queued ? stuck : queued;
             while (add-- && p->threads < p->max && nursery__pool_spawn_locked(p) == 0)
                 ;
         } else {

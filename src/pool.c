@@ -249,7 +249,7 @@ static bool took_aside(struct task *t)
  * `injected` drops once per batch, not per task: the thread starting tasks
  * adds to it each time, and the cache line then moves half as often.  Until
  * then it over-counts, which only keeps a worker from sleeping a moment. */
-static struct task *take_injected(nursery_pool_t *p, struct worker *self)
+static struct task *take_injected(nursery_pool_t *p, struct worker *self, bool batch)
 {
     if (!inject_nonempty(p) ||
         atomic_flag_test_and_set_explicit(&p->in_draining, memory_order_acquire))
@@ -258,7 +258,7 @@ static struct task *take_injected(nursery_pool_t *p, struct worker *self)
     size_t popped = first != NULL;
     size_t aside = first && took_aside(first);
     int moved = 0;
-    for (; first && moved < INJECT_BATCH; moved++) {
+    for (; first && batch && moved < INJECT_BATCH; moved++) {
         struct task *t = inject_pop(p);
         if (!t)
             break;
@@ -309,7 +309,7 @@ static struct task *find_work(nursery_pool_t *p, struct worker *self)
 {
     struct task *t = deque_take(&self->dq);
     if (!t)
-        t = take_injected(p, self);
+        t = take_injected(p, self, true);
     if (!t)
         t = steal(p, self, NULL);
     return t;
@@ -608,7 +608,9 @@ bool nursery__pool_help(nursery_t *n)
     struct task *t = deque_take(&self->dq);
     if (!t) {
         own = false;
-        if (!(t = steal(p, self, NULL)) && !(t = take_injected(p, self)))
+        /* One injected task, not a batch: a helper that finds it foreign
+         * parks, and must not hold other tasks in its deque meanwhile. */
+        if (!(t = steal(p, self, NULL)) && !(t = take_injected(p, self, false)))
             return false;
     }
     nursery_result_t *r = t->result;
