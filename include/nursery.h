@@ -236,7 +236,10 @@ NURSERY_API int nursery_pool_destroy(nursery_pool_t *pool);
  * run on).  Returns 0; EINVAL (out NULL); ENOMEM or EAGAIN when it cannot
  * be created (then *out is NULL, and the next call tries again).  After
  * fork(), the child gets a new default pool on first use.  It lives until
- * the process exits.  Thread-safe. */
+ * the process exits; then (in an atexit() handler), if every nursery opened
+ * on it is joined and exit() was not called by one of its threads, its
+ * threads are stopped and joined, so that a leak checker finds no thread
+ * left (valgrind's --error-exitcode passes).  Thread-safe. */
 NURSERY_API int nursery_pool_default(nursery_pool_t **out);
 
 /* A snapshot of a pool's counters, for monitoring (they are read one after

@@ -74,6 +74,7 @@
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(nursery_pool_t *) default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 /* The parent's default pool, in a child: kept only so that leak checkers
  * see it as reachable (not static, so the store is not optimised away). */
@@ -847,6 +848,29 @@ int nursery_pool_destroy(nursery_pool_t *p)
     return 0;
 }
 
+/* At exit, the default pool's threads stop if it has nothing to run: a
+ * thread still running when the process ends is "possibly lost" to
+ * valgrind's leak checker (its thread-local storage), which fails users'
+ * `valgrind --error-exitcode` runs.  Not from a thread of the pool (it
+ * cannot join itself), and not while nurseries opened on it may still run
+ * tasks.  A later use (another atexit handler, say) gets a new pool. */
+static void retire_default_at_exit(void)
+{
+    pthread_mutex_lock(&default_mu);
+    nursery_pool_t *p = atomic_load_explicit(&default_pool, memory_order_relaxed);
+    if (p && !nursery__pool_is_forked(p) && !current_worker(p) && !nurseries_open(p)) {
+        atomic_store_explicit(&default_pool, NULL, memory_order_relaxed);
+        stop_workers(p);
+        pool_free(p);
+    }
+    pthread_mutex_unlock(&default_mu);
+}
+
+static void register_atexit(void)
+{
+    atexit(retire_default_at_exit);
+}
+
 int nursery_pool_default(nursery_pool_t **out)
 {
     if (!out)
@@ -862,8 +886,10 @@ int nursery_pool_default(nursery_pool_t **out)
     if (!p) {
         nursery_pool_options_t opts = {.name = "nursery"};
         rc = nursery_pool_create(&p, &opts);
-        if (rc == 0)
+        if (rc == 0) {
+            pthread_once(&atexit_once, register_atexit);
             atomic_store_explicit(&default_pool, p, memory_order_release);
+        }
     }
     pthread_mutex_unlock(&default_mu);
     *out = rc == 0 ? p : NULL;
