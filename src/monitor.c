@@ -17,9 +17,10 @@
  * blocked tasks on 2 CPUs are all running within about a dozen
  * milliseconds), up to the pool's maximum; at the maximum it nudges the
  * workers waiting for a task to start (pool.c).  Whatever the CPUs say, it
- * adds a thread when every worker is parked in a library wait while work
- * is queued: nothing would take that work otherwise.  CPU-bound work keeps the
- * CPUs busy and never adds threads, and the monitor looks less and less
+ * adds a thread when every worker has been blocked in a library wait (past
+ * the grace period) while work is queued: nothing would take that work
+ * otherwise.  CPU-bound work keeps the CPUs busy and never adds threads,
+ * and the monitor looks less and less
  * often (TICK_NS doubling to MAX_TICK_NS) while nothing shows a sign of
  * blocking.  The extra threads retire when idle (pool.c).
  *
@@ -87,11 +88,10 @@ static bool thread_runnable(int tid)
  * CPU time for STALL_TICKS ticks in a row (a short wait for a lock is not a
  * stall).  Monitor only; no lock held, since reading clocks takes system
  * calls. */
-static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy, size_t *parked)
+static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
 {
     size_t candidates = 0;
     *busy = 0;
-    *parked = 0;
     size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         struct worker *w = p->workers[i];
@@ -99,9 +99,6 @@ static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy, size_
                        atomic_load_explicit(&w->running, memory_order_relaxed) > 0;
         if (is_busy)
             ++*busy;
-        if (atomic_load_explicit(&w->live, memory_order_relaxed) &&
-            atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0)
-            ++*parked;
         /* Waiting in the library: nursery__pool_block_enter's business. */
         if (!watch || !is_busy || atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0) {
             w->cpu_seen = -1;
@@ -189,13 +186,13 @@ static bool tick_locked(nursery_pool_t *p)
      * tick would take a CPU of its own. */
     size_t queued = nursery__pool_queued_estimate(p);
     bool watch = queued > 0 && no_idle;
-    size_t busy, parked;
-    size_t candidates = look_at_workers(p, watch, &busy, &parked);
+    size_t busy;
+    size_t candidates = look_at_workers(p, watch, &busy);
     size_t blocked = stuck_in_library(p);
-    /* Every worker parked in a library wait while work is queued: nothing
+    /* Every worker blocked in a library wait while work is queued: nothing
      * runs that would ever take that work (a joiner looks only for tasks of
      * its own), whatever the reasons above say. */
-    bool all_parked = watch && parked >= threads;
+    bool all_parked = watch && atomic_load_explicit(&p->blocked, memory_order_relaxed) >= threads;
     /* The process clock costs a read of every thread: only while some
      * worker shows a sign of blocking. */
     bool signs = watch && (candidates > 0 || blocked > 0 || all_parked);

@@ -559,9 +559,13 @@ int nursery_started(void *value)
     pthread_mutex_lock(&slot->mu);
     /* A task whose caller gave up, or that is cancelled (with its caller,
      * or on its own) does not start: it is about to end, and its caller to
-     * give up.  Nobody takes the value: it stays the task's. */
-    if (atomic_load_explicit(&slot->state, memory_order_relaxed) == SLOT_ABANDONED ||
-        nursery__cancel_node_cancelled(&t->node)) {
+     * give up.  Nobody takes the value: it stays the task's.  A caller that
+     * gave up cancels the task too, but maybe not yet: the task is
+     * cancelled here, so that it ends cancelled whatever the order. */
+    bool abandoned = atomic_load_explicit(&slot->state, memory_order_relaxed) == SLOT_ABANDONED;
+    if (abandoned || nursery__cancel_node_cancelled(&t->node)) {
+        if (abandoned)
+            nursery__cancel_node_cancel(&t->node);
         pthread_mutex_unlock(&slot->mu);
         return ECANCELED;
     }
