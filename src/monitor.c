@@ -20,9 +20,9 @@
  * adds a thread when every worker has been blocked in a library wait (past
  * the grace period) while work is queued: nothing would take that work
  * otherwise.  CPU-bound work keeps the CPUs busy and never adds threads,
- * and the monitor looks less and less
- * often (TICK_NS doubling to MAX_TICK_NS) while nothing shows a sign of
- * blocking.  The extra threads retire when idle (pool.c).
+ * and the monitor looks less and less often (TICK_NS doubling to
+ * MAX_TICK_NS) while nothing shows a sign of blocking.  The extra threads
+ * retire when idle (pool.c).
  *
  * The monitor sleeps on its condition variable while nothing runs, and is
  * kicked when a sleeping worker is woken for new work, so an idle pool
