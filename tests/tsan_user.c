@@ -18,6 +18,12 @@
  * result is done without learning anything TSan would count: another
  * thread watches it and raises a relaxed flag (wait_unseen).
  *
+ * The last two are not edges of the header's but the library's own memory
+ * changing hands between threads, which TSan sees through the calls it
+ * intercepts (a mutex destroyed, a block freed): a cancel walk over tasks
+ * that then free their nodes, and the last reference to a nursery or an
+ * error dropped on another thread than the one that used it last.
+ *
  * Run by tests/tsan_user.sh, which sets TSAN_OPTIONS (a race makes the
  * program exit 66).  By hand: tests/tsan_user [edge ...], default every edge;
  * each edge at most once per run (its cells are used once).
@@ -388,6 +394,133 @@ static void edge_spawn(void)
     }
 }
 
+/* ---- nursery_cancel on another thread -> running tasks, join -------------- */
+
+/* Not an edge of its own, but the library's memory changing hands.  Each
+ * task parks once in a wait (which links its cancel node into the tree),
+ * is woken, and runs on until it sees the cancellation: the canceller's
+ * walk visits its node, and the task then frees it as it ends, without
+ * taking a lock the walk took.  The canceller holds a reference to the
+ * nursery, so the nursery's memory goes with whichever of it and the
+ * joiner lets go last. */
+
+static long cancel_cells[ROUNDS][TASKS];
+static nursery_result_t *go[ROUNDS];  /* set by the canceller once the tasks wait */
+static atomic_int waiting[ROUNDS];    /* tasks about to wait for go; relaxed: no edge */
+static atomic_int running_on[ROUNDS]; /* tasks past the wait; relaxed: no edge */
+
+static int cancelled_task(void *arg, void **value)
+{
+    (void)value;
+    long *cell = arg;
+    int round = (int)((cell - cancel_cells[0]) / TASKS);
+    *cell = MAGIC;
+    atomic_fetch_add_explicit(&waiting[round], 1, memory_order_relaxed);
+    if (nursery_result_wait(go[round], NURSERY_FOREVER) != 0)
+        return EINVAL;
+    atomic_fetch_add_explicit(&running_on[round], 1, memory_order_relaxed);
+    while (!nursery_cancelled())
+        sched_yield();
+    return ECANCELED;
+}
+
+struct canceller {
+    nursery_t *n; /* a reference of its own */
+    int round;
+    pthread_t thread;
+};
+
+static void until_all(atomic_int *count)
+{
+    while (atomic_load_explicit(count, memory_order_relaxed) < TASKS)
+        sched_yield();
+}
+
+static void *canceller_main(void *arg)
+{
+    struct canceller *c = arg;
+    until_all(&waiting[c->round]);
+    sched_yield(); /* most of the time, the last one is asleep by now */
+    CHECK(nursery_future_set_value(go[c->round], NULL) == 0);
+    until_all(&running_on[c->round]);
+    CHECK(nursery_cancel(c->n) == 0);
+    nursery_release(c->n);
+    return NULL;
+}
+
+static void edge_cancel(void)
+{
+    for (int round = 0; round < ROUNDS; round++) {
+        nursery_t *n;
+        CHECK(nursery_future_create(&go[round]) == 0);
+        CHECK(nursery_open(&n, pool) == 0);
+        for (int i = 0; i < TASKS; i++)
+            CHECK(nursery_start_soon(n, cancelled_task, &cancel_cells[round][i], NULL) == 0);
+        struct canceller c = {.n = nursery_retain(n), .round = round};
+        CHECK(pthread_create(&c.thread, NULL, canceller_main, &c) == 0);
+        nursery_errors_t *errors;
+        CHECK(nursery_join(n, NURSERY_FOREVER, &errors) == 0);
+        CHECK(errors != NULL && nursery_errors_count(errors) == 0 &&
+              nursery_errors_cancelled(errors) == TASKS);
+        for (int i = 0; i < TASKS; i++)
+            CHECK(cancel_cells[round][i] == MAGIC);
+        nursery_errors_free(errors);
+        CHECK(pthread_join(c.thread, NULL) == 0);
+        nursery_result_release(go[round]);
+    }
+}
+
+/* ---- an error's last reference, dropped on another thread ---------------- */
+
+/* Errors are shared by reference: the thread that drops the last one frees
+ * the message and runs the payload's destructor, after every other
+ * holder's reads.  Here the other thread always drops last: it waits for
+ * main's drop through a relaxed flag, which TSan counts as no edge. */
+
+static long error_payloads[ROUNDS];
+
+struct dropper {
+    nursery_error_t *err; /* a reference of its own */
+    atomic_int main_dropped;
+    pthread_t thread;
+};
+
+static void clear_payload(void *payload)
+{
+    *(long *)payload = 0;
+}
+
+static void *dropper_main(void *arg)
+{
+    struct dropper *d = arg;
+    while (!atomic_load_explicit(&d->main_dropped, memory_order_relaxed))
+        sched_yield();
+    nursery_error_release(d->err); /* the last: frees it, clears the payload */
+    return NULL;
+}
+
+static void edge_error(void)
+{
+    for (int round = 0; round < ROUNDS; round++) {
+        nursery_error_t *err;
+        error_payloads[round] = MAGIC;
+        CHECK(nursery_error_create(&err, EIO, "round %d", round) == 0);
+        CHECK(nursery_error_set_payload(err, &error_payloads[round], clear_payload) == 0);
+        struct dropper d = {.err = nursery_error_retain(err)};
+        atomic_init(&d.main_dropped, 0);
+        CHECK(pthread_create(&d.thread, NULL, dropper_main, &d) == 0);
+        /* Read after the other thread got its reference. */
+        char expected[32];
+        snprintf(expected, sizeof(expected), "round %d", round);
+        CHECK(strcmp(nursery_error_message(err), expected) == 0);
+        CHECK(*(long *)nursery_error_payload(err) == MAGIC);
+        nursery_error_release(err);
+        atomic_store_explicit(&d.main_dropped, 1, memory_order_relaxed);
+        CHECK(pthread_join(d.thread, NULL) == 0);
+        CHECK(error_payloads[round] == 0);
+    }
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static const struct edge {
@@ -403,6 +536,8 @@ static const struct edge {
     {"channel", edge_channel, "channel send -> recv / try_recv, task to main and back"},
     {"start", edge_start, "nursery_started or the task's end -> nursery_start"},
     {"spawn", edge_spawn, "starter's writes -> the task (injection queue, deque)"},
+    {"cancel", edge_cancel, "nursery_cancel on a thread -> running tasks end, join"},
+    {"error", edge_error, "an error's last reference dropped on another thread"},
 };
 #define NEDGES (sizeof(edges) / sizeof(edges[0]))
 
