@@ -140,8 +140,10 @@ static void unlink_unpinned_locked(struct cancel_node *n, struct cancel_node *pa
 /* A walk that detached n (see cancel) does not touch it afterwards. */
 static void detach(struct cancel_node *n)
 {
-    if (!atomic_load_explicit(&n->attached, memory_order_acquire))
+    if (!atomic_load_explicit(&n->attached, memory_order_acquire)) {
+        nursery__hb_acquire(n); /* the walk's last touch, for TSan */
         return;
+    }
     struct cancel_node *parent = parent_of(n);
     pthread_mutex_lock(&parent->mu);
     unlink_unpinned_locked(n, parent);
@@ -225,6 +227,7 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
              * sees its flag first.  The last touch: its owner may free it
              * as soon as it sees it detached. */
             list_remove(&node->sibling);
+            nursery__hb_release(node); /* see annotate.h; detach() acquires it */
             atomic_store_explicit(&node->attached, false, memory_order_release);
         }
         node = parent;

@@ -149,9 +149,14 @@ nursery_error_t *nursery_error_retain(nursery_error_t *err)
 
 void nursery_error_release(nursery_error_t *err)
 {
-    /* acq_rel: the last owner must see every other owner's reads finished. */
-    if (!err || atomic_fetch_sub_explicit(&err->refs, 1, memory_order_acq_rel) != 1)
+    /* acq_rel: the last owner must see every other owner's reads finished
+     * (and so must TSan: see annotate.h). */
+    if (!err)
         return;
+    nursery__hb_release(err);
+    if (atomic_fetch_sub_explicit(&err->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    nursery__hb_acquire(err);
     if (err->destroy)
         err->destroy(err->payload);
     free(err->message);

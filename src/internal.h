@@ -23,6 +23,7 @@
 #endif
 
 #include "nursery.h"
+#include "annotate.h"
 #include "list.h"
 
 #include <pthread.h>

@@ -68,6 +68,9 @@ static void return_credits(nursery_t *n)
 
 void nursery__task_end(nursery_t *n)
 {
+    /* For TSan, the release orders below (see annotate.h): nursery_join
+     * acquires it. */
+    nursery__hb_release(n);
     uint64_t v = atomic_load_explicit(&n->pending, memory_order_relaxed);
     for (;;) {
         if (v == 1) {
@@ -239,6 +242,7 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
     int rc = nursery__block(&join_ops, &jw, deadline, BLOCK_UNCANCELLABLE);
     if (rc)
         return rc;
+    nursery__hb_acquire(n); /* every task's end (nursery__task_end) */
 
     nursery__ctx.node = n->outer;
     nursery__cancel_node_detach(&n->node); /* before the outer node can go */
@@ -306,9 +310,12 @@ void nursery_release(nursery_t *n)
 {
     /* A parent's nursery, in a child of fork(): its locks may be held by
      * threads that are not here; leave it be. */
-    if (!n || nursery__forked(n->generation) ||
-        atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+    if (!n || nursery__forked(n->generation))
         return;
+    nursery__hb_release(n); /* the acq_rel below, for TSan (see annotate.h) */
+    if (atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    nursery__hb_acquire(n);
     nursery__errors_clear(&n->errors);
     nursery__cancel_node_fini(&n->node);
     pthread_mutex_destroy(&n->mu);

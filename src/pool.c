@@ -549,6 +549,9 @@ static void *worker_main(void *arg)
 
 void nursery__pool_submit(nursery_pool_t *p, struct task *t)
 {
+    /* The queues publish t (and what the starter wrote before) with release
+     * stores; for TSan, nursery__task_run acquires this. */
+    nursery__hb_release(t);
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_relaxed);
     struct worker *self = current_worker(p);
     if (!self || deque_push(&self->dq, t, t->nursery) != 0)

@@ -47,6 +47,8 @@ int nursery__result_complete(nursery_result_t *r, void *value, nursery_error_t *
     r->value = err ? NULL : value;
     r->error = err;
     r->completed_at = nursery_now();
+    /* Before done: a reader that sees done acquires it (nursery_result_is_done). */
+    nursery__hb_release(r);
     atomic_store_explicit(&r->done, true, memory_order_release);
     nursery__waitq_wake_all(&r->waiters);
     pthread_mutex_unlock(&r->mu);
@@ -271,9 +273,14 @@ int nursery_future_fail(nursery_result_t *r, int code, const char *fmt, ...)
 
 /* ---- reading ----------------------------------------------------------- */
 
+/* Every read of a result's outcome, and every wait for it, comes through
+ * here: what its completer did is ordered before the caller's next step. */
 bool nursery_result_is_done(const nursery_result_t *r)
 {
-    return r && atomic_load_explicit(&r->done, memory_order_acquire);
+    if (!r || !atomic_load_explicit(&r->done, memory_order_acquire))
+        return false;
+    nursery__hb_acquire(r);
+    return true;
 }
 
 int nursery_result_value(const nursery_result_t *r, void **value)
@@ -449,8 +456,12 @@ nursery_result_t *nursery_result_retain(nursery_result_t *r)
 
 void nursery_result_release(nursery_result_t *r)
 {
-    if (!r || forked(r) || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
+    if (!r || forked(r))
         return;
+    nursery__hb_release(r); /* the acq_rel below, for TSan (see annotate.h) */
+    if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    nursery__hb_acquire(r);
     if (r->is_capture) {
         nursery__task_discard(&r->task); /* never ran: its argument is still ours */
         if (atomic_load(&r->task.state) == TASK_IDLE)

@@ -150,6 +150,8 @@ static void returned_in_fork_child(const struct thread_ctx *saved, int code)
 
 void nursery__task_run(struct task *t)
 {
+    /* Whoever claimed it, the starter's writes are ours (nursery__pool_submit). */
+    nursery__hb_acquire(t);
     struct thread_ctx saved = nursery__ctx;
     nursery__ctx.node = &t->node;
     nursery__ctx.task = t;

@@ -60,6 +60,7 @@ static void cache_close(void *arg)
 {
     struct task_cache *c = arg;
     uintptr_t returned = atomic_exchange_explicit(&c->returned, CLOSED, memory_order_acquire);
+    nursery__hb_acquire(c); /* the givers' releases, for TSan */
     atomic_store_explicit(&c->nreturned, 0, memory_order_relaxed);
     free_chain((struct free_block *)returned);
     free_chain(c->local);
@@ -138,6 +139,9 @@ void *nursery__task_cache_get(struct task_cache **home)
         /* The count may miss a push in progress: it is only for trimming. */
         c->local = (struct free_block *)atomic_exchange_explicit(&c->returned, 0,
                                                                  memory_order_acquire);
+        /* The givers used the blocks last (see annotate.h). */
+        if (c->local)
+            nursery__hb_acquire(c);
         c->nlocal = atomic_exchange_explicit(&c->nreturned, 0, memory_order_relaxed);
     }
     struct free_block *b = pop_local(c);
@@ -167,6 +171,7 @@ void nursery__task_cache_put(void *mem, struct task_cache *home)
         home->local = b;
         home->nlocal++;
     } else {
+        nursery__hb_release(home); /* the CAS's release, for TSan */
         uintptr_t head = atomic_load_explicit(&home->returned, memory_order_relaxed);
         do {
             if (head == CLOSED) {
