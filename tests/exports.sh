@@ -56,23 +56,20 @@ check() {
     fi
 }
 
-if [ -e "$shared" ]; then
-    symbols=$("${NM:-nm}" -D --defined-only "$shared") || {
-        echo "FAIL: ${NM:-nm} -D --defined-only $shared failed"
-        exit 1
+# check_file LIBRARY WHAT NM-OPTION: the library's global names, if it was built.
+check_file() {
+    if [ ! -e "$1" ]; then
+        echo "note: no $1 (configured with --disable-shared or --disable-static?)"
+        return
+    fi
+    symbols=$("${NM:-nm}" "$3" --defined-only "$1") || {
+        echo "FAIL: ${NM:-nm} $3 --defined-only $1 failed"
+        status=1
+        return
     }
-    check "$shared" exports "$(printf '%s\n' "$symbols" | globals)"
-else
-    echo "note: no shared library at $shared (configured with --disable-shared?)"
-fi
+    check "$1" "$2" "$(printf '%s\n' "$symbols" | globals)"
+}
 
-if [ -e "$archive" ]; then
-    symbols=$("${NM:-nm}" -g --defined-only "$archive") || {
-        echo "FAIL: ${NM:-nm} -g --defined-only $archive failed"
-        exit 1
-    }
-    check "$archive" defines "$(printf '%s\n' "$symbols" | globals)"
-else
-    echo "note: no static archive at $archive (configured with --disable-static?)"
-fi
+check_file "$shared" exports -D
+check_file "$archive" defines -g
 exit "$status"

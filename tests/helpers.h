@@ -8,7 +8,7 @@
  *
  * Sections: latches, gates, task values, pools, small tasks, assertions on
  * results, results sent to a channel, expectations checked inside tasks,
- * and registering and running suites.  The functions are static inline, so
+ * forked children, and registering and running suites.  The functions are static inline, so
  * a suite that uses only some of them builds without unused-function
  * warnings.
  */
@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "nursery.h"
 
@@ -310,6 +313,35 @@ static inline void task_expect_fail(const char *file, int line, const char *what
         pthread_mutex_unlock(&task_expect_mu);                                                     \
         ck_assert_msg(ok_, "in a task: %s", task_expect_msg);                                      \
     } while (0)
+
+/* ---- Forked children --------------------------------------------------------
+ * A test that forks runs its checks in the child, which reports through its
+ * exit status: 0 when every step passed, else the number of the step that
+ * failed.  The child never hangs: SIGALRM after `seconds` kills it (Check's
+ * own SIGALRM handler, inherited through fork, would end the whole test
+ * instead). */
+
+/* fork() for such a test: 0 in the child, the child's pid in the parent. */
+static inline pid_t fork_child(unsigned seconds)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGALRM, SIG_DFL);
+        alarm(seconds);
+    }
+    return pid;
+}
+
+/* Waits for the child and asserts that every step of it passed. */
+static inline void assert_child_passed(pid_t pid)
+{
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "child killed by signal %d",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    ck_assert_msg(WEXITSTATUS(status) == 0, "child failed at step %d", WEXITSTATUS(status));
+}
 
 /* ---- Registering and running suites ---------------------------------------
  * Every test case gets a timeout (every blocking test needs one), in

@@ -1051,22 +1051,13 @@ static nursery_receiver_t *fork_child_keeps_rx;
 static void run_in_child(int (*child)(nursery_sender_t *tx, nursery_receiver_t *rx),
                          nursery_sender_t *tx, nursery_receiver_t *rx)
 {
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid_t pid = fork_child(10);
     if (pid == 0) {
-        /* Never hang: SIGALRM kills the child.  Check's own SIGALRM handler
-         * (inherited through fork) would kill the whole test instead. */
-        signal(SIGALRM, SIG_DFL);
-        alarm(10);
         fork_child_keeps_tx = tx;
         fork_child_keeps_rx = rx;
         _exit(child(tx, rx));
     }
-    int status = 0;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status), "child killed by signal %d",
-                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-    ck_assert_msg(WEXITSTATUS(status) == 0, "child failed at step %d", WEXITSTATUS(status));
+    assert_child_passed(pid);
 }
 
 /* The receiver blocked in the parent does not exist in the child: a send

@@ -699,23 +699,14 @@ START_TEST(child_of_fork_uses_library)
     run_count_tasks(before, &count, 1);
     ck_assert_int_eq(atomic_load(&count), 9);
 
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid_t pid = fork_child(30);
     if (pid == 0) {
-        /* Never hang: SIGALRM kills the child.  Check's own SIGALRM handler
-         * (inherited through fork) would kill the whole test instead. */
-        signal(SIGALRM, SIG_DFL);
-        alarm(30);
         /* The pre-fork pool cannot be freed here (EFORKED): keep it
          * reachable so that leak checkers do not count it as lost. */
         fork_child_keeps = before;
         _exit(child_checks(before));
     }
-    int status = 0;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status), "child killed by signal %d",
-                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-    ck_assert_msg(WEXITSTATUS(status) == 0, "child failed at step %d", WEXITSTATUS(status));
+    assert_child_passed(pid);
 
     /* The parent's pools are unaffected. */
     run_count_tasks(before, &count, 1);
