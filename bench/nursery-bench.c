@@ -6,14 +6,15 @@
  * For every workload the driver prepares the input, runs one untimed warm-up per
  * implementation, then `reps` repetitions in which every implementation runs once (the order
  * rotates from one repetition to the next), checks every answer, and prints the medians (of
- * a peak, the largest):
+ * a peak, the largest) with the smallest and the largest repetition:
  *
- *     RESULT workload=<name> impl=<impl> value=<median> unit=<unit>
+ *     RESULT workload=<name> impl=<impl> value=<median> unit=<unit> min=<min> max=<max>
  *     RATIO workload=<name> nursery/<peer>=<nursery's median / the peer's>
  *
- * on stdout (progress and notes go to stderr), then writes results.csv and, when gnuplot is
- * installed, ratios.svg into the output directory.  Every unit is "lower is better", so a
- * ratio below 1 means libnursery did better.  See bench/README.md.
+ * on stdout (progress and notes go to stderr: first the load average, with a warning when the
+ * machine is busy), then writes results.csv and, when gnuplot is installed, ratios.svg into
+ * the output directory.  Every unit is "lower is better", so a ratio below 1 means libnursery
+ * did better.  See bench/README.md.
  *
  * libnursery runs on its default pool unless a workload says otherwise; the peers are in
  * peers_*.c, peers_tbb.cc and toypool.c.  A wrong answer anywhere ends the run (bench_die).
@@ -297,6 +298,28 @@ static void find_cpus(void)
     }
     if (cpu_partner < 0) /* one CPU: nothing to pin apart */
         cpu_waiter = -1;
+}
+
+/* Prints the load average of the last minute, and a warning when it exceeds half the CPUs
+ * online: every figure assumes the benchmark has the machine to itself, and other work that
+ * competes for the CPUs makes them unreliable (the spread, min and max, then widens).  The
+ * load counts the whole system, so it is compared with the CPUs online, not with those this
+ * process may use. */
+static void report_load(void)
+{
+    double load;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (getloadavg(&load, 1) != 1) {
+        fprintf(stderr, "nursery-bench: no load average (getloadavg failed)\n");
+        return;
+    }
+    fprintf(stderr, "nursery-bench: load average %.2f over the last minute, %ld CPUs online\n",
+            load, online);
+    if (online > 0 && load > online / 2.0)
+        fprintf(stderr,
+                "nursery-bench: warning: the machine is busy (load %.2f on %ld CPUs): other "
+                "work competes\nnursery-bench: for the CPUs, and the figures are unreliable\n",
+                load, online);
 }
 
 static void unpin_self(void)
@@ -1359,7 +1382,8 @@ struct record {
     const char *workload;
     const char *unit;
     enum impl impl;
-    double value;
+    double value;    /* the median, or of a peak the largest */
+    double min, max; /* the smallest and the largest repetition: the spread */
 };
 static struct record records[NWORKLOADS * 2 * NIMPLS];
 static size_t nrecords;
@@ -1378,30 +1402,24 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Sorts v. */
 static double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static double largest(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        if (v[i] > m)
-            m = v[i];
-    return m;
-}
-
-/* Prints the RESULT lines of one value of a workload, then its RATIO lines. */
-static void report(const char *name, const char *unit, const double med[NIMPLS])
+/* Prints the RESULT lines of one value of a workload, then its RATIO lines.  med holds the
+ * median of each implementation (NAN: not run), lo and hi the smallest and largest sample. */
+static void report(const char *name, const char *unit, const double med[NIMPLS],
+                   const double lo[NIMPLS], const double hi[NIMPLS])
 {
     for (int i = 0; i < NIMPLS; i++) {
         if (isnan(med[i]))
             continue;
-        printf("RESULT workload=%s impl=%s value=%.6g unit=%s\n", name, impl_names[i], med[i],
-               unit);
-        records[nrecords++] = (struct record){name, unit, (enum impl)i, med[i]};
+        printf("RESULT workload=%s impl=%s value=%.6g unit=%s min=%.6g max=%.6g\n", name,
+               impl_names[i], med[i], unit, lo[i], hi[i]);
+        records[nrecords++] = (struct record){name, unit, (enum impl)i, med[i], lo[i], hi[i]};
     }
     if (isnan(med[NURSERY]))
         return;
@@ -1462,18 +1480,22 @@ static void run_workload(const struct workload *w)
     fprintf(stderr, "%s %.1f s\n", cfg.verbose ? "\n  " : "", (double)(bench_now_ns() - t0) / 1e9);
 
     for (int which = 0; which < (w->name2 ? 2 : 1); which++) {
-        double med[NIMPLS];
+        double med[NIMPLS], lo[NIMPLS], hi[NIMPLS];
         for (int i = 0; i < NIMPLS; i++) {
-            med[i] = NAN;
+            med[i] = lo[i] = hi[i] = NAN;
             if (!(w->impls & cfg.impls & IMPL(i)))
                 continue;
             for (int r = 0; r < cfg.reps; r++)
                 column[r] = samples[r][which][i];
             if (isnan(column[0]))
                 continue;
-            med[i] = which && w->peak2 ? largest(column, cfg.reps) : median(column, cfg.reps);
+            med[i] = median(column, cfg.reps); /* sorts column */
+            lo[i] = column[0];
+            hi[i] = column[cfg.reps - 1];
+            if (which && w->peak2)
+                med[i] = hi[i];
         }
-        report(which ? w->name2 : w->name, which ? w->unit2 : w->unit, med);
+        report(which ? w->name2 : w->name, which ? w->unit2 : w->unit, med, lo, hi);
     }
     free(column);
     free(samples);
@@ -1495,10 +1517,10 @@ static bool write_csv(void)
     FILE *f = open_output("results.csv");
     if (!f)
         return false;
-    fprintf(f, "workload,impl,value,unit\n");
+    fprintf(f, "workload,impl,value,unit,min,max\n");
     for (size_t i = 0; i < nrecords; i++)
-        fprintf(f, "%s,%s,%.6g,%s\n", records[i].workload, impl_names[records[i].impl],
-                records[i].value, records[i].unit);
+        fprintf(f, "%s,%s,%.6g,%s,%.6g,%.6g\n", records[i].workload, impl_names[records[i].impl],
+                records[i].value, records[i].unit, records[i].min, records[i].max);
     return fclose(f) == 0;
 }
 
@@ -1723,6 +1745,7 @@ int main(int argc, char **argv)
     }
 
     find_cpus();
+    report_load();
     fprintf(stderr, "nursery-bench: %zu CPUs, %d repetitions, impls:", ncpu, cfg.reps);
     for (int i = 0; i < NIMPLS; i++)
         if (cfg.impls & IMPL(i))

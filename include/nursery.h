@@ -29,11 +29,10 @@
 #ifndef NURSERY_H
 #define NURSERY_H
 
-#include <stdarg.h>
+/* Only what the declarations below use: bool, size_t, int64_t and INT64_MAX, uint64_t. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
