@@ -1045,8 +1045,8 @@ END_TEST
  * status: 0 when every step passed, else the number of the step that
  * failed.  Its ends are the parent's, so it does not free them (freeing
  * them does nothing there); these keep them reachable for leak checkers. */
-static nursery_sender_t *fork_child_keeps_tx;
-static nursery_receiver_t *fork_child_keeps_rx;
+static nursery_sender_t *volatile fork_child_keeps_tx; /* volatile: stores only, kept */
+static nursery_receiver_t *volatile fork_child_keeps_rx;
 
 static void run_in_child(int (*child)(nursery_sender_t *tx, nursery_receiver_t *rx),
                          nursery_sender_t *tx, nursery_receiver_t *rx)

@@ -687,7 +687,7 @@ static int child_checks(nursery_pool_t *before)
     return 0;
 }
 
-static nursery_pool_t *fork_child_keeps;
+static nursery_pool_t *volatile fork_child_keeps; /* volatile: a store only, kept */
 
 START_TEST(child_of_fork_uses_library)
 {
