@@ -127,9 +127,9 @@ HIDDEN void nursery__errors_clear(nursery_errors_t *g);
  * the duration of one wait.  `signalled` is a latch: a signal that comes
  * before the thread parks is not lost.  On Linux it is a futex word, so a
  * signal is one atomic exchange and one system call, and the woken thread
- * takes no lock; elsewhere a mutex and a condition variable. */
-#ifdef __linux__
-#define NURSERY_FUTEX 1
+ * takes no lock; elsewhere (or configured with --disable-futex, which
+ * defines no NURSERY_FUTEX) a mutex and a condition variable. */
+#ifdef NURSERY_FUTEX
 struct waiter {
     atomic_uint signalled; /* 1 from nursery__waiter_signal until nursery__waiter_park takes it */
 };

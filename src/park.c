@@ -10,16 +10,27 @@
  * under that same lock before its stack frame goes, so no signal ever
  * reaches a dead waiter.  `signalled` is a latch, so a signal that arrives
  * between the waiter's check and its sleep is not lost.  On Linux the latch
- * is a futex word and signalling takes no lock (see struct waiter).
+ * is a futex word and signalling takes no lock; elsewhere, and when
+ * configured with --disable-futex, a mutex and a condition variable (see
+ * struct waiter).
  */
 #include "internal.h"
 
 #include <errno.h>
 
 #ifdef NURSERY_FUTEX
-#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#ifdef HAVE_LINUX_FUTEX_H
+#include <linux/futex.h>
+#else
+/* The kernel's ABI, for C libraries whose headers lack <linux/futex.h>
+ * (musl without the kernel headers). */
+#define FUTEX_WAKE 1
+#define FUTEX_WAIT_BITSET 9
+#define FUTEX_PRIVATE_FLAG 128
+#define FUTEX_BITSET_MATCH_ANY 0xffffffff
+#endif
 #endif
 
 /* ---- waiters ----------------------------------------------------------- */
