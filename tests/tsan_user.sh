@@ -11,7 +11,7 @@
 #
 # Run by `make check`, which passes abs_top_builddir; by hand: sh tests/tsan_user.sh [edge ...]
 # Exit status: 0 no report, 1 a race report or a failed check, 77 skipped (the TSan runtime
-# cannot run here).
+# cannot run here, or is missing, as with musl).
 
 prog=${abs_top_builddir:-.}/tests/tsan_user
 
@@ -31,6 +31,15 @@ runtime_failed() {
 
 status=0
 output=$("$prog" "$@" 2>&1) || status=$?
+
+# 127: the program could not be loaded at all, its TSan runtime missing for this C library
+# (musl-gcc links against glibc's libtsan, which musl's loader does not find).
+if [ "$status" -eq 127 ] && ! printf '%s\n' "$output" | grep -q 'ThreadSanitizer'; then
+    printf '%s\n' "$output" | head -n 3
+    echo "SKIP: $prog cannot be loaded (exit status 127): this C library has no"
+    echo "ThreadSanitizer runtime"
+    exit 77
+fi
 
 if runtime_failed; then
     printf '%s\n' "$output"
