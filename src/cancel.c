@@ -46,6 +46,10 @@
 
 void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
 {
+    n->kind = NODE_TASK;
+    n->shield = false;
+    atomic_init(&n->deadline, NURSERY_FOREVER);
+    list_init(&n->hooks);
     atomic_init(&n->parent, parent);
     atomic_init(&n->cancelled, false);
     atomic_init(&n->inherited, false);
@@ -56,6 +60,11 @@ void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent
     list_init(&n->children);
     list_init(&n->sibling);
     nursery__waitq_init(&n->waiters);
+}
+
+void nursery__cancel_node_shield(struct cancel_node *n)
+{
+    n->shield = true;
 }
 
 static struct cancel_node *parent_of(struct cancel_node *n)
@@ -75,8 +84,9 @@ bool nursery__cancel_node_cancelled(struct cancel_node *n)
     for (; n; n = parent_of(n)) {
         if (flagged(n))
             return true;
-        /* An attached node has heard of every cancellation above it. */
-        if (atomic_load_explicit(&n->attached, memory_order_acquire))
+        /* An attached node has heard of every cancellation above it; a
+         * shielded one hears of none. */
+        if (atomic_load_explicit(&n->attached, memory_order_acquire) || n->shield)
             return false;
     }
     return false;
@@ -97,12 +107,13 @@ static void attach_one(struct cancel_node *n, struct cancel_node *parent)
     pthread_mutex_unlock(&parent->mu);
 }
 
-/* Whether a node can take children as it is: attached, a root, or known to
- * be cancelled (then a child learns it from the copy at attach). */
+/* Whether a node can take children as it is: attached, a root (a shielded
+ * node is one: nothing above reaches it), or known to be cancelled (then a
+ * child learns it from the copy at attach). */
 static bool anchored(struct cancel_node *n)
 {
-    return !parent_of(n) || atomic_load_explicit(&n->attached, memory_order_acquire) ||
-           flagged(n);
+    return !parent_of(n) || n->shield ||
+           atomic_load_explicit(&n->attached, memory_order_acquire) || flagged(n);
 }
 
 void nursery__cancel_node_attach(struct cancel_node *n)
@@ -178,11 +189,33 @@ void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *pa
 
 /* ---- cancelling -------------------------------------------------------- */
 
-/* Tells a node under a cancelled one, and wakes its parked threads. */
+/* Runs the node's pending hooks, one at a time, without its lock (a hook
+ * may call into the library); a remover waits while one runs.  Called
+ * with n->mu held, returns with it held; n stays linked meanwhile (a walk
+ * has it pinned, or it is the walk's root). */
+static void run_hooks_locked(struct cancel_node *n)
+{
+    while (!list_empty(&n->hooks)) {
+        struct cancel_hook *h = list_entry(n->hooks.next, struct cancel_hook, link);
+        list_remove(&h->link);
+        h->state = HOOK_RUNNING;
+        h->runner = pthread_self();
+        pthread_mutex_unlock(&n->mu);
+        h->fn(h->arg);
+        pthread_mutex_lock(&n->mu);
+        h->state = HOOK_RAN;
+        if (h->finished)
+            nursery__waiter_signal(h->finished); /* the last touch of h */
+    }
+}
+
+/* Tells a node under a cancelled one, wakes its parked threads and runs
+ * its hooks. */
 static void visit_locked(struct cancel_node *n)
 {
     atomic_store_explicit(&n->inherited, true, memory_order_release);
     nursery__waitq_wake_all(&n->waiters);
+    run_hooks_locked(n);
 }
 
 /* Lets go of a pinned child on the way back up (parent->mu held); the
@@ -200,6 +233,7 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
     struct cancel_node *node = root;
     pthread_mutex_lock(&root->mu);
     nursery__waitq_wake_all(&root->waiters);
+    run_hooks_locked(root);
     struct list *next = root->children.next; /* the next child of node to visit */
     for (;;) {
         if (next != &node->children) {
@@ -235,7 +269,66 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
     pthread_mutex_unlock(&root->mu);
 }
 
+/* ---- cancel hooks ------------------------------------------------------ */
+
+int nursery__cancel_hook_add(struct cancel_hook *h, void (*fn)(void *arg), void *arg)
+{
+    struct cancel_node *n = nursery__ctx.node;
+    if (!n)
+        return EINVAL;
+    *h = (struct cancel_hook){.fn = fn, .arg = arg, .node = n, .state = HOOK_PENDING};
+    /* Attached first, so that a walk from above reaches n's hooks; then
+     * either the walk has been at n (its flag tells, under n->mu) or it
+     * will find the hook there. */
+    nursery__cancel_node_attach(n);
+    pthread_mutex_lock(&n->mu);
+    bool now = nursery__cancel_node_cancelled(n);
+    if (!now)
+        list_push_back(&n->hooks, &h->link);
+    else
+        h->state = HOOK_RAN;
+    pthread_mutex_unlock(&n->mu);
+    if (now)
+        fn(arg);
+    return 0;
+}
+
+bool nursery__cancel_hook_remove(struct cancel_hook *h)
+{
+    struct cancel_node *n = h->node;
+    pthread_mutex_lock(&n->mu);
+    if (h->state == HOOK_PENDING)
+        list_remove(&h->link);
+    while (h->state == HOOK_RUNNING && !pthread_equal(h->runner, pthread_self())) {
+        struct waiter w;
+        nursery__waiter_init(&w);
+        h->finished = &w;
+        pthread_mutex_unlock(&n->mu);
+        nursery__waiter_park(&w, NURSERY_FOREVER);
+        pthread_mutex_lock(&n->mu);
+        h->finished = NULL;
+        nursery__waiter_destroy(&w);
+    }
+    bool ran = h->state != HOOK_PENDING;
+    pthread_mutex_unlock(&n->mu);
+    return ran;
+}
+
+bool nursery__cancel_hook_running_here(struct cancel_hook *h)
+{
+    pthread_mutex_lock(&h->node->mu);
+    bool here = h->state == HOOK_RUNNING && pthread_equal(h->runner, pthread_self());
+    pthread_mutex_unlock(&h->node->mu);
+    return here;
+}
+
 /* ---- cancellation points ----------------------------------------------- */
+
+int nursery__cancel_delivered(void)
+{
+    nursery__ctx.cancels_delivered++;
+    return ECANCELED;
+}
 
 bool nursery_cancelled(void)
 {
@@ -244,7 +337,7 @@ bool nursery_cancelled(void)
 
 int nursery_checkpoint(void)
 {
-    return nursery_cancelled() ? ECANCELED : 0;
+    return nursery_cancelled() ? nursery__cancel_delivered() : 0;
 }
 
 /* A sleep waits for nothing but its deadline and cancellation. */
