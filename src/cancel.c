@@ -3,10 +3,11 @@
  * cancel.c - the cancel tree, and the cancellation points that are not tied
  * to another object (checkpoint, sleep).
  *
- * Every task and every nursery has a cancel node.  A nursery's node hangs
- * under the node of the code that opened it (a task, or an enclosing
- * nursery's body); a task's node hangs under its nursery's node.  A node is
- * cancelled when it or any ancestor is.
+ * Every task, nursery and cancel scope has a cancel node.  A nursery's or
+ * a scope's node hangs under the node of the code that opened it (a task,
+ * an enclosing nursery's body, a scope); a task's node hangs under its
+ * nursery's node.  A node is cancelled when it or any ancestor is (up to
+ * a shielded one).
  *
  * Attaching.  Nodes that may have parked threads below them (a thread
  * parked under them, nurseries opened under them) are attached: linked in
@@ -35,6 +36,16 @@
  * unpinned.  The walk also detaches the direct children of the node it
  * cancels, so a thousand tasks woken by one cancel end without queueing on
  * its lock; deeper nodes stay attached, since a node between them may move.
+ *
+ * Hooks (nursery_on_cancel, and nursery_poll's wake-up) hang on a node,
+ * which is attached first.  Whoever cancels runs them: the walk, at each
+ * node it visits, runs its pending hooks without holding its lock (the
+ * node is pinned or is the walk's root), one at a time, so a hook may call
+ * into the library; a remover waits while one runs.
+ *
+ * A shielded node (a NURSERY_SCOPE_SHIELD scope) is a root: it is never
+ * linked under its parent, so no walk from above reaches it, and
+ * cancelled() stops there.
  *
  * Moving (nursery_started() moves a task from its starter to its nursery)
  * keeps a node cancelled if it was cancelled where it was: its own flag is
