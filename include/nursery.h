@@ -284,6 +284,21 @@ enum {
     /* The task's error is kept in its result but does not cancel the
      * nursery and is not reported by join. */
     NURSERY_TASK_SUPPRESS_ERROR = 1u << 0,
+    /* A daemon (asyncgui's run_as_daemon, trio-util's run_and_cancelling):
+     * once the body has reached nursery_join() and every task of the
+     * nursery without this flag has ended, the nursery is cancelled, so
+     * that its daemons see it and end.  That cancellation is the nursery's
+     * own: join counts the daemons that end cancelled (see
+     * nursery_errors_cancelled()), and returns 0 for them. */
+    NURSERY_TASK_DAEMON = 1u << 1,
+    /* A main task (asyncgui's run_as_main): its end, however it ends,
+     * cancels the rest of the nursery, body included, as nursery_cancel()
+     * does.  With NURSERY_TASK_DAEMON too, the task and the body each
+     * cancel the other when they end first (asyncgui's wait_any_cm);
+     * without flags, the nursery waits for both (wait_all_cm).  (A task
+     * begun with nursery_start() counts as main only once it has called
+     * nursery_started().) */
+    NURSERY_TASK_MAIN = 1u << 2,
 };
 
 /* Per-task options; NULL means all defaults. */
@@ -402,13 +417,16 @@ NURSERY_API nursery_t *nursery_retain(nursery_t *n);
 NURSERY_API void nursery_release(nursery_t *n);
 
 /* Schedules fn(arg) in the nursery; never runs it in the calling thread
- * before returning.  Returns 0; EINVAL (n or fn NULL); ENOMEM;
- * NURSERY_EFORKED (a nursery of the parent of a fork, in the child);
- * NURSERY_ECLOSED (joined nursery), checked in that order.  On every
- * failure nothing was queued and opts->arg_destroy has run on arg.  A task
- * may be started into a nursery that is cancelled: it then ends cancelled
- * without running.  Thread-safe: any thread (tasks included) may start
- * tasks in an open nursery. */
+ * before returning.  Returns 0; EINVAL (n or fn NULL, or an unknown flag
+ * in opts); ENOMEM; NURSERY_EFORKED (a nursery of the parent of a fork,
+ * in the child); NURSERY_ECLOSED (joined nursery), checked in that order.
+ * On every failure nothing was queued and opts->arg_destroy has run on
+ * arg.  A task may be started into a nursery that is cancelled: it then
+ * ends cancelled without running.  In a nursery with a limit
+ * (nursery_set_limit()), a task beyond it waits in the nursery, in start
+ * order, until an admitted one ends: this call does not wait for room.
+ * Thread-safe: any thread (tasks included) may start tasks in an open
+ * nursery. */
 NURSERY_API int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg,
                                    const nursery_task_options_t *opts);
 
@@ -462,6 +480,96 @@ NURSERY_API int nursery_start(nursery_t *n, nursery_fn fn, void *arg,
  * task is running in this thread, as in the child of a fork()); EALREADY
  * when called again after it returned 0. */
 NURSERY_API int nursery_started(void *value);
+
+/* ---- A concurrency cap (Go's errgroup SetLimit and TryGo) ---- */
+
+/* Sets how many tasks of the nursery may be admitted at once: queued in the
+ * pool or running (0: no limit, the default).  Tasks started beyond it
+ * wait in the nursery, in start order, taking no worker and no place in
+ * the pool's queues, and are admitted one by one as admitted ones end.
+ * Lowering the limit stops nothing already admitted.  Returns 0; EINVAL
+ * (NULL); NURSERY_EFORKED (a nursery of the parent of a fork, in the
+ * child); NURSERY_ECLOSED (joined).  Thread-safe. */
+NURSERY_API int nursery_set_limit(nursery_t *n, size_t limit);
+
+/* Starts fn(arg) in the nursery once it has room under its limit (no task
+ * waiting in the nursery, fewer than the limit admitted), waiting for room
+ * until `deadline`: back-pressure for a producer.  Without a limit, as
+ * nursery_start_soon().  A cancellation point, for the caller's own
+ * cancellation and for the nursery's: returns ECANCELED, also at once,
+ * when either is cancelled.  Returns 0; the errors of
+ * nursery_start_soon(); ECANCELED; ETIMEDOUT.  On every failure nothing
+ * was started and opts->arg_destroy has run on arg.  Thread-safe; called
+ * from a task of the same nursery, it waits for that task's siblings to
+ * end (with a limit of 1, forever: the calling task holds the slot). */
+NURSERY_API int nursery_start_limited(nursery_t *n, nursery_fn fn, void *arg,
+                                      const nursery_task_options_t *opts,
+                                      nursery_time_t deadline);
+
+/* Starts fn(arg) if the nursery has room under its limit now (as
+ * nursery_start_limited(), without waiting).  Returns 0; EAGAIN when it
+ * has none: then, unlike every other failure, arg_destroy has not run and
+ * the argument is still the caller's, to start again later; the errors of
+ * nursery_start_soon() (arg_destroy has run).  Never blocks; not a
+ * cancellation point. */
+NURSERY_API int nursery_try_start(nursery_t *n, nursery_fn fn, void *arg,
+                                  const nursery_task_options_t *opts);
+
+/* ---- asyncgui's wait_any and wait_all, over functions ---- */
+
+/* One function for nursery_run_any() and nursery_run_all(); opts as for
+ * nursery_start_soon() (may be NULL). */
+typedef struct nursery_branch {
+    nursery_fn fn;
+    void *arg;
+    const nursery_task_options_t *opts;
+} nursery_branch_t;
+
+/* Runs the n branches as tasks of a new nursery on `pool` (NULL: the
+ * default pool) and waits for them all to end; the first to end cancels
+ * the others (asyncgui's wait_any).  results[i] gets branch i's capture,
+ * done when this returns, owned by the caller (nursery_result_release()):
+ * nursery_result_value() returns 0 for a branch that finished (more than
+ * one may have finished, or none), and nursery_result_error() gives
+ * ECANCELED for one that was cancelled.  Errors follow the nursery rule:
+ * the first real error cancels the rest, and the call returns
+ * NURSERY_EFAILED with the error group in *errors (as nursery_join(); a
+ * branch with NURSERY_TASK_SUPPRESS_ERROR keeps its error to its result);
+ * the cancellations this call causes are not errors.  Returns 0; EINVAL
+ * (branches or results NULL, n == 0, or a NULL fn or unknown flag in a
+ * branch: nothing runs, no arg_destroy runs); ENOMEM, NURSERY_EFORKED or
+ * the errors of nursery_open() (nothing runs; the arg_destroy of every
+ * branch runs); NURSERY_EFAILED; ECANCELED when the caller is cancelled
+ * (and no branch failed).  results[] are all set, and done, on 0,
+ * NURSERY_EFAILED and ECANCELED, and all NULL on the other returns.
+ * *errors (errors may be NULL) as for nursery_join(). */
+NURSERY_API int nursery_run_any(nursery_pool_t *pool, const nursery_branch_t *branches, size_t n,
+                                nursery_result_t **results, nursery_errors_t **errors);
+
+/* As nursery_run_any(), but waits for every branch (asyncgui's wait_all):
+ * none is cancelled by another's end, only by a failure or the caller's
+ * cancellation. */
+NURSERY_API int nursery_run_all(nursery_pool_t *pool, const nursery_branch_t *branches, size_t n,
+                                nursery_result_t **results, nursery_errors_t **errors);
+
+/* A call of nursery_run_any() (any = true) or nursery_run_all(), as the
+ * argument of nursery_run_combinator(), so that combinators nest. */
+typedef struct nursery_combinator {
+    bool any;
+    const nursery_branch_t *branches;
+    size_t n;
+    nursery_result_t **results; /* n entries, set as nursery_run_any() sets them */
+} nursery_combinator_t;
+
+/* A nursery_fn that runs the combinator `arg` (a nursery_combinator_t *)
+ * on the calling task's pool (the default pool outside one), so that
+ * wait_all(f1, wait_any(f2, f3)) is a branch {nursery_run_combinator,
+ * &inner} among the outer's, and the leaves' outcomes are in the inner's
+ * results.  Returns what the call returns; when that is NURSERY_EFAILED,
+ * the task's error (its result's, or the outer's error group's entry)
+ * carries the inner error group as its payload (nursery_error_payload(): a
+ * nursery_errors_t *, freed with the error).  Never stores a value. */
+NURSERY_API int nursery_run_combinator(void *arg, void **value);
 
 /* ------------------------------------------------------------------------ */
 /* Results: captures and futures                                            */
