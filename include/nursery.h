@@ -29,10 +29,12 @@
 #ifndef NURSERY_H
 #define NURSERY_H
 
-/* Only what the declarations below use: bool, size_t, int64_t and INT64_MAX, uint64_t. */
+/* Only what the declarations below use: bool, size_t, int64_t and INT64_MAX, uint64_t,
+ * pid_t. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -87,10 +89,11 @@ enum {
     NURSERY_EBASE = 0x4e000,
     NURSERY_ENOTDONE,    /* the result is not done yet */
     NURSERY_EFAILED,     /* the task failed (or was cancelled); see its error */
-    NURSERY_ECLOSED,     /* the nursery is closed (joined) */
+    NURSERY_ECLOSED,     /* the nursery (or scope) is closed: joined (or closed) */
     NURSERY_ENOTSTARTED, /* the task returned without calling nursery_started() */
     NURSERY_EEOC,        /* end of channel: every sender closed, nothing buffered */
     NURSERY_EFORKED,     /* the object belongs to the parent of a fork() */
+    NURSERY_EEXPIRED,    /* the nursery's own deadline passed and cancelled it */
     NURSERY_ELAST
 };
 
@@ -316,8 +319,11 @@ NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
  *
  * Returns 0 when no task failed; NURSERY_EFAILED when a task (or the body)
  * failed: *errors gets the error group, never NULL then; ECANCELED when an
- * enclosing scope (a nursery this one runs in) was cancelled and nothing
- * failed.  In these three cases the nursery is closed and its handle is
+ * enclosing scope (a nursery this one runs in, or a cancel scope, not
+ * shielded from it) was cancelled and nothing failed; NURSERY_EEXPIRED
+ * when the nursery's own deadline (nursery_open_until()) cancelled it and
+ * nothing failed and no enclosing scope was cancelled.  In these four
+ * cases the nursery is closed and its handle is
  * invalid (unless retained).  Cancelling the nursery itself with
  * nursery_cancel() is not an error: join then returns 0.
  *
@@ -331,8 +337,8 @@ NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
  *
  * `errors` may be NULL (the group is then freed); otherwise *errors is set
  * to a group owned by the caller, to be freed with nursery_errors_free()
- * (it holds the nursery's memory): after NURSERY_EFAILED, and after 0 or
- * ECANCELED when some task ended cancelled (then nursery_errors_count() is
+ * (it holds the nursery's memory): after NURSERY_EFAILED, and after 0,
+ * ECANCELED or NURSERY_EEXPIRED when some task ended cancelled (then nursery_errors_count() is
  * 0 and nursery_errors_cancelled() tells how many).  *errors is NULL when
  * nothing failed and nothing was cancelled, and after ETIMEDOUT, EINVAL and
  * NURSERY_EFORKED.  Join is not itself cut short by cancellation (it is not
@@ -353,6 +359,24 @@ NURSERY_API int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_erro
  * opened). */
 NURSERY_API int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void *arg,
                             nursery_errors_t **errors);
+
+/* nursery_open() with a deadline: a scope around the nursery (see "Cancel
+ * scopes" below).  When `deadline` passes before the nursery is joined, the
+ * nursery is cancelled as by nursery_cancel() (its tasks, its body and
+ * what they opened), from a library thread, whatever the nursery's threads
+ * are doing; nursery_join() then returns NURSERY_EEXPIRED instead of 0.
+ * NURSERY_FOREVER: exactly nursery_open().  A deadline already past
+ * cancels the nursery before this returns.  Returns what nursery_open()
+ * returns, and EAGAIN when the library's deadline thread cannot be
+ * started (the first time a deadline is set in a process). */
+NURSERY_API int nursery_open_until(nursery_t **out, nursery_pool_t *pool, nursery_time_t deadline);
+
+/* nursery_run() with a deadline, as nursery_open_until(): returns
+ * NURSERY_EEXPIRED when the deadline cancelled the nursery and nothing
+ * failed (a body that returned ECANCELED then has not failed). */
+NURSERY_API int nursery_run_until(nursery_pool_t *pool, nursery_time_t deadline,
+                                  int (*body)(nursery_t *n, void *arg), void *arg,
+                                  nursery_errors_t **errors);
 
 /* Cancels every task of the nursery and its body: queued tasks never run
  * (their outcome is a cancellation, their arg_destroy runs), running ones
@@ -625,6 +649,170 @@ NURSERY_API int nursery_checkpoint(void);
  * deadline that has passed).  Runs nothing while it sleeps, even in a pool
  * worker. */
 NURSERY_API int nursery_sleep(nursery_time_t deadline);
+
+/* ---- Cancel scopes (Trio's CancelScope, move_on_after, fail_after) ----
+ *
+ * A scope is a region of code in one thread, opened and closed by that
+ * thread, nested strictly inside the task, body or scope that opened it.
+ * Cancelling it (or its deadline passing) cancels that region: every
+ * cancellation point inside it (nursery_checkpoint(), nursery_sleep(),
+ * every blocking call of the library, nursery_poll(),
+ * nursery_child_wait()) fails with ECANCELED until the scope is closed
+ * (level-triggered), cancel hooks registered inside it run, and the tasks
+ * of nurseries opened inside it are cancelled.  Outside any task or body
+ * (the main thread, say) a scope makes the code inside it cancellable.
+ *
+ * Deadlines are kept by a library thread, started the first time a
+ * deadline is set in the process: a deadline fires on time even while
+ * every thread under it is blocked (in a library wait, nursery_poll(),
+ * nursery_child_wait(), or a call a cancel hook interrupts), and the
+ * hooks of the code it cancels run in that thread. */
+typedef struct nursery_scope nursery_scope_t;
+
+/* Scope flags. */
+enum {
+    /* Cancellation from outside the scope (enclosing scopes, nurseries,
+     * tasks) does not reach inside it; its own cancel and deadline do.
+     * Outer deadlines do not count in nursery_current_deadline() inside
+     * it.  For cleanup that must still wait. */
+    NURSERY_SCOPE_SHIELD = 1u << 0,
+    /* fail_after: nursery_scope_close() returns ETIMEDOUT when the scope
+     * caught a cancellation its deadline caused. */
+    NURSERY_SCOPE_FAIL_ON_DEADLINE = 1u << 1,
+};
+
+/* What nursery_scope_close() reports in *outcome (bits). */
+enum {
+    /* The scope was cancelled: nursery_scope_cancel() was called or its
+     * deadline passed (Trio's cancel_called). */
+    NURSERY_SCOPE_CANCEL_CALLED = 1u << 0,
+    /* Its deadline passed while it was open. */
+    NURSERY_SCOPE_DEADLINE_PASSED = 1u << 1,
+    /* A cancellation point inside it returned ECANCELED because of this
+     * scope's cancellation, and no enclosing scope, cancelled too and not
+     * shielded from, takes it instead (Trio's cancelled_caught): the
+     * cancellation ends here, and the code after the scope runs on
+     * uncancelled (unless something else cancels it). */
+    NURSERY_SCOPE_CANCELLED_CAUGHT = 1u << 2,
+};
+
+/* Opens a scope in the calling thread, inside its innermost task, body or
+ * scope, with a deadline (NURSERY_FOREVER: none) and NURSERY_SCOPE_*
+ * flags.  A deadline already past cancels the scope before this returns.
+ * Returns 0 and sets *out (the caller's reference, given back by
+ * nursery_scope_close()); EINVAL (out NULL, or an unknown flag); ENOMEM;
+ * EAGAIN when the library's deadline thread cannot be started.  On failure
+ * *out is NULL (if out is not) and nothing is opened. */
+NURSERY_API int nursery_scope_open(nursery_scope_t **out, nursery_time_t deadline, unsigned flags);
+
+/* Closes the scope: it must be the calling thread's innermost open scope,
+ * and every nursery opened inside it joined.  The code after it is again
+ * under the enclosing task, body or scope.  Sets *outcome (if not NULL) to
+ * NURSERY_SCOPE_* outcome bits, and releases the caller's reference.
+ * Returns 0; ETIMEDOUT with NURSERY_SCOPE_FAIL_ON_DEADLINE when the scope
+ * caught a cancellation its deadline caused (the scope is closed all the
+ * same); EINVAL (NULL; not the calling thread's innermost open scope, as
+ * when it is another thread's, out of order, or closed already: nothing
+ * changes); NURSERY_EFORKED in the child of a fork() on a scope of the
+ * parent's (nothing changes). */
+NURSERY_API int nursery_scope_close(nursery_scope_t *s, unsigned *outcome);
+
+/* Cancels the scope (see above).  Idempotent; never blocks for the code
+ * inside; runs the cancel hooks registered inside the scope in the calling
+ * thread before it returns.  Returns 0; EINVAL (NULL); NURSERY_ECLOSED
+ * once the scope is closed (changing nothing); NURSERY_EFORKED in the
+ * child of a fork() on a scope of the parent's.  Any thread, through a
+ * reference of its own (nursery_scope_retain()) unless it is the owner. */
+NURSERY_API int nursery_scope_cancel(nursery_scope_t *s);
+
+/* Moves the deadline of an open scope, earlier or later (NURSERY_FOREVER:
+ * none); once it has passed and cancelled the scope, the scope stays
+ * cancelled.  A deadline already past cancels the scope before this
+ * returns.  Returns 0; EINVAL (NULL); NURSERY_ECLOSED (closed);
+ * NURSERY_EFORKED (a scope of the parent of a fork, in the child); ENOMEM
+ * or EAGAIN when the scope had no deadline and the library cannot keep
+ * one (the deadline is unchanged).  Any thread, as nursery_scope_cancel(). */
+NURSERY_API int nursery_scope_set_deadline(nursery_scope_t *s, nursery_time_t deadline);
+
+/* The scope's deadline (NURSERY_FOREVER: none; also for NULL). */
+NURSERY_API nursery_time_t nursery_scope_deadline(const nursery_scope_t *s);
+
+/* Whether the scope was cancelled (nursery_scope_cancel() or its
+ * deadline); false for NULL. */
+NURSERY_API bool nursery_scope_cancel_called(const nursery_scope_t *s);
+
+/* A reference for another thread that may cancel the scope or move its
+ * deadline, valid after the scope is closed; every retain needs one
+ * release.  Both accept NULL.  Thread-safe.  Releasing a scope of the
+ * parent of a fork, in the child, does nothing. */
+NURSERY_API nursery_scope_t *nursery_scope_retain(nursery_scope_t *s);
+NURSERY_API void nursery_scope_release(nursery_scope_t *s);
+
+/* The calling code's effective deadline: the earliest deadline of its
+ * enclosing scopes and nurseries (nursery_open_until()), in this thread
+ * and in the threads that opened the nurseries it runs in, stopping at
+ * the first shielded scope (whose own deadline counts).  NURSERY_FOREVER
+ * when there is none, and outside any task, body or scope.  When it
+ * passes, the scope or nursery it belongs to is cancelled, so no
+ * cancellation point waits beyond it, whatever deadline it was given. */
+NURSERY_API nursery_time_t nursery_current_deadline(void);
+
+/* ---- Cancel hooks: cancellation that reaches foreign blocking code ---- */
+
+typedef struct nursery_cancel_hook nursery_cancel_hook_t;
+
+/* Registers fn(arg) to run once when the calling code's innermost task,
+ * body or scope is cancelled, whatever the cause (nursery_cancel(), a
+ * scope's cancel or deadline, a failing sibling, nursery_result_cancel(),
+ * an enclosing scope): it runs in the thread that cancels, promptly, even
+ * while the registering thread is blocked outside the library, so it can
+ * wake that thread (close a socket, kill a child process, signal a
+ * condition variable of the caller's).  Keep it short and non-blocking:
+ * it may run under the library's deadline thread, and it must not close
+ * or free what it was registered in.  When that code is cancelled already,
+ * fn runs in the calling thread before this returns.  Returns 0 and sets
+ * *out, to be given to nursery_cancel_hook_remove() before the task, body
+ * or scope ends; EINVAL (fn or out NULL, or no task, body or scope in this
+ * thread: nothing could cancel it); ENOMEM.  On failure *out is NULL (if
+ * out is not) and fn has not run. */
+NURSERY_API int nursery_on_cancel(void (*fn)(void *arg), void *arg, nursery_cancel_hook_t **out);
+
+/* Unregisters and frees a hook.  If fn is running in another thread, waits
+ * until it has returned, so that once this returns fn runs no more and
+ * touches nothing.  Sets *ran (if not NULL) to whether fn ran (or is
+ * running).  Returns 0; EINVAL (NULL, or called from inside fn itself,
+ * which would wait forever). */
+NURSERY_API int nursery_cancel_hook_remove(nursery_cancel_hook_t *h, bool *ran);
+
+/* ---- Cancellable waits for file descriptors and child processes ---- */
+
+struct pollfd;
+
+/* poll(2) that is a cancellation point: waits until one of the n
+ * descriptors is ready as poll() tells it (events in, revents out), the
+ * deadline passes, or the calling code is cancelled.  Returns 0 with
+ * *ready set to the number of entries with non-zero revents (at least 1);
+ * ETIMEDOUT; ECANCELED (at once when cancelled at the call, even if a
+ * descriptor is ready; during the wait a ready descriptor wins); EINVAL
+ * (fds or ready NULL, or n == 0); ENOMEM (more than 16 descriptors, and
+ * no memory for the copy that adds the wake-up descriptor); what poll(2)
+ * fails with (EINVAL for too many descriptors, ENOMEM); EMFILE or ENFILE
+ * when the calling thread's wake-up descriptor (an eventfd on Linux, one
+ * per thread, made on its first use) cannot be made.  Interrupted by a
+ * signal, it goes on waiting.  revents is set only on 0.  A pool worker
+ * that blocks here counts as blocked, so the pool may add a thread. */
+NURSERY_API int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadline,
+                             size_t *ready);
+
+/* Waits for child process `pid` to end, and reaps it (waitpid(pid, status,
+ * 0) that is a cancellation point).  Uses a pidfd where the kernel has
+ * them (Linux 5.3), else looks with waitpid(WNOHANG) at growing intervals
+ * (1 to 50 ms).  Returns 0 with *status (if not NULL) set as by waitpid();
+ * ETIMEDOUT or ECANCELED, leaving the child running and unreaped (kill it
+ * and wait again, in a shielded scope if the caller is cancelled); EINVAL
+ * (pid <= 0); ECHILD (not a child of this process, or reaped already);
+ * then the errors of nursery_poll(). */
+NURSERY_API int nursery_child_wait(pid_t pid, int *status, nursery_time_t deadline);
 
 /* ------------------------------------------------------------------------ */
 /* Channels                                                                 */
