@@ -336,8 +336,9 @@ NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
  * failed: *errors gets the error group, never NULL then; ECANCELED when an
  * enclosing scope (a nursery this one runs in, or a cancel scope, not
  * shielded from it) was cancelled and nothing failed; NURSERY_EEXPIRED
- * when the nursery's own deadline (nursery_open_until()) cancelled it and
- * nothing failed and no enclosing scope was cancelled.  In these four
+ * when the nursery's own deadline (nursery_open_until()) cancelled it (it
+ * was not cancelled before, by nursery_cancel() or otherwise), nothing
+ * failed and no enclosing scope was cancelled.  In these four
  * cases the nursery is closed and its handle is
  * invalid (unless retained).  Cancelling the nursery itself with
  * nursery_cancel() is not an error: join then returns 0.
@@ -382,13 +383,15 @@ NURSERY_API int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void
  * are doing; nursery_join() then returns NURSERY_EEXPIRED instead of 0.
  * NURSERY_FOREVER: exactly nursery_open().  A deadline already past
  * cancels the nursery before this returns.  Returns what nursery_open()
- * returns, and EAGAIN when the library's deadline thread cannot be
- * started (the first time a deadline is set in a process). */
+ * returns, and EAGAIN or ENOMEM when the library's deadline thread cannot
+ * be started (the first time a deadline is set in a process) or keep one
+ * more deadline. */
 NURSERY_API int nursery_open_until(nursery_t **out, nursery_pool_t *pool, nursery_time_t deadline);
 
 /* nursery_run() with a deadline, as nursery_open_until(): returns
  * NURSERY_EEXPIRED when the deadline cancelled the nursery and nothing
- * failed (a body that returned ECANCELED then has not failed). */
+ * failed (a body that returned ECANCELED then has not failed); EAGAIN as
+ * nursery_open_until(). */
 NURSERY_API int nursery_run_until(nursery_pool_t *pool, nursery_time_t deadline,
                                   int (*body)(nursery_t *n, void *arg), void *arg,
                                   nursery_errors_t **errors);
@@ -742,14 +745,15 @@ NURSERY_API int nursery_wait_any(nursery_result_t *const *results, size_t n,
 /* Cancellation                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Whether the calling task (or nursery body) is cancelled.  False outside
- * any task and body (so in the child of a fork(), in the thread that
+/* Whether the calling code is cancelled: its task, nursery body or cancel
+ * scope (or an enclosing one it is not shielded from).  False outside any
+ * task, body and scope (so in the child of a fork(), in the thread that
  * forked, whatever it was running).  Never blocks. */
 NURSERY_API bool nursery_cancelled(void);
 
-/* Returns ECANCELED if the calling task (or nursery body) is cancelled,
- * else 0 (also outside any task and body, as in a fork child).  Never
- * blocks. */
+/* Returns ECANCELED if the calling code is cancelled (as
+ * nursery_cancelled() tells), else 0 (also outside any task, body and
+ * scope, as in a fork child).  Never blocks. */
 NURSERY_API int nursery_checkpoint(void);
 
 /* Sleeps until `deadline`.  Returns 0 when it passed, ECANCELED as soon as
@@ -785,7 +789,8 @@ enum {
      * it.  For cleanup that must still wait. */
     NURSERY_SCOPE_SHIELD = 1u << 0,
     /* fail_after: nursery_scope_close() returns ETIMEDOUT when the scope
-     * caught a cancellation its deadline caused. */
+     * caught a cancellation (NURSERY_SCOPE_CANCELLED_CAUGHT) and its
+     * deadline passed while it was open. */
     NURSERY_SCOPE_FAIL_ON_DEADLINE = 1u << 1,
 };
 
@@ -794,13 +799,15 @@ enum {
     /* The scope was cancelled: nursery_scope_cancel() was called or its
      * deadline passed (Trio's cancel_called). */
     NURSERY_SCOPE_CANCEL_CALLED = 1u << 0,
-    /* Its deadline passed while it was open. */
+    /* Its deadline passed while it was open (also after a cancel). */
     NURSERY_SCOPE_DEADLINE_PASSED = 1u << 1,
-    /* A cancellation point inside it returned ECANCELED because of this
-     * scope's cancellation, and no enclosing scope, cancelled too and not
-     * shielded from, takes it instead (Trio's cancelled_caught): the
-     * cancellation ends here, and the code after the scope runs on
-     * uncancelled (unless something else cancels it). */
+    /* The scope was cancelled, a cancellation point inside it returned
+     * ECANCELED (so did nursery_join() of a nursery opened inside it), and
+     * no enclosing scope, nursery or task that the scope is not shielded
+     * from is cancelled too, to take it instead (Trio's cancelled_caught:
+     * the outermost cancelled scope catches).  The cancellation ends here:
+     * the code after the scope runs on uncancelled, unless something else
+     * cancels it. */
     NURSERY_SCOPE_CANCELLED_CAUGHT = 1u << 2,
 };
 
@@ -809,18 +816,21 @@ enum {
  * flags.  A deadline already past cancels the scope before this returns.
  * Returns 0 and sets *out (the caller's reference, given back by
  * nursery_scope_close()); EINVAL (out NULL, or an unknown flag); ENOMEM;
- * EAGAIN when the library's deadline thread cannot be started.  On failure
+ * EAGAIN or ENOMEM, with a deadline that has not passed, when the
+ * library's deadline thread cannot be started or keep one more deadline.  On failure
  * *out is NULL (if out is not) and nothing is opened. */
 NURSERY_API int nursery_scope_open(nursery_scope_t **out, nursery_time_t deadline, unsigned flags);
 
 /* Closes the scope: it must be the calling thread's innermost open scope,
  * and every nursery opened inside it joined.  The code after it is again
  * under the enclosing task, body or scope.  Sets *outcome (if not NULL) to
- * NURSERY_SCOPE_* outcome bits, and releases the caller's reference.
+ * NURSERY_SCOPE_* outcome bits (0 on failure), and releases the caller's
+ * reference.  Cancel hooks registered inside it must have been removed.
  * Returns 0; ETIMEDOUT with NURSERY_SCOPE_FAIL_ON_DEADLINE when the scope
- * caught a cancellation its deadline caused (the scope is closed all the
- * same); EINVAL (NULL; not the calling thread's innermost open scope, as
- * when it is another thread's, out of order, or closed already through a
+ * caught a cancellation and its deadline passed (the scope is closed all
+ * the same); EINVAL (NULL; not the calling thread's innermost open scope,
+ * as when it is another thread's, when a nursery or scope opened inside
+ * it is still open, or when it is closed already through a
  * reference retained with nursery_scope_retain(), since close gives back
  * the opener's: nothing changes); NURSERY_EFORKED in the child of a fork()
  * on a scope of the parent's (nothing changes). */
@@ -843,16 +853,18 @@ NURSERY_API int nursery_scope_cancel(nursery_scope_t *s);
  * one (the deadline is unchanged).  Any thread, as nursery_scope_cancel(). */
 NURSERY_API int nursery_scope_set_deadline(nursery_scope_t *s, nursery_time_t deadline);
 
-/* The scope's deadline (NURSERY_FOREVER: none; also for NULL). */
+/* The scope's deadline (NURSERY_FOREVER: none; also for NULL).  Any
+ * thread, also after close through a retained reference. */
 NURSERY_API nursery_time_t nursery_scope_deadline(const nursery_scope_t *s);
 
 /* Whether the scope was cancelled (nursery_scope_cancel() or its
- * deadline); false for NULL. */
+ * deadline); false for NULL.  Any thread, also after close through a
+ * retained reference. */
 NURSERY_API bool nursery_scope_cancel_called(const nursery_scope_t *s);
 
 /* A reference for another thread that may cancel the scope or move its
  * deadline, valid after the scope is closed; every retain needs one
- * release.  Both accept NULL.  Thread-safe.  Releasing a scope of the
+ * release.  Retain returns s.  Both accept NULL.  Thread-safe.  Releasing a scope of the
  * parent of a fork, in the child, does nothing. */
 NURSERY_API nursery_scope_t *nursery_scope_retain(nursery_scope_t *s);
 NURSERY_API void nursery_scope_release(nursery_scope_t *s);
@@ -873,22 +885,24 @@ typedef struct nursery_cancel_hook nursery_cancel_hook_t;
 /* Registers fn(arg) to run once when the calling code's innermost task,
  * body or scope is cancelled, whatever the cause (nursery_cancel(), a
  * scope's cancel or deadline, a failing sibling, nursery_result_cancel(),
- * an enclosing scope): it runs in the thread that cancels, promptly, even
- * while the registering thread is blocked outside the library, so it can
- * wake that thread (close a socket, kill a child process, signal a
- * condition variable of the caller's).  Keep it short and non-blocking:
- * it may run under the library's deadline thread, and it must not close
- * or free what it was registered in.  When that code is cancelled already,
+ * an enclosing scope or nursery it is not shielded from): it runs in the
+ * thread that cancels, promptly, even while the registering thread is
+ * blocked outside the library, so it can wake that thread (shut down a
+ * socket with shutdown(2), which, unlike close(2), wakes a thread blocked
+ * in read(); kill a child process; signal a condition variable of the
+ * caller's).  Keep it short and non-blocking: it may run in the library's
+ * deadline thread, delaying other deadlines; it must not remove itself,
+ * close the scope or join the nursery it was registered in.  When that code is cancelled already,
  * fn runs in the calling thread before this returns.  Returns 0 and sets
  * *out, to be given to nursery_cancel_hook_remove() before the task, body
  * or scope ends; EINVAL (fn or out NULL, or no task, body or scope in this
  * thread: nothing could cancel it); ENOMEM.  On failure *out is NULL (if
- * out is not) and fn has not run. */
+ * out is not) and fn has not run.  Not a cancellation point. */
 NURSERY_API int nursery_on_cancel(void (*fn)(void *arg), void *arg, nursery_cancel_hook_t **out);
 
-/* Unregisters and frees a hook.  If fn is running in another thread, waits
- * until it has returned, so that once this returns fn runs no more and
- * touches nothing.  Sets *ran (if not NULL) to whether fn ran (or is
+/* Unregisters and frees a hook (from any thread, once).  If fn is running
+ * in another thread, waits until it has returned, so that once this
+ * returns fn runs no more and touches nothing.  Sets *ran (if not NULL) to whether fn ran (or is
  * running).  Returns 0; EINVAL (NULL, or called from inside fn itself,
  * which would wait forever). */
 NURSERY_API int nursery_cancel_hook_remove(nursery_cancel_hook_t *h, bool *ran);
@@ -899,15 +913,18 @@ struct pollfd;
 
 /* poll(2) that is a cancellation point: waits until one of the n
  * descriptors is ready as poll() tells it (events in, revents out), the
- * deadline passes, or the calling code is cancelled.  Returns 0 with
- * *ready set to the number of entries with non-zero revents (at least 1);
- * ETIMEDOUT; ECANCELED (at once when cancelled at the call, even if a
- * descriptor is ready; during the wait a ready descriptor wins); EINVAL
- * (fds or ready NULL, or n == 0); ENOMEM (more than 16 descriptors, and
- * no memory for the copy that adds the wake-up descriptor); what poll(2)
- * fails with (EINVAL for too many descriptors, ENOMEM); EMFILE or ENFILE
- * when the calling thread's wake-up descriptor (an eventfd on Linux, one
- * per thread, made on its first use) cannot be made.  Interrupted by a
+ * deadline passes, or the calling code is cancelled.  Returns, in this
+ * order: EINVAL (fds or ready NULL, or n == 0); ECANCELED when the caller
+ * is cancelled at the call, even if a descriptor is ready; EMFILE, ENFILE
+ * or ENOMEM when the calling thread's wake-up descriptor (an eventfd on
+ * Linux, else a pipe; one per thread that polls inside a task, body or
+ * scope, made on its first use, closed when the thread exits) cannot be
+ * made; ENOMEM (more than 16 descriptors, and no memory for the copy that
+ * adds the wake-up descriptor); then 0 with *ready set to the number of
+ * entries with non-zero revents (at least 1), ETIMEDOUT (a deadline
+ * already past only looks), ECANCELED (during the wait a ready descriptor
+ * wins), or what poll(2) fails with (EINVAL for too many descriptors,
+ * ENOMEM).  Interrupted by a
  * signal, it goes on waiting.  revents is set only on 0.  A pool worker
  * that blocks here counts as blocked, so the pool may add a thread. */
 NURSERY_API int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadline,
@@ -920,7 +937,8 @@ NURSERY_API int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadli
  * ETIMEDOUT or ECANCELED, leaving the child running and unreaped (kill it
  * and wait again, in a shielded scope if the caller is cancelled); EINVAL
  * (pid <= 0); ECHILD (not a child of this process, or reaped already);
- * then the errors of nursery_poll(). */
+ * EMFILE, ENFILE or ENOMEM from nursery_poll() on the pidfd (a pidfd that
+ * cannot be made is not an error: the other way is taken). */
 NURSERY_API int nursery_child_wait(pid_t pid, int *status, nursery_time_t deadline);
 
 /* ------------------------------------------------------------------------ */
