@@ -16,7 +16,9 @@ dist_man_MANS = \
 	man/nursery_poll.3 \
 	man/nursery_pool_create.3 \
 	man/nursery_result_wait.3 \
+	man/nursery_run_any.3 \
 	man/nursery_scope_open.3 \
+	man/nursery_set_limit.3 \
 	man/nursery_start_soon.3 \
 	man/nursery_wait_any.3 \
 	man/nursery_after_ms.3 \
@@ -71,6 +73,8 @@ dist_man_MANS = \
 	man/nursery_results_to_channel.3 \
 	man/nursery_retain.3 \
 	man/nursery_run.3 \
+	man/nursery_run_all.3 \
+	man/nursery_run_combinator.3 \
 	man/nursery_run_until.3 \
 	man/nursery_scope_cancel.3 \
 	man/nursery_scope_cancel_called.3 \
@@ -85,6 +89,8 @@ dist_man_MANS = \
 	man/nursery_sender_stats.3 \
 	man/nursery_sleep.3 \
 	man/nursery_start.3 \
+	man/nursery_start_limited.3 \
 	man/nursery_started.3 \
 	man/nursery_strerror.3 \
+	man/nursery_try_start.3 \
 	man/nursery_wait_all.3
