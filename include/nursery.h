@@ -293,11 +293,12 @@ enum {
     NURSERY_TASK_DAEMON = 1u << 1,
     /* A main task (asyncgui's run_as_main): its end, however it ends,
      * cancels the rest of the nursery, body included, as nursery_cancel()
-     * does.  With NURSERY_TASK_DAEMON too, the task and the body each
-     * cancel the other when they end first (asyncgui's wait_any_cm);
-     * without flags, the nursery waits for both (wait_all_cm).  (A task
-     * begun with nursery_start() counts as main only once it has called
-     * nursery_started().) */
+     * does.  With NURSERY_TASK_DAEMON too (asyncgui's wait_any_cm): the
+     * task's end cancels the body, and the body's end (once every other
+     * task without NURSERY_TASK_DAEMON has ended too) cancels the task.
+     * Without flags, the nursery waits for both (wait_all_cm).  A task
+     * begun with nursery_start() counts as main or daemon only once it has
+     * called nursery_started(). */
     NURSERY_TASK_MAIN = 1u << 2,
 };
 
@@ -337,8 +338,9 @@ NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
  * enclosing scope (a nursery this one runs in, or a cancel scope, not
  * shielded from it) was cancelled and nothing failed; NURSERY_EEXPIRED
  * when the nursery's own deadline (nursery_open_until()) cancelled it (it
- * was not cancelled before, by nursery_cancel() or otherwise), nothing
- * failed and no enclosing scope was cancelled.  In these four
+ * was not cancelled before: by nursery_cancel(), a failure, a main task's
+ * end or the cancellation of its daemons), nothing failed and no
+ * enclosing scope was cancelled.  In these four
  * cases the nursery is closed and its handle is
  * invalid (unless retained).  Cancelling the nursery itself with
  * nursery_cancel() is not an error: join then returns 0.
@@ -383,15 +385,16 @@ NURSERY_API int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void
  * are doing; nursery_join() then returns NURSERY_EEXPIRED instead of 0.
  * NURSERY_FOREVER: exactly nursery_open().  A deadline already past
  * cancels the nursery before this returns.  Returns what nursery_open()
- * returns, and EAGAIN or ENOMEM when the library's deadline thread cannot
- * be started (the first time a deadline is set in a process) or keep one
- * more deadline. */
+ * returns, and, with a deadline that has not passed, EAGAIN or ENOMEM when
+ * the library's deadline thread cannot be started (the first time a
+ * deadline is set in a process) or keep one more deadline (nothing is
+ * opened then). */
 NURSERY_API int nursery_open_until(nursery_t **out, nursery_pool_t *pool, nursery_time_t deadline);
 
 /* nursery_run() with a deadline, as nursery_open_until(): returns
  * NURSERY_EEXPIRED when the deadline cancelled the nursery and nothing
- * failed (a body that returned ECANCELED then has not failed); EAGAIN as
- * nursery_open_until(). */
+ * failed (a body that returned ECANCELED then has not failed); EAGAIN or
+ * ENOMEM as nursery_open_until() (the body does not run). */
 NURSERY_API int nursery_run_until(nursery_pool_t *pool, nursery_time_t deadline,
                                   int (*body)(nursery_t *n, void *arg), void *arg,
                                   nursery_errors_t **errors);
@@ -487,22 +490,27 @@ NURSERY_API int nursery_started(void *value);
 /* ---- A concurrency cap (Go's errgroup SetLimit and TryGo) ---- */
 
 /* Sets how many tasks of the nursery may be admitted at once: queued in the
- * pool or running (0: no limit, the default).  Tasks started beyond it
- * wait in the nursery, in start order, taking no worker and no place in
- * the pool's queues, and are admitted one by one as admitted ones end.
- * Lowering the limit stops nothing already admitted.  Returns 0; EINVAL
+ * pool or running (0: no limit, the default).  Every start counts
+ * (nursery_start_soon(), nursery_start(), the capture starts): tasks
+ * started beyond the limit wait in the nursery, in start order, taking no
+ * worker and no place in the pool's queues, and are admitted in that
+ * order as admitted ones end, or at once when the limit is raised.  Only
+ * nursery_start_limited() waits for room, and nursery_try_start() asks
+ * for it.  Lowering the limit stops nothing already admitted.  Returns 0; EINVAL
  * (NULL); NURSERY_EFORKED (a nursery of the parent of a fork, in the
  * child); NURSERY_ECLOSED (joined).  Thread-safe. */
 NURSERY_API int nursery_set_limit(nursery_t *n, size_t limit);
 
 /* Starts fn(arg) in the nursery once it has room under its limit (no task
  * waiting in the nursery, fewer than the limit admitted), waiting for room
- * until `deadline`: back-pressure for a producer.  Without a limit, as
- * nursery_start_soon().  A cancellation point, for the caller's own
- * cancellation and for the nursery's: returns ECANCELED, also at once,
- * when either is cancelled.  Returns 0; the errors of
- * nursery_start_soon(); ECANCELED; ETIMEDOUT.  On every failure nothing
- * was started and opts->arg_destroy has run on arg.  Thread-safe; called
+ * until `deadline`: back-pressure for a producer.  Without a limit there
+ * is always room.  A cancellation point, with or without a limit, for the
+ * caller's own cancellation and for the nursery's.  Returns, in this
+ * order: EINVAL (n or fn NULL, or an unknown flag), NURSERY_EFORKED,
+ * NURSERY_ECLOSED, as nursery_start_soon(); ECANCELED when the caller or
+ * the nursery is cancelled at the call; then 0, ENOMEM, ETIMEDOUT, or
+ * ECANCELED when either is cancelled while it waits.  On every failure
+ * nothing was started and opts->arg_destroy has run on arg.  Thread-safe; called
  * from a task of the same nursery, it waits for that task's siblings to
  * end (with a limit of 1, forever: the calling task holds the slot). */
 NURSERY_API int nursery_start_limited(nursery_t *n, nursery_fn fn, void *arg,
@@ -510,18 +518,21 @@ NURSERY_API int nursery_start_limited(nursery_t *n, nursery_fn fn, void *arg,
                                       nursery_time_t deadline);
 
 /* Starts fn(arg) if the nursery has room under its limit now (as
- * nursery_start_limited(), without waiting).  Returns 0; EAGAIN when it
- * has none: then, unlike every other failure, arg_destroy has not run and
- * the argument is still the caller's, to start again later; the errors of
- * nursery_start_soon() (arg_destroy has run).  Never blocks; not a
- * cancellation point. */
+ * nursery_start_limited(), without waiting; without a limit, as
+ * nursery_start_soon()).  Returns, in this order: EINVAL,
+ * NURSERY_EFORKED, NURSERY_ECLOSED as nursery_start_soon() (arg_destroy
+ * has run); EAGAIN when it has no room: then, unlike every other failure,
+ * arg_destroy has not run and the argument is still the caller's, to
+ * start again later; then 0 or ENOMEM (arg_destroy has run).  Never
+ * blocks; not a cancellation point. */
 NURSERY_API int nursery_try_start(nursery_t *n, nursery_fn fn, void *arg,
                                   const nursery_task_options_t *opts);
 
 /* ---- asyncgui's wait_any and wait_all, over functions ---- */
 
 /* One function for nursery_run_any() and nursery_run_all(); opts as for
- * nursery_start_soon() (may be NULL). */
+ * nursery_start_soon() (may be NULL; nursery_run_any() adds
+ * NURSERY_TASK_MAIN to its flags). */
 typedef struct nursery_branch {
     nursery_fn fn;
     void *arg;
@@ -538,12 +549,15 @@ typedef struct nursery_branch {
  * the first real error cancels the rest, and the call returns
  * NURSERY_EFAILED with the error group in *errors (as nursery_join(); a
  * branch with NURSERY_TASK_SUPPRESS_ERROR keeps its error to its result);
- * the cancellations this call causes are not errors.  Returns 0; EINVAL
- * (branches or results NULL, n == 0, or a NULL fn or unknown flag in a
- * branch: nothing runs, no arg_destroy runs); ENOMEM, NURSERY_EFORKED or
- * the errors of nursery_open() (nothing runs; the arg_destroy of every
- * branch runs); NURSERY_EFAILED; ECANCELED when the caller is cancelled
- * (and no branch failed).  results[] are all set, and done, on 0,
+ * the cancellations this call causes are not errors.  The call is not
+ * itself a cancellation point: a caller that is cancelled (at the call or
+ * meanwhile) has its branches cancelled, as nurseries it opens are (one
+ * cancelled at the call runs none), and gets ECANCELED.  Returns, in this
+ * order: EINVAL (branches or results NULL, n == 0, or a NULL fn or an
+ * unknown flag in a branch: nothing runs, no arg_destroy runs); ENOMEM,
+ * NURSERY_EFORKED or the other errors of nursery_open() (nothing runs;
+ * the arg_destroy of every branch runs); then 0, NURSERY_EFAILED, or
+ * ECANCELED when the caller is cancelled and no branch failed.  results[] are all set, and done, on 0,
  * NURSERY_EFAILED and ECANCELED, and all NULL on the other returns.
  * *errors (errors may be NULL) as for nursery_join(). */
 NURSERY_API int nursery_run_any(nursery_pool_t *pool, const nursery_branch_t *branches, size_t n,
@@ -568,10 +582,14 @@ typedef struct nursery_combinator {
  * on the calling task's pool (the default pool outside one), so that
  * wait_all(f1, wait_any(f2, f3)) is a branch {nursery_run_combinator,
  * &inner} among the outer's, and the leaves' outcomes are in the inner's
- * results.  Returns what the call returns; when that is NURSERY_EFAILED,
- * the task's error (its result's, or the outer's error group's entry)
- * carries the inner error group as its payload (nursery_error_payload(): a
- * nursery_errors_t *, freed with the error).  Never stores a value. */
+ * results.  Returns what the call returns (EINVAL also for arg NULL); when
+ * that is NURSERY_EFAILED, the task's error (its result's, or the outer's
+ * error group's entry) has code NURSERY_EFAILED and carries the inner
+ * error group as its payload (nursery_error_payload(): a
+ * nursery_errors_t *, freed with the error; without memory for that
+ * error, the group is freed and the code alone is returned).  Never
+ * stores a value.  A combinator task cancelled before it runs leaves the
+ * inner results as they were: set them to NULL first. */
 NURSERY_API int nursery_run_combinator(void *arg, void **value);
 
 /* ------------------------------------------------------------------------ */
@@ -589,7 +607,8 @@ NURSERY_API int nursery_run_combinator(void *arg, void **value);
 /* Creates a capture of fn(arg) that is not started: run it with
  * nursery_capture_run().  *out owns one reference.  opts->arg_destroy runs
  * when the capture has run, or when it is freed or cancelled without having
- * run, or at once if this call fails.  Returns 0, EINVAL (out or fn NULL)
+ * run, or at once if this call fails.  Returns 0, EINVAL (out or fn NULL,
+ * or an unknown flag in opts)
  * or ENOMEM; on failure *out is NULL (if out is not). */
 NURSERY_API int nursery_capture_create(nursery_result_t **out, nursery_fn fn, void *arg,
                                        const nursery_task_options_t *opts);
@@ -757,7 +776,7 @@ NURSERY_API bool nursery_cancelled(void);
 NURSERY_API int nursery_checkpoint(void);
 
 /* Sleeps until `deadline`.  Returns 0 when it passed, ECANCELED as soon as
- * the calling task is cancelled (at once if it already is, even with a
+ * the calling code is cancelled (at once if it already is, even with a
  * deadline that has passed).  Runs nothing while it sleeps, even in a pool
  * worker. */
 NURSERY_API int nursery_sleep(nursery_time_t deadline);
@@ -825,7 +844,8 @@ NURSERY_API int nursery_scope_open(nursery_scope_t **out, nursery_time_t deadlin
  * and every nursery opened inside it joined.  The code after it is again
  * under the enclosing task, body or scope.  Sets *outcome (if not NULL) to
  * NURSERY_SCOPE_* outcome bits (0 on failure), and releases the caller's
- * reference.  Cancel hooks registered inside it must have been removed.
+ * reference.  Cancel hooks still registered inside it never run after
+ * this (remove them, before or after, to free them).
  * Returns 0; ETIMEDOUT with NURSERY_SCOPE_FAIL_ON_DEADLINE when the scope
  * caught a cancellation and its deadline passed (the scope is closed all
  * the same); EINVAL (NULL; not the calling thread's innermost open scope,
@@ -919,7 +939,8 @@ struct pollfd;
  * or ENOMEM when the calling thread's wake-up descriptor (an eventfd on
  * Linux, else a pipe; one per thread that polls inside a task, body or
  * scope, made on its first use, closed when the thread exits) cannot be
- * made; ENOMEM (more than 16 descriptors, and no memory for the copy that
+ * made (outside them none is made, and these cannot happen); ENOMEM
+ * (more than 16 descriptors, and no memory for the copy that
  * adds the wake-up descriptor); then 0 with *ready set to the number of
  * entries with non-zero revents (at least 1), ETIMEDOUT (a deadline
  * already past only looks), ECANCELED (during the wait a ready descriptor
@@ -933,10 +954,12 @@ NURSERY_API int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadli
 /* Waits for child process `pid` to end, and reaps it (waitpid(pid, status,
  * 0) that is a cancellation point).  Uses a pidfd where the kernel has
  * them (Linux 5.3), else looks with waitpid(WNOHANG) at growing intervals
- * (1 to 50 ms).  Returns 0 with *status (if not NULL) set as by waitpid();
- * ETIMEDOUT or ECANCELED, leaving the child running and unreaped (kill it
- * and wait again, in a shielded scope if the caller is cancelled); EINVAL
- * (pid <= 0); ECHILD (not a child of this process, or reaped already);
+ * (1 to 50 ms).  Returns, in this order: EINVAL (pid <= 0); ECANCELED
+ * when the caller is cancelled at the call; ECHILD (not a child of this
+ * process, or reaped already); then 0 with *status (if not NULL) set as
+ * by waitpid(); ETIMEDOUT or ECANCELED, leaving the child running and
+ * unreaped (kill it and wait again, in a shielded scope if the caller is
+ * cancelled); or
  * EMFILE, ENFILE or ENOMEM from nursery_poll() on the pidfd (a pidfd that
  * cannot be made is not an error: the other way is taken). */
 NURSERY_API int nursery_child_wait(pid_t pid, int *status, nursery_time_t deadline);

@@ -655,10 +655,13 @@ int nursery_start_limited(nursery_t *n, nursery_fn fn, void *arg,
                           const nursery_task_options_t *opts, nursery_time_t deadline)
 {
     int rc = check_limited_start(n, fn, opts);
-    if (rc == 1)
+    bool limited = rc == 0;
+    if (rc == 1 || rc == 0)
+        rc = nursery_cancelled() || nursery__cancel_node_cancelled(&n->node)
+                 ? nursery__cancel_delivered()
+                 : 0;
+    if (rc == 0 && !limited)
         return nursery_start_soon(n, fn, arg, opts);
-    if (rc == 0 && nursery__cancel_node_cancelled(&n->node))
-        rc = nursery__cancel_delivered();
     if (rc == 0) {
         struct room_wait rw = {.one = {.mu = &n->mu, .q = &n->room}, .n = n};
         rc = nursery__block(&room_ops, &rw, deadline, 0);
