@@ -250,7 +250,9 @@ typedef struct nursery_pool_stats {
     size_t threads;     /* worker threads alive */
     size_t idle;        /* workers parked waiting for work */
     size_t blocked;     /* workers parked in a library wait (a join included)
-                         * for over 1 ms; not those blocked in user code */
+                         * for over 1 ms, or sleeping in nursery_poll() or
+                         * nursery_child_wait() at all; not those blocked
+                         * in user code */
     size_t queued;      /* tasks in the pool's queues, not yet taken */
     size_t running;     /* tasks the workers started and have not finished;
                          * a worker running a task inside a wait of another
