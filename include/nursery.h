@@ -534,7 +534,7 @@ NURSERY_API int nursery_try_start(nursery_t *n, nursery_fn fn, void *arg,
 
 /* One function for nursery_run_any() and nursery_run_all(); opts as for
  * nursery_start_soon() (may be NULL; nursery_run_any() adds
- * NURSERY_TASK_MAIN to its flags). */
+ * NURSERY_TASK_MAIN to its flags, nursery_run_all() adds nothing). */
 typedef struct nursery_branch {
     nursery_fn fn;
     void *arg;
@@ -846,8 +846,9 @@ NURSERY_API int nursery_scope_open(nursery_scope_t **out, nursery_time_t deadlin
  * and every nursery opened inside it joined.  The code after it is again
  * under the enclosing task, body or scope.  Sets *outcome (if not NULL) to
  * NURSERY_SCOPE_* outcome bits (0 on failure), and releases the caller's
- * reference.  Cancel hooks still registered inside it never run after
- * this (remove them, before or after, to free them).
+ * reference.  The cancel hooks registered inside it must be removed
+ * first: once it is closed they never run, and removing one then touches
+ * memory that is gone.
  * Returns 0; ETIMEDOUT with NURSERY_SCOPE_FAIL_ON_DEADLINE when the scope
  * caught a cancellation and its deadline passed (the scope is closed all
  * the same); EINVAL (NULL; not the calling thread's innermost open scope,
