@@ -712,9 +712,10 @@ NURSERY_API int nursery_scope_open(nursery_scope_t **out, nursery_time_t deadlin
  * Returns 0; ETIMEDOUT with NURSERY_SCOPE_FAIL_ON_DEADLINE when the scope
  * caught a cancellation its deadline caused (the scope is closed all the
  * same); EINVAL (NULL; not the calling thread's innermost open scope, as
- * when it is another thread's, out of order, or closed already: nothing
- * changes); NURSERY_EFORKED in the child of a fork() on a scope of the
- * parent's (nothing changes). */
+ * when it is another thread's, out of order, or closed already through a
+ * reference retained with nursery_scope_retain(), since close gives back
+ * the opener's: nothing changes); NURSERY_EFORKED in the child of a fork()
+ * on a scope of the parent's (nothing changes). */
 NURSERY_API int nursery_scope_close(nursery_scope_t *s, unsigned *outcome);
 
 /* Cancels the scope (see above).  Idempotent; never blocks for the code

@@ -3,10 +3,11 @@
  * cancel.c - the cancel tree, and the cancellation points that are not tied
  * to another object (checkpoint, sleep).
  *
- * Every task and every nursery has a cancel node.  A nursery's node hangs
- * under the node of the code that opened it (a task, or an enclosing
- * nursery's body); a task's node hangs under its nursery's node.  A node is
- * cancelled when it or any ancestor is.
+ * Every task, nursery and cancel scope has a cancel node.  A nursery's or
+ * a scope's node hangs under the node of the code that opened it (a task,
+ * an enclosing nursery's body, a scope); a task's node hangs under its
+ * nursery's node.  A node is cancelled when it or any ancestor is (up to
+ * a shielded one).
  *
  * Attaching.  Nodes that may have parked threads below them (a thread
  * parked under them, nurseries opened under them) are attached: linked in
@@ -36,6 +37,16 @@
  * cancels, so a thousand tasks woken by one cancel end without queueing on
  * its lock; deeper nodes stay attached, since a node between them may move.
  *
+ * Hooks (nursery_on_cancel, and nursery_poll's wake-up) hang on a node,
+ * which is attached first.  Whoever cancels runs them: the walk, at each
+ * node it visits, runs its pending hooks without holding its lock (the
+ * node is pinned or is the walk's root), one at a time, so a hook may call
+ * into the library; a remover waits while one runs.
+ *
+ * A shielded node (a NURSERY_SCOPE_SHIELD scope) is a root: it is never
+ * linked under its parent, so no walk from above reaches it, and
+ * cancelled() stops there.
+ *
  * Moving (nursery_started() moves a task from its starter to its nursery)
  * keeps a node cancelled if it was cancelled where it was: its own flag is
  * set, so what the walk told its subtree stays true.
@@ -46,6 +57,10 @@
 
 void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
 {
+    n->kind = NODE_TASK;
+    n->shield = false;
+    atomic_init(&n->deadline, NURSERY_FOREVER);
+    list_init(&n->hooks);
     atomic_init(&n->parent, parent);
     atomic_init(&n->cancelled, false);
     atomic_init(&n->inherited, false);
@@ -56,6 +71,11 @@ void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent
     list_init(&n->children);
     list_init(&n->sibling);
     nursery__waitq_init(&n->waiters);
+}
+
+void nursery__cancel_node_shield(struct cancel_node *n)
+{
+    n->shield = true;
 }
 
 static struct cancel_node *parent_of(struct cancel_node *n)
@@ -75,8 +95,9 @@ bool nursery__cancel_node_cancelled(struct cancel_node *n)
     for (; n; n = parent_of(n)) {
         if (flagged(n))
             return true;
-        /* An attached node has heard of every cancellation above it. */
-        if (atomic_load_explicit(&n->attached, memory_order_acquire))
+        /* An attached node has heard of every cancellation above it; a
+         * shielded one hears of none. */
+        if (atomic_load_explicit(&n->attached, memory_order_acquire) || n->shield)
             return false;
     }
     return false;
@@ -97,12 +118,13 @@ static void attach_one(struct cancel_node *n, struct cancel_node *parent)
     pthread_mutex_unlock(&parent->mu);
 }
 
-/* Whether a node can take children as it is: attached, a root, or known to
- * be cancelled (then a child learns it from the copy at attach). */
+/* Whether a node can take children as it is: attached, a root (a shielded
+ * node is one: nothing above reaches it), or known to be cancelled (then a
+ * child learns it from the copy at attach). */
 static bool anchored(struct cancel_node *n)
 {
-    return !parent_of(n) || atomic_load_explicit(&n->attached, memory_order_acquire) ||
-           flagged(n);
+    return !parent_of(n) || n->shield ||
+           atomic_load_explicit(&n->attached, memory_order_acquire) || flagged(n);
 }
 
 void nursery__cancel_node_attach(struct cancel_node *n)
@@ -178,11 +200,33 @@ void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *pa
 
 /* ---- cancelling -------------------------------------------------------- */
 
-/* Tells a node under a cancelled one, and wakes its parked threads. */
+/* Runs the node's pending hooks, one at a time, without its lock (a hook
+ * may call into the library); a remover waits while one runs.  Called
+ * with n->mu held, returns with it held; n stays linked meanwhile (a walk
+ * has it pinned, or it is the walk's root). */
+static void run_hooks_locked(struct cancel_node *n)
+{
+    while (!list_empty(&n->hooks)) {
+        struct cancel_hook *h = list_entry(n->hooks.next, struct cancel_hook, link);
+        list_remove(&h->link);
+        h->state = HOOK_RUNNING;
+        h->runner = pthread_self();
+        pthread_mutex_unlock(&n->mu);
+        h->fn(h->arg);
+        pthread_mutex_lock(&n->mu);
+        h->state = HOOK_RAN;
+        if (h->finished)
+            nursery__waiter_signal(h->finished); /* the last touch of h */
+    }
+}
+
+/* Tells a node under a cancelled one, wakes its parked threads and runs
+ * its hooks. */
 static void visit_locked(struct cancel_node *n)
 {
     atomic_store_explicit(&n->inherited, true, memory_order_release);
     nursery__waitq_wake_all(&n->waiters);
+    run_hooks_locked(n);
 }
 
 /* Lets go of a pinned child on the way back up (parent->mu held); the
@@ -200,6 +244,7 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
     struct cancel_node *node = root;
     pthread_mutex_lock(&root->mu);
     nursery__waitq_wake_all(&root->waiters);
+    run_hooks_locked(root);
     struct list *next = root->children.next; /* the next child of node to visit */
     for (;;) {
         if (next != &node->children) {
@@ -235,7 +280,66 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
     pthread_mutex_unlock(&root->mu);
 }
 
+/* ---- cancel hooks ------------------------------------------------------ */
+
+int nursery__cancel_hook_add(struct cancel_hook *h, void (*fn)(void *arg), void *arg)
+{
+    struct cancel_node *n = nursery__ctx.node;
+    if (!n)
+        return EINVAL;
+    *h = (struct cancel_hook){.fn = fn, .arg = arg, .node = n, .state = HOOK_PENDING};
+    /* Attached first, so that a walk from above reaches n's hooks; then
+     * either the walk has been at n (its flag tells, under n->mu) or it
+     * will find the hook there. */
+    nursery__cancel_node_attach(n);
+    pthread_mutex_lock(&n->mu);
+    bool now = nursery__cancel_node_cancelled(n);
+    if (!now)
+        list_push_back(&n->hooks, &h->link);
+    else
+        h->state = HOOK_RAN;
+    pthread_mutex_unlock(&n->mu);
+    if (now)
+        fn(arg);
+    return 0;
+}
+
+bool nursery__cancel_hook_remove(struct cancel_hook *h)
+{
+    struct cancel_node *n = h->node;
+    pthread_mutex_lock(&n->mu);
+    if (h->state == HOOK_PENDING)
+        list_remove(&h->link);
+    while (h->state == HOOK_RUNNING && !pthread_equal(h->runner, pthread_self())) {
+        struct waiter w;
+        nursery__waiter_init(&w);
+        h->finished = &w;
+        pthread_mutex_unlock(&n->mu);
+        nursery__waiter_park(&w, NURSERY_FOREVER);
+        pthread_mutex_lock(&n->mu);
+        h->finished = NULL;
+        nursery__waiter_destroy(&w);
+    }
+    bool ran = h->state != HOOK_PENDING;
+    pthread_mutex_unlock(&n->mu);
+    return ran;
+}
+
+bool nursery__cancel_hook_running_here(struct cancel_hook *h)
+{
+    pthread_mutex_lock(&h->node->mu);
+    bool here = h->state == HOOK_RUNNING && pthread_equal(h->runner, pthread_self());
+    pthread_mutex_unlock(&h->node->mu);
+    return here;
+}
+
 /* ---- cancellation points ----------------------------------------------- */
+
+int nursery__cancel_delivered(void)
+{
+    nursery__ctx.cancels_delivered++;
+    return ECANCELED;
+}
 
 bool nursery_cancelled(void)
 {
@@ -244,7 +348,7 @@ bool nursery_cancelled(void)
 
 int nursery_checkpoint(void)
 {
-    return nursery_cancelled() ? ECANCELED : 0;
+    return nursery_cancelled() ? nursery__cancel_delivered() : 0;
 }
 
 /* A sleep waits for nothing but its deadline and cancellation. */

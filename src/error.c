@@ -222,10 +222,11 @@ void nursery_errors_free(nursery_errors_t *g)
 static const char *const library_messages[] = {
     [NURSERY_ENOTDONE - NURSERY_EBASE] = "Result is not done yet",
     [NURSERY_EFAILED - NURSERY_EBASE] = "Task failed",
-    [NURSERY_ECLOSED - NURSERY_EBASE] = "Nursery or channel end is closed",
+    [NURSERY_ECLOSED - NURSERY_EBASE] = "Nursery, scope or channel end is closed",
     [NURSERY_ENOTSTARTED - NURSERY_EBASE] = "Task returned without calling nursery_started",
     [NURSERY_EEOC - NURSERY_EBASE] = "End of channel",
     [NURSERY_EFORKED - NURSERY_EBASE] = "Object belongs to the parent of a fork",
+    [NURSERY_EEXPIRED - NURSERY_EBASE] = "Deadline of the nursery passed",
 };
 
 const char *nursery_strerror(int code)

@@ -62,12 +62,15 @@ static inline void *calloc_aligned(size_t align, size_t size)
 
 /* The deadline as a timespec for pthread_cond_timedwait on CLOCK_MONOTONIC. */
 HIDDEN struct timespec nursery__timespec(nursery_time_t t);
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines. */
+HIDDEN void nursery__cond_init_monotonic(pthread_cond_t *cv);
 
 /* ---- context.c: the calling thread, and the side of a fork() ----------- */
 
 /* What the calling thread is doing, for cancellation and helping. */
 struct thread_ctx {
-    struct cancel_node *node;    /* innermost cancel node, NULL outside tasks and bodies */
+    struct cancel_node *node;    /* innermost cancel node, NULL outside tasks, bodies, scopes */
+    uint64_t cancels_delivered;  /* ECANCELED returned by cancellation points (scope.c) */
     struct task *task;           /* the task this thread runs now, or NULL */
     struct worker *worker;       /* this thread's worker record on a pool thread */
     nursery_error_t *last_error; /* owned reference, see nursery_last_error() */
@@ -201,9 +204,15 @@ HIDDEN int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t
 
 /* ---- cancel.c: the cancel tree ------------------------------------------ */
 
-/* A node of the cancel tree: a nursery's scope or a task.  See cancel.c for
- * how cancellation is inherited and how the walk wakes parked threads. */
+/* A node of the cancel tree: a nursery, a task or a cancel scope.  See
+ * cancel.c for how cancellation is inherited and how the walk wakes parked
+ * threads and runs cancel hooks. */
+enum { NODE_TASK, NODE_NURSERY, NODE_SCOPE };
 struct cancel_node {
+    unsigned char kind;                   /* NODE_*: what the node is the scope of; set by
+                                           * its owner right after init (NODE_TASK) */
+    bool shield;                          /* a walk from above stops here; set at init */
+    _Atomic nursery_time_t deadline;      /* for nursery_current_deadline() */
     _Atomic(struct cancel_node *) parent; /* changed by its owner thread, only while it is
                                            * not attached */
     atomic_bool cancelled;                /* cancelled itself: set once, never cleared */
@@ -220,9 +229,25 @@ struct cancel_node {
     struct list children;                 /* attached child nodes */
     struct list sibling;                  /* link in parent->children (parent->mu) */
     struct waitq waiters;                 /* threads parked under this node */
+    struct list hooks;                    /* cancel hooks not yet run (mu) */
+};
+
+/* A cancel hook (nursery_on_cancel): runs once, in the cancelling thread,
+ * when its node is cancelled; see cancel.c. */
+enum { HOOK_PENDING, HOOK_RUNNING, HOOK_RAN };
+struct cancel_hook {
+    struct list link; /* in node->hooks while pending (node->mu) */
+    void (*fn)(void *arg);
+    void *arg;
+    struct cancel_node *node;
+    int state;               /* HOOK_* (node->mu) */
+    pthread_t runner;        /* the thread running it (HOOK_RUNNING) */
+    struct waiter *finished; /* a remover waiting for HOOK_RAN (node->mu) */
 };
 
 HIDDEN void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent);
+/* A shielded node (a NURSERY_SCOPE_SHIELD scope); call right after init. */
+HIDDEN void nursery__cancel_node_shield(struct cancel_node *n);
 /* Detaches from the parent (waiting while a cancel walks its subtree): its
  * parent may go after this.  The node must have no attached children. */
 HIDDEN void nursery__cancel_node_detach(struct cancel_node *n);
@@ -239,6 +264,38 @@ HIDDEN void nursery__cancel_node_attach(struct cancel_node *n);
 /* Moves the node under a new parent; a node cancelled where it was stays
  * cancelled.  Owner thread only. */
 HIDDEN void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *parent);
+/* Registers h on the calling thread's innermost node (EINVAL when it has
+ * none): fn runs when that node is cancelled, at once (here) if it is
+ * already.  Returns 0 or EINVAL. */
+HIDDEN int nursery__cancel_hook_add(struct cancel_hook *h, void (*fn)(void *arg), void *arg);
+/* Unregisters h, waiting while another thread runs it.  Returns whether it
+ * ran (or was running). */
+HIDDEN bool nursery__cancel_hook_remove(struct cancel_hook *h);
+/* Whether the calling thread is inside h's fn (removing it would wait
+ * for itself). */
+HIDDEN bool nursery__cancel_hook_running_here(struct cancel_hook *h);
+/* What a cancellation point returns when the caller is cancelled: counts
+ * it for the scopes (NURSERY_SCOPE_CANCELLED_CAUGHT) and returns
+ * ECANCELED. */
+HIDDEN int nursery__cancel_delivered(void);
+
+/* ---- timer.c: the deadline thread --------------------------------------- */
+
+/* A deadline, kept by the deadline thread: fire(e) runs there once `when`
+ * has passed, unless it is disarmed first.  Zero-initialized = not armed. */
+struct timer_entry {
+    nursery_time_t when;                 /* timer.mu */
+    size_t index;                        /* heap slot + 1, 0 when not armed (timer.mu) */
+    void (*fire)(struct timer_entry *e); /* set by the owner before arming */
+};
+
+/* Arms (or moves) the entry.  Returns 0; ENOMEM; EAGAIN (the deadline
+ * thread cannot be started). */
+HIDDEN int nursery__timer_arm(struct timer_entry *e, nursery_time_t when);
+/* Disarms the entry, waiting while its fire() runs in the deadline thread
+ * (unless that is the caller): afterwards the entry may be freed.
+ * Returns whether it was still armed. */
+HIDDEN bool nursery__timer_disarm(struct timer_entry *e);
 
 /* ---- pool.c ------------------------------------------------------------ */
 
@@ -365,6 +422,8 @@ struct nursery {
     char pad_after_pending[56];
     atomic_int refs;           /* opener until join, plus nursery_retain() */
     atomic_size_t cancelled_tasks; /* tasks that ended only cancelled */
+    struct timer_entry expiry; /* nursery_open_until's deadline, when there is one */
+    atomic_bool expired;       /* that deadline cancelled the nursery */
     pthread_mutex_t mu;        /* protects errors, joiners, and pending's 1->0 */
     struct waitq joiners;
     nursery_errors_t errors;   /* built under mu, then handed to the joiner */

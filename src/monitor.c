@@ -261,11 +261,7 @@ int nursery__monitor_start(nursery_pool_t *p)
     struct monitor *m = calloc(1, sizeof(*m));
     if (!m)
         return ENOMEM;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&m->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    nursery__cond_init_monotonic(&m->cv);
     m->asleep = true;
     m->process_cpu = -1;
     m->interval = TICK_NS;

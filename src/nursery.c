@@ -155,10 +155,12 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     n->opener = pthread_self();
     n->opened_by_worker = nursery__pool_is_current(pool);
     nursery__cancel_node_init(&n->node, n->outer);
+    n->node.kind = NODE_NURSERY;
     nursery__cancel_node_attach(&n->node);
     atomic_init(&n->pending, 0);
     atomic_init(&n->refs, 1);
     atomic_init(&n->cancelled_tasks, 0);
+    atomic_init(&n->expired, false);
     pthread_mutex_init(&n->mu, NULL);
     nursery__waitq_init(&n->joiners);
     nursery__errors_init(&n->errors, release_group);
@@ -246,27 +248,58 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
 
     nursery__ctx.node = n->outer;
     nursery__cancel_node_detach(&n->node); /* before the outer node can go */
+    if (atomic_load_explicit(&n->node.deadline, memory_order_relaxed) != NURSERY_FOREVER)
+        nursery__timer_disarm(&n->expiry); /* waits while it fires */
     bool outer_cancelled = n->outer && nursery__cancel_node_cancelled(n->outer);
     bool failed = n->errors.count > 0 || n->errors.dropped > 0;
-    rc = failed ? NURSERY_EFAILED : outer_cancelled ? ECANCELED : 0;
+    /* An enclosing scope's cancellation comes out of here as ECANCELED, as
+     * a cancellation point's would: the scope that catches it counts it. */
+    rc = failed            ? NURSERY_EFAILED
+         : outer_cancelled ? nursery__cancel_delivered()
+         : atomic_load_explicit(&n->expired, memory_order_relaxed) ? NURSERY_EEXPIRED
+                                                                   : 0;
     hand_over_errors(n, errors);
     nursery__pool_nursery_closed(n->pool);
     nursery_release(n);
     return rc;
 }
 
-int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void *arg,
-                nursery_errors_t **errors)
+/* In the deadline thread: the nursery's deadline passed.  Join waits for
+ * this to return before it frees the nursery. */
+static void expire(struct timer_entry *e)
 {
-    if (errors)
-        *errors = NULL;
-    if (!body)
-        return EINVAL;
-    nursery_t *n;
-    int rc = nursery_open(&n, pool);
-    if (rc)
+    nursery_t *n = (nursery_t *)((char *)e - offsetof(nursery_t, expiry));
+    if (!atomic_load_explicit(&n->node.cancelled, memory_order_acquire))
+        atomic_store_explicit(&n->expired, true, memory_order_relaxed);
+    nursery__cancel_node_cancel(&n->node);
+}
+
+int nursery_open_until(nursery_t **out, nursery_pool_t *pool, nursery_time_t deadline)
+{
+    int rc = nursery_open(out, pool);
+    if (rc || deadline == NURSERY_FOREVER)
         return rc;
-    rc = body(n, arg);
+    nursery_t *n = *out;
+    n->expiry.fire = expire;
+    atomic_store_explicit(&n->node.deadline, deadline, memory_order_release);
+    if (nursery_now() >= deadline) {
+        expire(&n->expiry);
+        return 0;
+    }
+    rc = nursery__timer_arm(&n->expiry, deadline);
+    if (rc) {
+        /* Nothing was started in it: the join is immediate. */
+        nursery_join(n, NURSERY_FOREVER, NULL);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* The body, then join (nursery_run and nursery_run_until). */
+static int run_body(nursery_t *n, int (*body)(nursery_t *n, void *arg), void *arg,
+                    nursery_errors_t **errors)
+{
+    int rc = body(n, arg);
     /* Cancelled and saying so is not a failure; an error the body recorded
      * with nursery_fail() and returns is already counted.  (A body that
      * forked and returns in the child has a nursery of the parent's, which
@@ -281,6 +314,24 @@ int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void
         nursery_error_release(err);
     }
     return nursery_join(n, NURSERY_FOREVER, errors);
+}
+
+int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void *arg), void *arg,
+                nursery_errors_t **errors)
+{
+    return nursery_run_until(pool, NURSERY_FOREVER, body, arg, errors);
+}
+
+int nursery_run_until(nursery_pool_t *pool, nursery_time_t deadline,
+                      int (*body)(nursery_t *n, void *arg), void *arg, nursery_errors_t **errors)
+{
+    if (errors)
+        *errors = NULL;
+    if (!body)
+        return EINVAL;
+    nursery_t *n;
+    int rc = nursery_open_until(&n, pool, deadline);
+    return rc ? rc : run_body(n, body, arg, errors);
 }
 
 int nursery_cancel(nursery_t *n)
@@ -325,11 +376,15 @@ void nursery_release(nursery_t *n)
 /* ---- failing: tasks and bodies ----------------------------------------- */
 
 /* The nursery whose body the calling thread runs, or NULL.  The innermost
- * node is the running task's own, or a nursery's opened since. */
+ * node is the running task's own, a nursery's opened since, or a cancel
+ * scope's. */
 static nursery_t *current_body(void)
 {
+    /* Cancel scopes opened in the body are the thread's own: look past them. */
     struct cancel_node *node = nursery__ctx.node;
-    if (!node || (nursery__ctx.task && node == &nursery__ctx.task->node))
+    while (node && node->kind == NODE_SCOPE)
+        node = atomic_load_explicit(&node->parent, memory_order_relaxed);
+    if (!node || node->kind != NODE_NURSERY)
         return NULL;
     return (nursery_t *)((char *)node - offsetof(nursery_t, node));
 }
@@ -574,7 +629,7 @@ int nursery_started(void *value)
         if (abandoned)
             nursery__cancel_node_cancel(&t->node);
         pthread_mutex_unlock(&slot->mu);
-        return ECANCELED;
+        return nursery__cancel_delivered();
     }
     t->start = NULL;
     t->flags |= TASK_STARTED_FLAG;

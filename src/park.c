@@ -76,11 +76,7 @@ int nursery__waiter_park(struct waiter *w, nursery_time_t deadline)
 
 void nursery__waiter_init(struct waiter *w)
 {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    nursery__cond_init_monotonic(&w->cv);
     pthread_mutex_init(&w->mu, NULL);
     w->signalled = false;
 }
@@ -197,7 +193,7 @@ static int wait_outcome(const struct block_ops *ops, void *ctx, nursery_time_t d
     if (ops->ready(ctx))
         return 0;
     if (cancellable && nursery__ctx.node && nursery__cancel_node_cancelled(nursery__ctx.node))
-        return ECANCELED;
+        return nursery__cancel_delivered();
     if (deadline != NURSERY_FOREVER && nursery_now() >= deadline)
         return ETIMEDOUT;
     return -1;
@@ -208,7 +204,7 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
     bool cancellable = !(flags & BLOCK_UNCANCELLABLE);
     /* A cancellation point even when the wait could end at once. */
     if (cancellable && nursery__ctx.node && nursery__cancel_node_cancelled(nursery__ctx.node))
-        return ECANCELED;
+        return nursery__cancel_delivered();
     /* Only pool workers help: their pool may have nobody else to run what
      * they wait for.  Other threads just wait, and stay responsive to their
      * deadline and to cancellation. */

@@ -44,3 +44,12 @@ struct timespec nursery__timespec(nursery_time_t t)
     ts.tv_nsec = (long)(t % NS_PER_SEC);
     return ts;
 }
+
+void nursery__cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
