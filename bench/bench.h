@@ -52,6 +52,11 @@ int64_t bench_thread_cpu_ns(void);
  * scheduler would. */
 void bench_nap(int64_t ns);
 
+/* k pipes, for poll_cancel: fds[2 * i] is the read end of pipe i, fds[2 * i + 1] its write
+ * end (dies when one cannot be made).  Closing closes all 2k and frees fds. */
+int *bench_pipes_open(size_t k);
+void bench_pipes_close(int *fds, size_t k);
+
 /* Pins the calling thread to `cpu` (no-op for cpu < 0). */
 void bench_pin_self(int cpu);
 
@@ -170,6 +175,9 @@ void pt_blocking_fanout(size_t k, int64_t ns, unsigned char *done);
 /* k threads wait on one condition variable (60 s timeout) for a flag; returns ns from
  * setting it (and broadcasting) to the last thread joined. */
 int64_t pt_cancel_latency(size_t k);
+/* k threads each blocked in poll(2) on the read end of its own pipe (60 s timeout); returns
+ * ns from setting a flag (then writing a byte to every pipe) to the last thread joined. */
+int64_t pt_poll_cancel(size_t k);
 /* `rounds` round trips between the calling thread and a partner thread pinned to `cpu`,
  * through one mutex and two condition variables.  *wall_ns and *cpu_ns get the elapsed time
  * and the calling (waiting) thread's CPU time over all rounds. */

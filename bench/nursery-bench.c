@@ -11,6 +11,7 @@
  *     RESULT workload=<name> impl=<impl> value=<median> unit=<unit> min=<min> max=<max>
  *     RATIO workload=<name> nursery/<peer>=<nursery's median / the peer's>
  *
+ * (or, for a workload this machine cannot run, "SKIP workload=<name> reason=<why>")
  * on stdout (progress and notes go to stderr: first the load average, with a warning when the
  * machine is busy), then writes results.csv and, when gnuplot is installed, ratios.svg into
  * the output directory.  Every unit is "lower is better", so a ratio below 1 means libnursery
@@ -27,6 +28,7 @@
 #include <getopt.h>
 #include <malloc.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -254,6 +256,7 @@ static struct config {
     size_t fanout_tasks;  /* blocking_fanout: tasks */
     int64_t fanout_ns;    /* blocking_fanout: each task's nanosleep */
     size_t cancel_tasks;  /* cancel_latency: sleeping tasks */
+    size_t poll_tasks;    /* poll_cancel: tasks blocked in nursery_poll */
     size_t queued_tasks;  /* queued_memory: tasks queued */
     size_t idle_burst;    /* idle_cpu: spawn_join tasks before the idle second */
     int64_t idle_ns;      /* idle_cpu: how long the main thread sleeps */
@@ -272,6 +275,7 @@ static struct config {
     .fanout_tasks = 64,
     .fanout_ns = 10000000,
     .cancel_tasks = 1000,
+    .poll_tasks = 1000,
     .queued_tasks = 1000000,
     .idle_burst = 100000,
     .idle_ns = 1000000000,
@@ -653,6 +657,110 @@ static int64_t lib_cancel_latency(size_t k)
     nursery_errors_free(errors);
     nursery_result_release(run.gate);
     check(nursery_pool_destroy(pool), "nursery_pool_destroy");
+    return joined - atomic_load(&run.failed_at);
+}
+
+/* poll_cancel: a task blocked in nursery_poll() on the read end of a pipe nobody writes to. */
+struct poller {
+    struct cancel_run *run; /* its gate and failed_at are the failing task's, as above */
+    int fd;
+};
+
+static int poller_task(void *arg, void **value)
+{
+    struct poller *p = arg;
+    struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
+    size_t ready;
+    atomic_fetch_add(&p->run->sleeping, 1);
+    (void)value;
+    int rc = nursery_poll(&pfd, 1, NURSERY_FOREVER, &ready); /* ECANCELED, we hope */
+    return rc == 0 ? nursery_fail(EPROTO, "a pipe nobody writes to became ready") : rc;
+}
+
+/* k pipes: fds[2 * i] is the read end of pipe i, fds[2 * i + 1] its write end. */
+int *bench_pipes_open(size_t k)
+{
+    int *fds = malloc(2 * k * sizeof *fds);
+    if (!fds)
+        bench_die("out of memory");
+    for (size_t i = 0; i < k; i++)
+        if (pipe(&fds[2 * i]) != 0)
+            bench_die("pipe %zu of %zu: %s", i, k, strerror(errno));
+    return fds;
+}
+
+void bench_pipes_close(int *fds, size_t k)
+{
+    for (size_t i = 0; i < 2 * k; i++)
+        close(fds[i]);
+    free(fds);
+}
+
+/* As lib_cancel_latency, with the k tasks blocked in nursery_poll(), each on its own pipe,
+ * which the library wakes through the polling thread's own wake-up descriptor. */
+static int64_t lib_poll_cancel(size_t k)
+{
+    nursery_pool_options_t opts = {.threads = ncpu,
+                                   .max_threads = k + ncpu + 100,
+                                   .stack_size = 256 * 1024,
+                                   .name = "bench-poll"};
+    struct cancel_run run = {.sleeping = 0, .failed_at = 0};
+    struct poller *args = malloc(k * sizeof *args);
+    int *fds = bench_pipes_open(k);
+    static bool warned;
+    nursery_pool_t *pool;
+    nursery_t *nur;
+    nursery_errors_t *errors = NULL;
+
+    if (!args)
+        bench_die("out of memory");
+    check(nursery_pool_create(&pool, &opts), "nursery_pool_create");
+    check(nursery_future_create(&run.gate), "nursery_future_create");
+    check(nursery_open(&nur, pool), "nursery_open");
+    check(nursery_start_soon(nur, failing_task, &run, NULL), "nursery_start_soon");
+    for (size_t i = 0; i < k; i++) {
+        args[i] = (struct poller){&run, fds[2 * i]};
+        check(nursery_start_soon(nur, poller_task, &args[i], NULL), "nursery_start_soon");
+    }
+
+    /* Setup, not measured: wait until every poller polls (the pool counts it blocked), then
+     * a moment more, for the last ones to get from there into poll(2) (the pthread floor
+     * waits as long). */
+    nursery_pool_stats_t st = {0};
+    int64_t give_up = bench_now_ns() + 10 * INT64_C(1000000000);
+    while (bench_now_ns() < give_up) {
+        check(nursery_pool_stats(pool, &st), "nursery_pool_stats");
+        if (atomic_load(&run.sleeping) == k && st.blocked >= k + 1)
+            break;
+        bench_nap(1000000);
+    }
+    if ((atomic_load(&run.sleeping) != k || st.blocked < k + 1) && !warned) {
+        warned = true;
+        fprintf(stderr,
+                "nursery-bench: poll_cancel: after 10 s only %zu of %zu pollers started "
+                "(pool: %zu threads, %zu blocked, %zu queued); measuring anyway\n",
+                atomic_load(&run.sleeping), k, st.threads, st.blocked, st.queued);
+    }
+    bench_nap(10000000);
+
+    check(nursery_future_set_value(run.gate, NULL), "nursery_future_set_value");
+    int rc = nursery_join(nur, NURSERY_FOREVER, &errors);
+    int64_t joined = bench_now_ns();
+
+    nursery_error_t *e = nursery_errors_get(errors, 0);
+    if (rc != NURSERY_EFAILED || nursery_errors_count(errors) != 1 || nursery_error_code(e) != EIO)
+        bench_die("poll_cancel: join returned %s with %zu errors (first: %s), not the one "
+                  "planned failure",
+                  nursery_strerror(rc), nursery_errors_count(errors),
+                  e ? nursery_error_message(e) : "none");
+    if (nursery_errors_cancelled(errors) != k)
+        bench_die("poll_cancel: %zu of %zu pollers ended cancelled",
+                  nursery_errors_cancelled(errors), k);
+    nursery_errors_free(errors);
+    nursery_result_release(run.gate);
+    check(nursery_pool_destroy(pool), "nursery_pool_destroy");
+    bench_pipes_close(fds, k);
+    free(args);
     return joined - atomic_load(&run.failed_at);
 }
 
@@ -1217,6 +1325,49 @@ static void measure_cancel_latency(enum impl impl, double *v)
     }
 }
 
+/* poll_cancel needs a pipe per task (two descriptors) and, per polling pool thread, the
+ * library's wake-up descriptor; the pthread floor needs the pipes.  Raises the soft limit
+ * on descriptors to the hard one; says why the workload cannot run when that is too few. */
+static const char *poll_cancel_unavailable(void)
+{
+    static char why[160];
+    struct rlimit rl;
+    rlim_t need = (rlim_t)(3 * cfg.poll_tasks + ncpu + 256);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return "getrlimit(RLIMIT_NOFILE) failed";
+    if (rl.rlim_cur != rl.rlim_max) {
+        struct rlimit raised = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        snprintf(why, sizeof why,
+                 "RLIMIT_NOFILE is %llu (hard limit %llu), %llu descriptors needed",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                 (unsigned long long)need);
+        return why;
+    }
+    return NULL;
+}
+
+/* poll_cancel: 1000 tasks blocked in nursery_poll(), each on its own pipe; then one task
+ * fails, which cancels them.  ms from the failure to nursery_join() returning.  The pthread
+ * peer is the floor written by hand: a thread per pipe in poll(2), then a flag and a byte
+ * written to every pipe, and a join of every thread. */
+static void measure_poll_cancel(enum impl impl, double *v)
+{
+    switch (impl) {
+    case NURSERY:
+        v[0] = (double)lib_poll_cancel(cfg.poll_tasks) / 1e6;
+        break;
+    case PTHREAD:
+        v[0] = (double)pt_poll_cancel(cfg.poll_tasks) / 1e6;
+        break;
+    default:
+        no_version("poll_cancel", impl);
+    }
+}
+
 struct queued_run {
     enum impl impl;
     size_t tasks;
@@ -1301,6 +1452,9 @@ struct workload {
     bool no_warm_up;        /* no untimed run per implementation first */
     void (*setup)(void);    /* before the first run (NULL: nothing to do) */
     void (*teardown)(void); /* after the last run (NULL: nothing to do) */
+    /* Why this machine cannot run it (NULL: it can); then a SKIP line replaces its
+     * results.  Called first (NULL: always runnable). */
+    const char *(*unavailable)(void);
     /* One run with `impl`: checks the answer, stores the value(s) in v[0] (and v[1]). */
     void (*measure)(enum impl impl, double *v);
 };
@@ -1359,6 +1513,11 @@ static const struct workload workloads[] = {
      .unit = "ms",
      .impls = IMPL(NURSERY) | IMPL(PTHREAD),
      .measure = measure_cancel_latency},
+    {.name = "poll_cancel",
+     .unit = "ms",
+     .impls = IMPL(NURSERY) | IMPL(PTHREAD),
+     .unavailable = poll_cancel_unavailable,
+     .measure = measure_poll_cancel},
     {.name = "queued_memory",
      .unit = "B/task",
      .impls = IMPL(NURSERY) | IMPL(TBB) | IMPL(TOYPOOL),
@@ -1442,6 +1601,13 @@ static void run_workload(const struct workload *w)
             order[k++] = (enum impl)i;
     if (k == 0)
         return;
+    const char *why = w->unavailable ? w->unavailable() : NULL;
+    if (why) {
+        printf("SKIP workload=%s reason=%s\n", w->name, why);
+        fflush(stdout);
+        fprintf(stderr, "nursery-bench: %s skipped: %s\n", w->name, why);
+        return;
+    }
 
     double(*samples)[2][NIMPLS] = calloc((size_t)cfg.reps, sizeof *samples);
     double *column = calloc((size_t)cfg.reps, sizeof *column);
@@ -1724,6 +1890,7 @@ int main(int argc, char **argv)
         cfg.burst_len = 1u << 16;
         cfg.wake_rounds = 1000;
         cfg.cancel_tasks = 100;
+        cfg.poll_tasks = 200;
         cfg.queued_tasks = 20000;
         cfg.idle_burst = 10000;
         cfg.idle_ns = 100000000;

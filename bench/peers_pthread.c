@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * peers_pthread.c - the peer without a pool: one POSIX thread per task, created and then
- * joined, and the raw mutex+condvar ping-pong that wake_latency compares with.
+ * joined, the raw mutex+condvar ping-pong that wake_latency compares with, and the
+ * hand-written cancellation floors of cancel_latency and poll_cancel.
  *
  * Threads get small stacks (64 KiB) so that ten thousand of them fit comfortably; the
  * driver caps spawn_join's task count for this peer, since a million thread creations would
@@ -9,10 +10,14 @@
  */
 #include "bench.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define THREAD_STACK (64 * 1024)
 
@@ -181,6 +186,68 @@ int64_t pt_cancel_latency(size_t k)
     int64_t elapsed = bench_now_ns() - t0;
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.mu);
+    return elapsed;
+}
+
+/* ------------------------------------------------------------------------ */
+/* poll_cancel by hand: a flag, and a byte down every pipe                  */
+/* ------------------------------------------------------------------------ */
+
+struct poll_flag {
+    atomic_size_t polling; /* threads about to poll */
+    atomic_size_t woken;   /* threads that saw the flag when their poll returned */
+    atomic_bool cancelled;
+};
+
+struct polling_thread {
+    struct poll_flag *f;
+    int fd; /* the read end of its pipe */
+};
+
+static void *poll_until_cancelled(void *arg)
+{
+    struct polling_thread *t = arg;
+    struct pollfd pfd = {.fd = t->fd, .events = POLLIN};
+    atomic_fetch_add(&t->f->polling, 1);
+    for (;;) {
+        int r = poll(&pfd, 1, 60000);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (atomic_load(&t->f->cancelled))
+            atomic_fetch_add(&t->f->woken, 1);
+        return NULL; /* woken (or an error, or 60 s passed: the count shows it) */
+    }
+}
+
+int64_t pt_poll_cancel(size_t k)
+{
+    struct poll_flag f = {.polling = 0, .woken = 0, .cancelled = false};
+    struct polling_thread *args = malloc(k * sizeof *args);
+    int *fds = bench_pipes_open(k);
+    if (!args)
+        bench_die("pthread: out of memory");
+    for (size_t i = 0; i < k; i++)
+        args[i] = (struct polling_thread){&f, fds[2 * i]};
+    pthread_t *tids = threads_start(k, poll_until_cancelled, args, sizeof *args);
+    /* Not measured: every thread is about to poll; then a moment for the last ones to get
+     * into poll(2) (libnursery's side waits as long). */
+    while (atomic_load(&f.polling) < k)
+        bench_nap(1000000);
+    bench_nap(10000000);
+
+    int64_t t0 = bench_now_ns();
+    atomic_store(&f.cancelled, true);
+    for (size_t i = 0; i < k; i++)
+        if (write(fds[2 * i + 1], "x", 1) != 1)
+            bench_die("pthread: cannot write to pipe %zu", i);
+    threads_join(tids, k);
+    int64_t elapsed = bench_now_ns() - t0;
+
+    if (atomic_load(&f.woken) != k)
+        bench_die("pthread: poll_cancel: %zu of %zu threads saw the flag", atomic_load(&f.woken),
+                  k);
+    bench_pipes_close(fds, k);
+    free(args);
     return elapsed;
 }
 

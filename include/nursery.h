@@ -250,7 +250,9 @@ typedef struct nursery_pool_stats {
     size_t threads;     /* worker threads alive */
     size_t idle;        /* workers parked waiting for work */
     size_t blocked;     /* workers parked in a library wait (a join included)
-                         * for over 1 ms; not those blocked in user code */
+                         * for over 1 ms, or sleeping in nursery_poll() or
+                         * nursery_child_wait() at all; not those blocked
+                         * in user code */
     size_t queued;      /* tasks in the pool's queues, not yet taken */
     size_t running;     /* tasks the workers started and have not finished;
                          * a worker running a task inside a wait of another
@@ -284,6 +286,22 @@ enum {
     /* The task's error is kept in its result but does not cancel the
      * nursery and is not reported by join. */
     NURSERY_TASK_SUPPRESS_ERROR = 1u << 0,
+    /* A daemon (asyncgui's run_as_daemon, trio-util's run_and_cancelling):
+     * once the body has reached nursery_join() and every task of the
+     * nursery without this flag has ended, the nursery is cancelled, so
+     * that its daemons see it and end.  That cancellation is the nursery's
+     * own: join counts the daemons that end cancelled (see
+     * nursery_errors_cancelled()), and returns 0 for them. */
+    NURSERY_TASK_DAEMON = 1u << 1,
+    /* A main task (asyncgui's run_as_main): its end, however it ends,
+     * cancels the rest of the nursery, body included, as nursery_cancel()
+     * does.  With NURSERY_TASK_DAEMON too (asyncgui's wait_any_cm): the
+     * task's end cancels the body, and the body's end (once every other
+     * task without NURSERY_TASK_DAEMON has ended too) cancels the task.
+     * Without flags, the nursery waits for both (wait_all_cm).  A task
+     * begun with nursery_start() counts as main or daemon only once it has
+     * called nursery_started(). */
+    NURSERY_TASK_MAIN = 1u << 2,
 };
 
 /* Per-task options; NULL means all defaults. */
@@ -321,8 +339,10 @@ NURSERY_API int nursery_open(nursery_t **out, nursery_pool_t *pool);
  * failed: *errors gets the error group, never NULL then; ECANCELED when an
  * enclosing scope (a nursery this one runs in, or a cancel scope, not
  * shielded from it) was cancelled and nothing failed; NURSERY_EEXPIRED
- * when the nursery's own deadline (nursery_open_until()) cancelled it and
- * nothing failed and no enclosing scope was cancelled.  In these four
+ * when the nursery's own deadline (nursery_open_until()) cancelled it (it
+ * was not cancelled before: by nursery_cancel(), a failure, a main task's
+ * end or the cancellation of its daemons), nothing failed and no
+ * enclosing scope was cancelled.  In these four
  * cases the nursery is closed and its handle is
  * invalid (unless retained).  Cancelling the nursery itself with
  * nursery_cancel() is not an error: join then returns 0.
@@ -367,13 +387,16 @@ NURSERY_API int nursery_run(nursery_pool_t *pool, int (*body)(nursery_t *n, void
  * are doing; nursery_join() then returns NURSERY_EEXPIRED instead of 0.
  * NURSERY_FOREVER: exactly nursery_open().  A deadline already past
  * cancels the nursery before this returns.  Returns what nursery_open()
- * returns, and EAGAIN when the library's deadline thread cannot be
- * started (the first time a deadline is set in a process). */
+ * returns, and, with a deadline that has not passed, EAGAIN or ENOMEM when
+ * the library's deadline thread cannot be started (the first time a
+ * deadline is set in a process) or keep one more deadline (nothing is
+ * opened then). */
 NURSERY_API int nursery_open_until(nursery_t **out, nursery_pool_t *pool, nursery_time_t deadline);
 
 /* nursery_run() with a deadline, as nursery_open_until(): returns
  * NURSERY_EEXPIRED when the deadline cancelled the nursery and nothing
- * failed (a body that returned ECANCELED then has not failed). */
+ * failed (a body that returned ECANCELED then has not failed); EAGAIN or
+ * ENOMEM as nursery_open_until() (the body does not run). */
 NURSERY_API int nursery_run_until(nursery_pool_t *pool, nursery_time_t deadline,
                                   int (*body)(nursery_t *n, void *arg), void *arg,
                                   nursery_errors_t **errors);
@@ -402,13 +425,16 @@ NURSERY_API nursery_t *nursery_retain(nursery_t *n);
 NURSERY_API void nursery_release(nursery_t *n);
 
 /* Schedules fn(arg) in the nursery; never runs it in the calling thread
- * before returning.  Returns 0; EINVAL (n or fn NULL); ENOMEM;
- * NURSERY_EFORKED (a nursery of the parent of a fork, in the child);
- * NURSERY_ECLOSED (joined nursery), checked in that order.  On every
- * failure nothing was queued and opts->arg_destroy has run on arg.  A task
- * may be started into a nursery that is cancelled: it then ends cancelled
- * without running.  Thread-safe: any thread (tasks included) may start
- * tasks in an open nursery. */
+ * before returning.  Returns 0; EINVAL (n or fn NULL, or an unknown flag
+ * in opts); ENOMEM; NURSERY_EFORKED (a nursery of the parent of a fork,
+ * in the child); NURSERY_ECLOSED (joined nursery), checked in that order.
+ * On every failure nothing was queued and opts->arg_destroy has run on
+ * arg.  A task may be started into a nursery that is cancelled: it then
+ * ends cancelled without running.  In a nursery with a limit
+ * (nursery_set_limit()), a task beyond it waits in the nursery, in start
+ * order, until an admitted one ends: this call does not wait for room.
+ * Thread-safe: any thread (tasks included) may start tasks in an open
+ * nursery. */
 NURSERY_API int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg,
                                    const nursery_task_options_t *opts);
 
@@ -463,6 +489,111 @@ NURSERY_API int nursery_start(nursery_t *n, nursery_fn fn, void *arg,
  * when called again after it returned 0. */
 NURSERY_API int nursery_started(void *value);
 
+/* ---- A concurrency cap (Go's errgroup SetLimit and TryGo) ---- */
+
+/* Sets how many tasks of the nursery may be admitted at once: queued in the
+ * pool or running (0: no limit, the default).  Every start counts
+ * (nursery_start_soon(), nursery_start(), the capture starts): tasks
+ * started beyond the limit wait in the nursery, in start order, taking no
+ * worker and no place in the pool's queues, and are admitted in that
+ * order as admitted ones end, or at once when the limit is raised.  Only
+ * nursery_start_limited() waits for room, and nursery_try_start() asks
+ * for it.  Lowering the limit stops nothing already admitted.  Returns 0; EINVAL
+ * (NULL); NURSERY_EFORKED (a nursery of the parent of a fork, in the
+ * child); NURSERY_ECLOSED (joined).  Thread-safe. */
+NURSERY_API int nursery_set_limit(nursery_t *n, size_t limit);
+
+/* Starts fn(arg) in the nursery once it has room under its limit (no task
+ * waiting in the nursery, fewer than the limit admitted), waiting for room
+ * until `deadline`: back-pressure for a producer.  Without a limit there
+ * is always room.  A cancellation point, with or without a limit, for the
+ * caller's own cancellation and for the nursery's.  Returns, in this
+ * order: EINVAL (n or fn NULL, or an unknown flag), NURSERY_EFORKED,
+ * NURSERY_ECLOSED, as nursery_start_soon(); ECANCELED when the caller or
+ * the nursery is cancelled at the call; then 0, ENOMEM, ETIMEDOUT, or
+ * ECANCELED when either is cancelled while it waits.  On every failure
+ * nothing was started and opts->arg_destroy has run on arg.  Thread-safe; called
+ * from a task of the same nursery, it waits for that task's siblings to
+ * end (with a limit of 1, forever: the calling task holds the slot). */
+NURSERY_API int nursery_start_limited(nursery_t *n, nursery_fn fn, void *arg,
+                                      const nursery_task_options_t *opts,
+                                      nursery_time_t deadline);
+
+/* Starts fn(arg) if the nursery has room under its limit now (as
+ * nursery_start_limited(), without waiting; without a limit, as
+ * nursery_start_soon()).  Returns, in this order: EINVAL,
+ * NURSERY_EFORKED, NURSERY_ECLOSED as nursery_start_soon() (arg_destroy
+ * has run); EAGAIN when it has no room: then, unlike every other failure,
+ * arg_destroy has not run and the argument is still the caller's, to
+ * start again later; then 0 or ENOMEM (arg_destroy has run).  Never
+ * blocks; not a cancellation point. */
+NURSERY_API int nursery_try_start(nursery_t *n, nursery_fn fn, void *arg,
+                                  const nursery_task_options_t *opts);
+
+/* ---- asyncgui's wait_any and wait_all, over functions ---- */
+
+/* One function for nursery_run_any() and nursery_run_all(); opts as for
+ * nursery_start_soon() (may be NULL; nursery_run_any() adds
+ * NURSERY_TASK_MAIN to its flags, nursery_run_all() adds nothing). */
+typedef struct nursery_branch {
+    nursery_fn fn;
+    void *arg;
+    const nursery_task_options_t *opts;
+} nursery_branch_t;
+
+/* Runs the n branches as tasks of a new nursery on `pool` (NULL: the
+ * default pool) and waits for them all to end; the first to end cancels
+ * the others (asyncgui's wait_any).  results[i] gets branch i's capture,
+ * done when this returns, owned by the caller (nursery_result_release()):
+ * nursery_result_value() returns 0 for a branch that finished (more than
+ * one may have finished, or none), and nursery_result_error() gives
+ * ECANCELED for one that was cancelled.  Errors follow the nursery rule:
+ * the first real error cancels the rest, and the call returns
+ * NURSERY_EFAILED with the error group in *errors (as nursery_join(); a
+ * branch with NURSERY_TASK_SUPPRESS_ERROR keeps its error to its result);
+ * the cancellations this call causes are not errors.  The call is not
+ * itself a cancellation point: a caller that is cancelled (at the call or
+ * meanwhile) has its branches cancelled, as nurseries it opens are (one
+ * cancelled at the call runs none), and gets ECANCELED.  Returns, in this
+ * order: EINVAL (branches or results NULL, n == 0, or a NULL fn or an
+ * unknown flag in a branch: nothing runs, no arg_destroy runs); ENOMEM,
+ * NURSERY_EFORKED or the other errors of nursery_open() (nothing runs;
+ * the arg_destroy of every branch runs); then 0, NURSERY_EFAILED, or
+ * ECANCELED when the caller is cancelled and no branch failed.  results[] are all set, and done, on 0,
+ * NURSERY_EFAILED and ECANCELED, and all NULL on the other returns.
+ * *errors (errors may be NULL) as for nursery_join(). */
+NURSERY_API int nursery_run_any(nursery_pool_t *pool, const nursery_branch_t *branches, size_t n,
+                                nursery_result_t **results, nursery_errors_t **errors);
+
+/* As nursery_run_any(), but waits for every branch (asyncgui's wait_all):
+ * none is cancelled by another's end, only by a failure or the caller's
+ * cancellation. */
+NURSERY_API int nursery_run_all(nursery_pool_t *pool, const nursery_branch_t *branches, size_t n,
+                                nursery_result_t **results, nursery_errors_t **errors);
+
+/* A call of nursery_run_any() (any = true) or nursery_run_all(), as the
+ * argument of nursery_run_combinator(), so that combinators nest. */
+typedef struct nursery_combinator {
+    bool any;
+    const nursery_branch_t *branches;
+    size_t n;
+    nursery_result_t **results; /* n entries, set as nursery_run_any() sets them */
+} nursery_combinator_t;
+
+/* A nursery_fn that runs the combinator `arg` (a nursery_combinator_t *)
+ * on the calling task's pool (the default pool outside one), so that
+ * wait_all(f1, wait_any(f2, f3)) is a branch {nursery_run_combinator,
+ * &inner} among the outer's, and the leaves' outcomes are in the inner's
+ * results.  Returns what the call returns (EINVAL also for arg NULL); when
+ * that is NURSERY_EFAILED, the task's error (its result's, or the outer's
+ * error group's entry) has code NURSERY_EFAILED and carries the inner
+ * error group as its payload (nursery_error_payload(): a
+ * nursery_errors_t *, freed with the error; without memory for that
+ * error, the group is freed and the code alone is returned).  Never
+ * stores a value.  A combinator task cancelled before it runs leaves the
+ * inner results as they were: set them to NULL first. */
+NURSERY_API int nursery_run_combinator(void *arg, void **value);
+
 /* ------------------------------------------------------------------------ */
 /* Results: captures and futures                                            */
 /* ------------------------------------------------------------------------ */
@@ -478,7 +609,8 @@ NURSERY_API int nursery_started(void *value);
 /* Creates a capture of fn(arg) that is not started: run it with
  * nursery_capture_run().  *out owns one reference.  opts->arg_destroy runs
  * when the capture has run, or when it is freed or cancelled without having
- * run, or at once if this call fails.  Returns 0, EINVAL (out or fn NULL)
+ * run, or at once if this call fails.  Returns 0, EINVAL (out or fn NULL,
+ * or an unknown flag in opts)
  * or ENOMEM; on failure *out is NULL (if out is not). */
 NURSERY_API int nursery_capture_create(nursery_result_t **out, nursery_fn fn, void *arg,
                                        const nursery_task_options_t *opts);
@@ -634,18 +766,19 @@ NURSERY_API int nursery_wait_any(nursery_result_t *const *results, size_t n,
 /* Cancellation                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Whether the calling task (or nursery body) is cancelled.  False outside
- * any task and body (so in the child of a fork(), in the thread that
+/* Whether the calling code is cancelled: its task, nursery body or cancel
+ * scope (or an enclosing one it is not shielded from).  False outside any
+ * task, body and scope (so in the child of a fork(), in the thread that
  * forked, whatever it was running).  Never blocks. */
 NURSERY_API bool nursery_cancelled(void);
 
-/* Returns ECANCELED if the calling task (or nursery body) is cancelled,
- * else 0 (also outside any task and body, as in a fork child).  Never
- * blocks. */
+/* Returns ECANCELED if the calling code is cancelled (as
+ * nursery_cancelled() tells), else 0 (also outside any task, body and
+ * scope, as in a fork child).  Never blocks. */
 NURSERY_API int nursery_checkpoint(void);
 
 /* Sleeps until `deadline`.  Returns 0 when it passed, ECANCELED as soon as
- * the calling task is cancelled (at once if it already is, even with a
+ * the calling code is cancelled (at once if it already is, even with a
  * deadline that has passed).  Runs nothing while it sleeps, even in a pool
  * worker. */
 NURSERY_API int nursery_sleep(nursery_time_t deadline);
@@ -677,7 +810,8 @@ enum {
      * it.  For cleanup that must still wait. */
     NURSERY_SCOPE_SHIELD = 1u << 0,
     /* fail_after: nursery_scope_close() returns ETIMEDOUT when the scope
-     * caught a cancellation its deadline caused. */
+     * caught a cancellation (NURSERY_SCOPE_CANCELLED_CAUGHT) and its
+     * deadline passed while it was open. */
     NURSERY_SCOPE_FAIL_ON_DEADLINE = 1u << 1,
 };
 
@@ -686,13 +820,15 @@ enum {
     /* The scope was cancelled: nursery_scope_cancel() was called or its
      * deadline passed (Trio's cancel_called). */
     NURSERY_SCOPE_CANCEL_CALLED = 1u << 0,
-    /* Its deadline passed while it was open. */
+    /* Its deadline passed while it was open (also after a cancel). */
     NURSERY_SCOPE_DEADLINE_PASSED = 1u << 1,
-    /* A cancellation point inside it returned ECANCELED because of this
-     * scope's cancellation, and no enclosing scope, cancelled too and not
-     * shielded from, takes it instead (Trio's cancelled_caught): the
-     * cancellation ends here, and the code after the scope runs on
-     * uncancelled (unless something else cancels it). */
+    /* The scope was cancelled, a cancellation point inside it returned
+     * ECANCELED (so did nursery_join() of a nursery opened inside it), and
+     * no enclosing scope, nursery or task that the scope is not shielded
+     * from is cancelled too, to take it instead (Trio's cancelled_caught:
+     * the outermost cancelled scope catches).  The cancellation ends here:
+     * the code after the scope runs on uncancelled, unless something else
+     * cancels it. */
     NURSERY_SCOPE_CANCELLED_CAUGHT = 1u << 2,
 };
 
@@ -701,18 +837,23 @@ enum {
  * flags.  A deadline already past cancels the scope before this returns.
  * Returns 0 and sets *out (the caller's reference, given back by
  * nursery_scope_close()); EINVAL (out NULL, or an unknown flag); ENOMEM;
- * EAGAIN when the library's deadline thread cannot be started.  On failure
+ * EAGAIN or ENOMEM, with a deadline that has not passed, when the
+ * library's deadline thread cannot be started or keep one more deadline.  On failure
  * *out is NULL (if out is not) and nothing is opened. */
 NURSERY_API int nursery_scope_open(nursery_scope_t **out, nursery_time_t deadline, unsigned flags);
 
 /* Closes the scope: it must be the calling thread's innermost open scope,
  * and every nursery opened inside it joined.  The code after it is again
  * under the enclosing task, body or scope.  Sets *outcome (if not NULL) to
- * NURSERY_SCOPE_* outcome bits, and releases the caller's reference.
+ * NURSERY_SCOPE_* outcome bits (0 on failure), and releases the caller's
+ * reference.  The cancel hooks registered inside it must be removed
+ * first: once it is closed they never run, and removing one then touches
+ * memory that is gone.
  * Returns 0; ETIMEDOUT with NURSERY_SCOPE_FAIL_ON_DEADLINE when the scope
- * caught a cancellation its deadline caused (the scope is closed all the
- * same); EINVAL (NULL; not the calling thread's innermost open scope, as
- * when it is another thread's, out of order, or closed already through a
+ * caught a cancellation and its deadline passed (the scope is closed all
+ * the same); EINVAL (NULL; not the calling thread's innermost open scope,
+ * as when it is another thread's, when a nursery or scope opened inside
+ * it is still open, or when it is closed already through a
  * reference retained with nursery_scope_retain(), since close gives back
  * the opener's: nothing changes); NURSERY_EFORKED in the child of a fork()
  * on a scope of the parent's (nothing changes). */
@@ -735,16 +876,18 @@ NURSERY_API int nursery_scope_cancel(nursery_scope_t *s);
  * one (the deadline is unchanged).  Any thread, as nursery_scope_cancel(). */
 NURSERY_API int nursery_scope_set_deadline(nursery_scope_t *s, nursery_time_t deadline);
 
-/* The scope's deadline (NURSERY_FOREVER: none; also for NULL). */
+/* The scope's deadline (NURSERY_FOREVER: none; also for NULL).  Any
+ * thread, also after close through a retained reference. */
 NURSERY_API nursery_time_t nursery_scope_deadline(const nursery_scope_t *s);
 
 /* Whether the scope was cancelled (nursery_scope_cancel() or its
- * deadline); false for NULL. */
+ * deadline); false for NULL.  Any thread, also after close through a
+ * retained reference. */
 NURSERY_API bool nursery_scope_cancel_called(const nursery_scope_t *s);
 
 /* A reference for another thread that may cancel the scope or move its
  * deadline, valid after the scope is closed; every retain needs one
- * release.  Both accept NULL.  Thread-safe.  Releasing a scope of the
+ * release.  Retain returns s.  Both accept NULL.  Thread-safe.  Releasing a scope of the
  * parent of a fork, in the child, does nothing. */
 NURSERY_API nursery_scope_t *nursery_scope_retain(nursery_scope_t *s);
 NURSERY_API void nursery_scope_release(nursery_scope_t *s);
@@ -765,22 +908,24 @@ typedef struct nursery_cancel_hook nursery_cancel_hook_t;
 /* Registers fn(arg) to run once when the calling code's innermost task,
  * body or scope is cancelled, whatever the cause (nursery_cancel(), a
  * scope's cancel or deadline, a failing sibling, nursery_result_cancel(),
- * an enclosing scope): it runs in the thread that cancels, promptly, even
- * while the registering thread is blocked outside the library, so it can
- * wake that thread (close a socket, kill a child process, signal a
- * condition variable of the caller's).  Keep it short and non-blocking:
- * it may run under the library's deadline thread, and it must not close
- * or free what it was registered in.  When that code is cancelled already,
+ * an enclosing scope or nursery it is not shielded from): it runs in the
+ * thread that cancels, promptly, even while the registering thread is
+ * blocked outside the library, so it can wake that thread (shut down a
+ * socket with shutdown(2), which, unlike close(2), wakes a thread blocked
+ * in read(); kill a child process; signal a condition variable of the
+ * caller's).  Keep it short and non-blocking: it may run in the library's
+ * deadline thread, delaying other deadlines; it must not remove itself,
+ * close the scope or join the nursery it was registered in.  When that code is cancelled already,
  * fn runs in the calling thread before this returns.  Returns 0 and sets
  * *out, to be given to nursery_cancel_hook_remove() before the task, body
  * or scope ends; EINVAL (fn or out NULL, or no task, body or scope in this
  * thread: nothing could cancel it); ENOMEM.  On failure *out is NULL (if
- * out is not) and fn has not run. */
+ * out is not) and fn has not run.  Not a cancellation point. */
 NURSERY_API int nursery_on_cancel(void (*fn)(void *arg), void *arg, nursery_cancel_hook_t **out);
 
-/* Unregisters and frees a hook.  If fn is running in another thread, waits
- * until it has returned, so that once this returns fn runs no more and
- * touches nothing.  Sets *ran (if not NULL) to whether fn ran (or is
+/* Unregisters and frees a hook (from any thread, once).  If fn is running
+ * in another thread, waits until it has returned, so that once this
+ * returns fn runs no more and touches nothing.  Sets *ran (if not NULL) to whether fn ran (or is
  * running).  Returns 0; EINVAL (NULL, or called from inside fn itself,
  * which would wait forever). */
 NURSERY_API int nursery_cancel_hook_remove(nursery_cancel_hook_t *h, bool *ran);
@@ -791,15 +936,19 @@ struct pollfd;
 
 /* poll(2) that is a cancellation point: waits until one of the n
  * descriptors is ready as poll() tells it (events in, revents out), the
- * deadline passes, or the calling code is cancelled.  Returns 0 with
- * *ready set to the number of entries with non-zero revents (at least 1);
- * ETIMEDOUT; ECANCELED (at once when cancelled at the call, even if a
- * descriptor is ready; during the wait a ready descriptor wins); EINVAL
- * (fds or ready NULL, or n == 0); ENOMEM (more than 16 descriptors, and
- * no memory for the copy that adds the wake-up descriptor); what poll(2)
- * fails with (EINVAL for too many descriptors, ENOMEM); EMFILE or ENFILE
- * when the calling thread's wake-up descriptor (an eventfd on Linux, one
- * per thread, made on its first use) cannot be made.  Interrupted by a
+ * deadline passes, or the calling code is cancelled.  Returns, in this
+ * order: EINVAL (fds or ready NULL, or n == 0); ECANCELED when the caller
+ * is cancelled at the call, even if a descriptor is ready; EMFILE, ENFILE
+ * or ENOMEM when the calling thread's wake-up descriptor (an eventfd on
+ * Linux, else a pipe; one per thread that polls inside a task, body or
+ * scope, made on its first use, closed when the thread exits) cannot be
+ * made (outside them none is made, and these cannot happen); ENOMEM
+ * (more than 16 descriptors, and no memory for the copy that
+ * adds the wake-up descriptor); then 0 with *ready set to the number of
+ * entries with non-zero revents (at least 1), ETIMEDOUT (a deadline
+ * already past only looks), ECANCELED (during the wait a ready descriptor
+ * wins), or what poll(2) fails with (EINVAL for too many descriptors,
+ * ENOMEM).  Interrupted by a
  * signal, it goes on waiting.  revents is set only on 0.  A pool worker
  * that blocks here counts as blocked, so the pool may add a thread. */
 NURSERY_API int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadline,
@@ -808,11 +957,14 @@ NURSERY_API int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadli
 /* Waits for child process `pid` to end, and reaps it (waitpid(pid, status,
  * 0) that is a cancellation point).  Uses a pidfd where the kernel has
  * them (Linux 5.3), else looks with waitpid(WNOHANG) at growing intervals
- * (1 to 50 ms).  Returns 0 with *status (if not NULL) set as by waitpid();
- * ETIMEDOUT or ECANCELED, leaving the child running and unreaped (kill it
- * and wait again, in a shielded scope if the caller is cancelled); EINVAL
- * (pid <= 0); ECHILD (not a child of this process, or reaped already);
- * then the errors of nursery_poll(). */
+ * (1 to 50 ms).  Returns, in this order: EINVAL (pid <= 0); ECANCELED
+ * when the caller is cancelled at the call; ECHILD (not a child of this
+ * process, or reaped already); then 0 with *status (if not NULL) set as
+ * by waitpid(); ETIMEDOUT or ECANCELED, leaving the child running and
+ * unreaped (kill it and wait again, in a shielded scope if the caller is
+ * cancelled); or
+ * EMFILE, ENFILE or ENOMEM from nursery_poll() on the pidfd (a pidfd that
+ * cannot be made is not an error: the other way is taken). */
 NURSERY_API int nursery_child_wait(pid_t pid, int *status, nursery_time_t deadline);
 
 /* ------------------------------------------------------------------------ */

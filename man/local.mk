@@ -11,14 +11,20 @@ dist_man_MANS = \
 	man/nursery_error_create.3 \
 	man/nursery_future_create.3 \
 	man/nursery_now.3 \
+	man/nursery_on_cancel.3 \
 	man/nursery_open.3 \
+	man/nursery_poll.3 \
 	man/nursery_pool_create.3 \
 	man/nursery_result_wait.3 \
+	man/nursery_run_any.3 \
+	man/nursery_scope_open.3 \
+	man/nursery_set_limit.3 \
 	man/nursery_start_soon.3 \
 	man/nursery_wait_any.3 \
 	man/nursery_after_ms.3 \
 	man/nursery_after_ns.3 \
 	man/nursery_cancel.3 \
+	man/nursery_cancel_hook_remove.3 \
 	man/nursery_capture_create.3 \
 	man/nursery_capture_run.3 \
 	man/nursery_capture_start_and_done.3 \
@@ -27,6 +33,8 @@ dist_man_MANS = \
 	man/nursery_channel_try_recv.3 \
 	man/nursery_channel_try_send.3 \
 	man/nursery_checkpoint.3 \
+	man/nursery_child_wait.3 \
+	man/nursery_current_deadline.3 \
 	man/nursery_error_code.3 \
 	man/nursery_error_message.3 \
 	man/nursery_error_payload.3 \
@@ -46,6 +54,7 @@ dist_man_MANS = \
 	man/nursery_future_set_value.3 \
 	man/nursery_join.3 \
 	man/nursery_last_error.3 \
+	man/nursery_open_until.3 \
 	man/nursery_pool_default.3 \
 	man/nursery_pool_destroy.3 \
 	man/nursery_pool_stats.3 \
@@ -64,12 +73,24 @@ dist_man_MANS = \
 	man/nursery_results_to_channel.3 \
 	man/nursery_retain.3 \
 	man/nursery_run.3 \
+	man/nursery_run_all.3 \
+	man/nursery_run_combinator.3 \
+	man/nursery_run_until.3 \
+	man/nursery_scope_cancel.3 \
+	man/nursery_scope_cancel_called.3 \
+	man/nursery_scope_close.3 \
+	man/nursery_scope_deadline.3 \
+	man/nursery_scope_release.3 \
+	man/nursery_scope_retain.3 \
+	man/nursery_scope_set_deadline.3 \
 	man/nursery_sender_clone.3 \
 	man/nursery_sender_close.3 \
 	man/nursery_sender_free.3 \
 	man/nursery_sender_stats.3 \
 	man/nursery_sleep.3 \
 	man/nursery_start.3 \
+	man/nursery_start_limited.3 \
 	man/nursery_started.3 \
 	man/nursery_strerror.3 \
+	man/nursery_try_start.3 \
 	man/nursery_wait_all.3

@@ -316,6 +316,8 @@ HIDDEN void nursery__pool_task_finished(void);
 HIDDEN bool nursery__pool_is_current(const nursery_pool_t *p);
 /* Whether the pool was created before a fork() in this (child) process. */
 HIDDEN bool nursery__pool_is_forked(const nursery_pool_t *p);
+/* The pool the calling thread is a worker of, or NULL. */
+HIDDEN nursery_pool_t *nursery__pool_current(void);
 /* The calling worker enters (+1) or leaves (-1) a library wait, in which
  * the tasks it runs count as helped (no-op off the pool). */
 HIDDEN void nursery__pool_wait_depth(int delta);
@@ -388,6 +390,11 @@ HIDDEN bool nursery__task_claim(struct task *t);
 
 /* Set in task.flags once nursery_started() was called. */
 #define TASK_STARTED_FLAG (1u << 31)
+/* Set in task.flags when the task took a place under its nursery's limit
+ * (nursery_set_limit), given back when it ends. */
+#define TASK_COUNTED_FLAG (1u << 29)
+/* The flags a user may set. */
+#define TASK_USER_FLAGS (NURSERY_TASK_SUPPRESS_ERROR | NURSERY_TASK_DAEMON | NURSERY_TASK_MAIN)
 /* Set in task.flags while a helper's put-aside task waits in the injection
  * queue (pool.c). */
 #define TASK_ASIDE_FLAG (1u << 30)
@@ -422,6 +429,12 @@ struct nursery {
     char pad_after_pending[56];
     atomic_int refs;           /* opener until join, plus nursery_retain() */
     atomic_size_t cancelled_tasks; /* tasks that ended only cancelled */
+    atomic_size_t daemons;     /* NURSERY_TASK_DAEMON tasks pending */
+    atomic_bool limited;       /* nursery_set_limit() was called: starts take mu */
+    size_t limit;              /* 0: none (mu) */
+    size_t admitted;           /* TASK_COUNTED_FLAG tasks not yet ended (mu) */
+    struct task *backlog, *backlog_tail; /* started beyond the limit, linked by next (mu) */
+    struct waitq room;         /* nursery_start_limited() callers waiting for room (mu) */
     struct timer_entry expiry; /* nursery_open_until's deadline, when there is one */
     atomic_bool expired;       /* that deadline cancelled the nursery */
     pthread_mutex_t mu;        /* protects errors, joiners, and pending's 1->0 */
@@ -437,7 +450,7 @@ HIDDEN void nursery__wake_joiner(nursery_t *n);
 /* Marks a task's start in n: returns 0 or NURSERY_ECLOSED. */
 HIDDEN int nursery__task_begin(nursery_t *n);
 /* Called once per begun task when it has finished (last use of n). */
-HIDDEN void nursery__task_end(nursery_t *n);
+HIDDEN void nursery__task_end(nursery_t *n, unsigned task_flags);
 /* Records a task's failure (err borrowed) or cancellation. */
 HIDDEN void nursery__task_failed(nursery_t *n, nursery_error_t *err);
 HIDDEN void nursery__task_cancelled(nursery_t *n);
@@ -449,6 +462,9 @@ HIDDEN void nursery__start_slot_end(struct start_slot *slot, int code, nursery_e
  * `parent`.  On failure the task is discarded (arg_destroy has run) and its
  * memory is still the caller's. */
 HIDDEN int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent);
+/* Submits a capture made by nursery_capture_create() into n.  On failure
+ * the capture is released (its arg_destroy has run). */
+HIDDEN int nursery__capture_submit(nursery_t *n, nursery_result_t *r);
 
 /* ---- result.c ---------------------------------------------------------- */
 

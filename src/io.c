@@ -188,13 +188,17 @@ static int poll_loop(struct pollfd *all, size_t n, nursery_time_t deadline, size
             break;
         }
         if (!blocked) {
-            /* About to sleep: the pool may run its queue on another thread. */
+            /* About to sleep, maybe for long: the pool may run its queue,
+             * and what this worker's deque holds, on other threads. */
             nursery__pool_block_enter(false);
+            nursery__pool_park_mark(1);
             blocked = true;
         }
     }
-    if (blocked)
+    if (blocked) {
+        nursery__pool_park_mark(-1);
         nursery__pool_block_leave(false);
+    }
     return rc;
 }
 

@@ -66,12 +66,46 @@ static void return_credits(nursery_t *n)
     }
 }
 
-void nursery__task_end(nursery_t *n)
+/* Gives back an ended task's place under the limit: to the next task
+ * waiting in the nursery, or to a nursery_start_limited() caller. */
+static void release_place(nursery_t *n)
 {
+    pthread_mutex_lock(&n->mu);
+    struct task *next = n->backlog;
+    if (next && (n->limit == 0 || n->admitted <= n->limit)) {
+        n->backlog = atomic_load_explicit(&next->next, memory_order_relaxed);
+        if (!n->backlog)
+            n->backlog_tail = NULL;
+    } else {
+        next = NULL;
+        n->admitted--;
+        nursery__waitq_wake_all(&n->room);
+    }
+    pthread_mutex_unlock(&n->mu);
+    if (next)
+        nursery__pool_submit(n->pool, next);
+}
+
+void nursery__task_end(nursery_t *n, unsigned task_flags)
+{
+    if (unlikely(task_flags & TASK_COUNTED_FLAG))
+        release_place(n);
+    if (unlikely(task_flags & NURSERY_TASK_DAEMON))
+        atomic_fetch_sub_explicit(&n->daemons, 1, memory_order_relaxed);
     /* For TSan, the release orders below (see annotate.h): nursery_join
      * acquires it. */
     nursery__hb_release(n);
     uint64_t v = atomic_load_explicit(&n->pending, memory_order_relaxed);
+    if (unlikely(atomic_load_explicit(&n->daemons, memory_order_relaxed) > 0) &&
+        !(task_flags & NURSERY_TASK_DAEMON) && v > 1) {
+        /* Maybe the last task that is not a daemon: the joiner looks (see
+         * join_ready), woken under the lock as for the last task. */
+        pthread_mutex_lock(&n->mu);
+        atomic_fetch_sub_explicit(&n->pending, 1, memory_order_release);
+        nursery__waitq_wake_all(&n->joiners);
+        pthread_mutex_unlock(&n->mu);
+        return;
+    }
     for (;;) {
         if (v == 1) {
             /* The last one: under the lock, so the joiner cannot close and
@@ -102,12 +136,38 @@ void nursery__task_cancelled(nursery_t *n)
     atomic_fetch_add_explicit(&n->cancelled_tasks, 1, memory_order_relaxed);
 }
 
+/* Whether t may go to the pool now under the nursery's limit; if not, it
+ * waits in the nursery (it has a place already when TASK_COUNTED_FLAG is
+ * set: nursery_start_limited and nursery_try_start took it). */
+static bool admit(nursery_t *n, struct task *t)
+{
+    if (t->flags & TASK_COUNTED_FLAG)
+        return true;
+    t->flags |= TASK_COUNTED_FLAG;
+    pthread_mutex_lock(&n->mu);
+    bool now = !n->backlog && (n->limit == 0 || n->admitted < n->limit);
+    if (now) {
+        n->admitted++;
+    } else {
+        atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+        if (n->backlog_tail)
+            atomic_store_explicit(&n->backlog_tail->next, t, memory_order_relaxed);
+        else
+            n->backlog = t;
+        n->backlog_tail = t;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return now;
+}
+
 int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent)
 {
     /* Nothing of the pool is read before the nursery is known open: a
      * joined nursery's pool may be gone. */
     int rc = nursery__forked(n->generation) ? NURSERY_EFORKED : nursery__task_begin(n);
     if (unlikely(rc)) {
+        if (t->flags & TASK_COUNTED_FLAG)
+            release_place(n);
         nursery__task_discard(t);
         return rc;
     }
@@ -115,6 +175,10 @@ int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent)
     if (t->result)
         t->result->pool = n->pool; /* where a waiter may help with it */
     atomic_store_explicit(&t->node.parent, parent, memory_order_relaxed);
+    if (unlikely(t->flags & NURSERY_TASK_DAEMON))
+        atomic_fetch_add_explicit(&n->daemons, 1, memory_order_relaxed);
+    if (unlikely(atomic_load_explicit(&n->limited, memory_order_acquire)) && !admit(n, t))
+        return 0;
     nursery__pool_submit(n->pool, t);
     return 0;
 }
@@ -161,6 +225,9 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     atomic_init(&n->refs, 1);
     atomic_init(&n->cancelled_tasks, 0);
     atomic_init(&n->expired, false);
+    atomic_init(&n->daemons, 0);
+    atomic_init(&n->limited, false);
+    nursery__waitq_init(&n->room);
     pthread_mutex_init(&n->mu, NULL);
     nursery__waitq_init(&n->joiners);
     nursery__errors_init(&n->errors, release_group);
@@ -174,13 +241,27 @@ struct join_wait {
     nursery_t *n;
 };
 
+/* The body has ended (its opener is in join): when every task left is a
+ * daemon, they are cancelled.  (A daemon is counted after its start is,
+ * and uncounted before its end is, so the two counts meet only when every
+ * pending task is a daemon.) */
+static void cancel_daemons(nursery_t *n, uint64_t pending)
+{
+    size_t daemons = atomic_load_explicit(&n->daemons, memory_order_relaxed);
+    if (daemons > 0 && pending == daemons)
+        nursery__cancel_node_cancel(&n->node);
+}
+
 static bool join_ready(void *ctx)
 {
     nursery_t *n = ((struct join_wait *)ctx)->n;
     /* Asked between every task a joiner helps with: the lock only when
      * there may be something to close. */
-    if (atomic_load_explicit(&n->pending, memory_order_relaxed) != 0)
+    uint64_t pending = atomic_load_explicit(&n->pending, memory_order_relaxed);
+    if (pending != 0) {
+        cancel_daemons(n, pending);
         return false;
+    }
     uint64_t idle = 0;
     pthread_mutex_lock(&n->mu);
     bool closed = atomic_compare_exchange_strong_explicit(&n->pending, &idle, NURSERY_CLOSED,
@@ -435,6 +516,182 @@ int nursery_start_soon(nursery_t *n, nursery_fn fn, void *arg, const nursery_tas
         nursery__task_free(t);
     }
     return rc;
+}
+
+/* ---- a limit on the tasks admitted at once ------------------------------ */
+
+/* Admits every waiting task the limit has room for (n->mu held); returns
+ * them, linked, for the caller to submit once the lock is let go. */
+static struct task *admit_waiting_locked(nursery_t *n)
+{
+    struct task *first = NULL, **link = &first;
+    while (n->backlog && (n->limit == 0 || n->admitted < n->limit)) {
+        struct task *t = n->backlog;
+        n->backlog = atomic_load_explicit(&t->next, memory_order_relaxed);
+        n->admitted++;
+        *link = t;
+        link = (struct task **)&t->next; /* reused as this list's link */
+    }
+    if (!n->backlog)
+        n->backlog_tail = NULL;
+    *link = NULL;
+    return first;
+}
+
+int nursery_set_limit(nursery_t *n, size_t limit)
+{
+    if (!n)
+        return EINVAL;
+    if (nursery__forked(n->generation))
+        return NURSERY_EFORKED;
+    if (is_closed(n))
+        return NURSERY_ECLOSED;
+    pthread_mutex_lock(&n->mu);
+    n->limit = limit;
+    atomic_store_explicit(&n->limited, true, memory_order_release);
+    struct task *admitted = admit_waiting_locked(n);
+    nursery__waitq_wake_all(&n->room);
+    pthread_mutex_unlock(&n->mu);
+    while (admitted) {
+        struct task *next = (struct task *)atomic_load_explicit(&admitted->next,
+                                                                memory_order_relaxed);
+        nursery__pool_submit(n->pool, admitted);
+        admitted = next;
+    }
+    return 0;
+}
+
+/* Takes a place under the limit if there is room (n->mu held). */
+static bool take_place_locked(nursery_t *n)
+{
+    if (n->backlog || (n->limit != 0 && n->admitted >= n->limit))
+        return false;
+    n->admitted++;
+    return true;
+}
+
+/* A nursery_start_limited() caller's wait: for room, or for the nursery's
+ * cancellation (the caller's own is nursery__block's). */
+struct room_wait {
+    struct wait_one one;      /* on n->room; first, for wait_one_attach */
+    struct wait_link on_node; /* on n->node.waiters */
+    nursery_t *n;
+    bool placed;
+};
+
+static bool room_ready(void *ctx)
+{
+    struct room_wait *rw = ctx;
+    nursery_t *n = rw->n;
+    if (nursery__cancel_node_cancelled(&n->node))
+        return true;
+    pthread_mutex_lock(&n->mu);
+    rw->placed = take_place_locked(n);
+    pthread_mutex_unlock(&n->mu);
+    return rw->placed;
+}
+
+static void room_attach(void *ctx, struct waiter *w)
+{
+    struct room_wait *rw = ctx;
+    nursery__wait_one_attach(&rw->one, w);
+    struct cancel_node *node = &rw->n->node;
+    rw->on_node.waiter = w;
+    pthread_mutex_lock(&node->mu);
+    list_push_back(&node->waiters.links, &rw->on_node.node);
+    pthread_mutex_unlock(&node->mu);
+}
+
+static void room_detach(void *ctx)
+{
+    struct room_wait *rw = ctx;
+    struct cancel_node *node = &rw->n->node;
+    pthread_mutex_lock(&node->mu);
+    list_remove(&rw->on_node.node);
+    pthread_mutex_unlock(&node->mu);
+    nursery__wait_one_detach(&rw->one);
+}
+
+static const struct block_ops room_ops = {
+    .ready = room_ready,
+    .attach = room_attach,
+    .detach = room_detach,
+};
+
+/* Checks of nursery_start_limited and nursery_try_start before a place is
+ * sought; 0 when the nursery has a limit, 1 when it has none. */
+static int check_limited_start(nursery_t *n, nursery_fn fn, const nursery_task_options_t *opts)
+{
+    if (!n || !fn || (opts && (opts->flags & ~(unsigned)TASK_USER_FLAGS)))
+        return EINVAL;
+    if (nursery__forked(n->generation))
+        return NURSERY_EFORKED;
+    if (is_closed(n))
+        return NURSERY_ECLOSED;
+    return atomic_load_explicit(&n->limited, memory_order_acquire) ? 0 : 1;
+}
+
+/* Starts a task that has its place already (TASK_COUNTED_FLAG). */
+static int start_placed(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
+{
+    struct task *t = NULL;
+    int rc = nursery__task_new(&t, fn, arg, opts);
+    if (rc) {
+        release_place(n);
+        if (opts && opts->arg_destroy)
+            opts->arg_destroy(arg);
+        return rc;
+    }
+    t->flags |= TASK_COUNTED_FLAG;
+    rc = nursery__submit(n, t, &n->node);
+    if (rc) {
+        nursery__cancel_node_fini(&t->node);
+        nursery__task_free(t);
+    }
+    return rc;
+}
+
+int nursery_start_limited(nursery_t *n, nursery_fn fn, void *arg,
+                          const nursery_task_options_t *opts, nursery_time_t deadline)
+{
+    int rc = check_limited_start(n, fn, opts);
+    bool limited = rc == 0;
+    if (rc == 1 || rc == 0)
+        rc = nursery_cancelled() || nursery__cancel_node_cancelled(&n->node)
+                 ? nursery__cancel_delivered()
+                 : 0;
+    if (rc == 0 && !limited)
+        return nursery_start_soon(n, fn, arg, opts);
+    if (rc == 0) {
+        struct room_wait rw = {.one = {.mu = &n->mu, .q = &n->room}, .n = n};
+        rc = nursery__block(&room_ops, &rw, deadline, 0);
+        if (rc == 0 && !rw.placed)
+            rc = nursery__cancel_delivered(); /* the nursery was cancelled */
+        else if (rc != 0 && rw.placed)
+            release_place(n);
+    }
+    if (rc) {
+        if (opts && opts->arg_destroy)
+            opts->arg_destroy(arg);
+        return rc;
+    }
+    return start_placed(n, fn, arg, opts);
+}
+
+int nursery_try_start(nursery_t *n, nursery_fn fn, void *arg, const nursery_task_options_t *opts)
+{
+    int rc = check_limited_start(n, fn, opts);
+    if (rc == 1)
+        return nursery_start_soon(n, fn, arg, opts);
+    if (rc) {
+        if (opts && opts->arg_destroy)
+            opts->arg_destroy(arg);
+        return rc;
+    }
+    pthread_mutex_lock(&n->mu);
+    bool placed = take_place_locked(n);
+    pthread_mutex_unlock(&n->mu);
+    return placed ? start_placed(n, fn, arg, opts) : EAGAIN;
 }
 
 /* ---- start / started --------------------------------------------------- */

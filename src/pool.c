@@ -121,6 +121,12 @@ bool nursery__pool_is_current(const nursery_pool_t *p)
     return current_worker(p) != NULL;
 }
 
+nursery_pool_t *nursery__pool_current(void)
+{
+    struct worker *w = nursery__ctx.worker;
+    return w ? w->pool : NULL;
+}
+
 /* ---- running ----------------------------------------------------------- */
 
 static void kick_monitor(nursery_pool_t *p)

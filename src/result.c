@@ -118,13 +118,19 @@ int nursery_capture_start_soon(nursery_t *n, nursery_fn fn, void *arg,
     int rc = nursery_capture_create(out, fn, arg, opts);
     if (rc)
         return rc;
-    nursery_result_t *r = *out;
+    rc = nursery__capture_submit(n, *out);
+    if (rc)
+        *out = NULL;
+    return rc;
+}
+
+int nursery__capture_submit(nursery_t *n, nursery_result_t *r)
+{
     nursery_result_retain(r); /* the queue entry's reference */
-    rc = nursery__submit(n, &r->task, &n->node);
+    int rc = nursery__submit(n, &r->task, &n->node);
     if (rc) {
         nursery_result_release(r);
         nursery_result_release(r);
-        *out = NULL;
     }
     return rc;
 }

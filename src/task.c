@@ -36,7 +36,9 @@ int nursery__task_init(struct task *t, nursery_fn fn, void *arg, const nursery_t
     nursery__cancel_node_init(&t->node, NULL);
     if (opts) {
         t->arg_destroy = opts->arg_destroy;
-        t->flags = opts->flags & ~(TASK_STARTED_FLAG | TASK_ASIDE_FLAG);
+        if (opts->flags & ~(unsigned)TASK_USER_FLAGS)
+            return EINVAL;
+        t->flags = opts->flags;
         if (opts->name && !(t->name = strdup(opts->name)))
             return ENOMEM;
     }
@@ -95,6 +97,7 @@ nursery_error_t *nursery__outcome_error(int code)
 static void task_finish(struct task *t, int code, void *value, nursery_error_t *err)
 {
     nursery_t *n = t->nursery;
+    unsigned flags = t->flags; /* a capture's task may be gone once it is complete */
     bool cancelled = code == ECANCELED && nursery__cancel_node_cancelled(&t->node);
 
     if (err)
@@ -108,6 +111,8 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
             nursery__task_cancelled(n);
         else if (code && !(t->flags & NURSERY_TASK_SUPPRESS_ERROR))
             nursery__task_failed(n, err);
+        if (flags & NURSERY_TASK_MAIN)
+            nursery__cancel_node_cancel(&n->node);
     }
 
     nursery_result_t *r = t->result;
@@ -130,7 +135,7 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
         nursery__start_slot_end(start, code, err, cancelled);
     nursery_error_release(err);
     if (n)
-        nursery__task_end(n);
+        nursery__task_end(n, flags);
     if (!r)
         nursery__task_free(t);
 }
