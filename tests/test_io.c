@@ -131,6 +131,24 @@ static void kill_and_reap(pid_t pid)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 }
 
+/* A task that waits for a child. */
+struct child_call {
+    pid_t pid;
+    nursery_time_t deadline;
+    latch_t entered;
+    int rc;
+    int status;
+};
+
+static int child_wait_task(void *arg, void **value)
+{
+    (void)value;
+    struct child_call *c = arg;
+    latch_count_down(&c->entered);
+    c->rc = nursery_child_wait(c->pid, &c->status, c->deadline);
+    return c->rc;
+}
+
 /* ---- nursery_poll: ready, timed out ------------------------------------ */
 
 START_TEST(poll_ready_pipe_returns_0_with_revents)
@@ -466,6 +484,13 @@ START_TEST(poll_rejects_bad_input)
     ck_assert_int_eq(nursery_poll(&p, 1, HANG, NULL), EINVAL);
     ck_assert_int_eq(nursery_poll(&p, 0, HANG, &ready), EINVAL);
     ck_assert_int_eq(nursery_poll(NULL, 0, HANG, NULL), EINVAL);
+    /* Before cancellation. */
+    nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_scope_cancel(s), 0);
+    ck_assert_int_eq(nursery_poll(NULL, 1, HANG, &ready), EINVAL);
+    ck_assert_int_eq(nursery_poll(&p, 0, HANG, &ready), EINVAL);
+    ck_assert_int_eq(nursery_poll(&p, 1, HANG, NULL), EINVAL);
+    ck_assert_uint_eq(close_scope(s), CALLED);
     ck_assert_int_eq(p.revents, UNTOUCHED);
     close_pipe(a);
 }
@@ -770,6 +795,60 @@ START_TEST(poll_in_worker_lets_pool_add_a_thread)
 }
 END_TEST
 
+/* A worker sleeping in nursery_poll() or nursery_child_wait() counts as
+ * blocked in the pool's statistics. */
+static bool wait_pool_blocked(nursery_pool_t *p, size_t blocked)
+{
+    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
+    struct timespec pause = {0, 200 * 1000};
+    for (;;) {
+        nursery_pool_stats_t st;
+        if (nursery_pool_stats(p, &st) != 0)
+            return false;
+        if (st.blocked == blocked)
+            return true;
+        if (nursery_now() >= give_up)
+            return false;
+        nanosleep(&pause, NULL);
+    }
+}
+
+START_TEST(worker_in_poll_or_child_wait_counts_as_blocked)
+{
+    nursery_pool_t *one = capped_pool(1);
+    int a[2];
+    make_pipe(a);
+    struct pollfd p = pollin(a[0]);
+    struct poll_call c;
+    poll_call_init(&c, &p, 1, HANG);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, one), 0);
+    ck_assert_int_eq(nursery_start_soon(n, poll_task, &c, NULL), 0);
+    ck_assert(latch_wait(&c.entered));
+    ck_assert(wait_pool_blocked(one, 1));
+    put_byte(a[1]);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(c.rc, 0);
+    ck_assert(wait_pool_blocked(one, 0));
+    latch_destroy(&c.entered);
+
+    struct child_call cc = {.pid = pausing_child(30), .deadline = HANG, .rc = -1};
+    latch_init(&cc.entered, 1);
+    ck_assert_int_eq(nursery_open(&n, one), 0);
+    ck_assert_int_eq(nursery_start_soon(n, child_wait_task, &cc, NULL), 0);
+    ck_assert(latch_wait(&cc.entered));
+    ck_assert(wait_pool_blocked(one, 1));
+    ck_assert_int_eq(kill(cc.pid, SIGKILL), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(cc.rc, 0);
+    ck_assert(WIFSIGNALED(cc.status));
+    assert_no_zombie(cc.pid);
+    latch_destroy(&cc.entered);
+    close_pipe(a);
+    ck_assert_int_eq(nursery_pool_destroy(one), 0);
+}
+END_TEST
+
 /* ---- a thousand pollers woken by one failure ----------------------------- */
 
 #define POLLERS 1000
@@ -890,23 +969,6 @@ START_TEST(child_wait_reaps_exit_status)
 }
 END_TEST
 
-struct child_call {
-    pid_t pid;
-    nursery_time_t deadline;
-    latch_t entered;
-    int rc;
-    int status;
-};
-
-static int child_wait_task(void *arg, void **value)
-{
-    (void)value;
-    struct child_call *c = arg;
-    latch_count_down(&c->entered);
-    c->rc = nursery_child_wait(c->pid, &c->status, c->deadline);
-    return c->rc;
-}
-
 START_TEST(child_wait_in_task)
 {
     struct child_call c = {.pid = exiting_child(7), .deadline = HANG, .rc = -1};
@@ -1019,6 +1081,13 @@ START_TEST(child_wait_rejects_bad_pids)
     ck_assert_int_eq(nursery_child_wait(getppid(), &status, HANG), ECHILD);
     ck_assert_int_eq(nursery_child_wait(getpid(), &status, HANG), ECHILD);
     ck_assert_int_eq(nursery_child_wait(1, &status, HANG), ECHILD);
+
+    /* In this order: EINVAL, ECANCELED, ECHILD. */
+    nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_scope_cancel(s), 0);
+    ck_assert_int_eq(nursery_child_wait(0, &status, HANG), EINVAL);
+    ck_assert_int_eq(nursery_child_wait(getppid(), &status, HANG), ECANCELED);
+    ck_assert_uint_eq(close_scope(s), CALLED | CAUGHT);
 }
 END_TEST
 
@@ -1043,6 +1112,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, poll_emfile_when_wakeup_fd_cannot_be_made);
     tcase_add_test(tc, poll_goes_on_waiting_when_interrupted_by_signals);
     tcase_add_test(tc, poll_in_worker_lets_pool_add_a_thread);
+    tcase_add_test(tc, worker_in_poll_or_child_wait_counts_as_blocked);
 
     tc = tcase_with_timeout(s, "thousand", 120);
     tcase_add_test(tc, thousand_pollers_woken_by_one_failure);

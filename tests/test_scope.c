@@ -387,6 +387,7 @@ START_TEST(fail_on_deadline_close_is_etimedout)
     ck_assert_int_eq(nursery_checkpoint(), 0);
     ck_assert_int_eq(nursery_scope_cancel(s), NURSERY_ECLOSED);
     ck_assert_int_eq(nursery_scope_close(s, &outcome), EINVAL);
+    ck_assert_uint_eq(outcome, 0);
     nursery_scope_release(s);
 
     /* And through the shared check, with another kind of wait. */
@@ -1491,6 +1492,31 @@ START_TEST(open_until_cancelled_by_hand_join_is_0)
 }
 END_TEST
 
+/* Cancelled by hand before its deadline passed: not expired, even once the
+ * deadline has passed before the join. */
+START_TEST(open_until_cancelled_before_deadline_passes_join_is_0)
+{
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_time_t d = nursery_after_ms(SHORT_MS);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open_until(&n, pool, d), 0);
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    /* Past the deadline (a plain sleep: the body is cancelled). */
+    while (nursery_now() < d) {
+        struct timespec pause = {0, 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+    nursery_errors_free(errs);
+    gated_fini(&g);
+}
+END_TEST
+
 /* An enclosing cancelled scope wins over the nursery's own deadline. */
 START_TEST(open_until_in_cancelled_scope_join_is_ecanceled)
 {
@@ -1644,6 +1670,7 @@ START_TEST(close_out_of_order_is_einval_and_changes_nothing)
     ck_assert_int_eq(nursery_scope_cancel(b), 0);
     unsigned outcome = NO_OUTCOME;
     ck_assert_int_eq(nursery_scope_close(a, &outcome), EINVAL);
+    ck_assert_uint_eq(outcome, 0); /* 0 on failure */
     /* b is still the innermost, in effect. */
     ck_assert_int_eq(nursery_current_deadline(), d2);
     ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
@@ -1668,6 +1695,8 @@ static void *close_other_threads_scope(void *arg)
     struct closer *c = arg;
     unsigned outcome = NO_OUTCOME;
     c->rc = nursery_scope_close(c->scope, &outcome);
+    if (outcome != 0)
+        c->rc = -3; /* 0 on failure */
     /* Also when this thread has an open scope of its own. */
     nursery_scope_t *own = NULL;
     if (nursery_scope_open(&own, NURSERY_FOREVER, 0) == 0) {
@@ -1709,6 +1738,7 @@ START_TEST(calls_after_close_are_eclosed_and_double_close_einval)
     ck_assert_int_eq(nursery_scope_deadline(s), d);
     unsigned outcome = NO_OUTCOME;
     ck_assert_int_eq(nursery_scope_close(s, &outcome), EINVAL);
+    ck_assert_uint_eq(outcome, 0);
     ck_assert_int_eq(nursery_checkpoint(), 0);
     nursery_scope_release(s);
 
@@ -1732,6 +1762,9 @@ START_TEST(close_with_open_nursery_inside_is_einval)
     nursery_t *n = NULL;
     ck_assert_int_eq(nursery_open(&n, pool), 0);
     ck_assert_int_eq(nursery_scope_close(s, NULL), EINVAL);
+    unsigned outcome = NO_OUTCOME;
+    ck_assert_int_eq(nursery_scope_close(s, &outcome), EINVAL);
+    ck_assert_uint_eq(outcome, 0);
     ck_assert_int_eq(nursery_scope_cancel(s), 0);
     ck_assert(nursery_cancelled());
     ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), ECANCELED);
@@ -2396,6 +2429,7 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, open_until_finished_first_is_0);
     tcase_add_test(tc, open_until_past_deadline_cancels_before_returning);
     tcase_add_test(tc, open_until_cancelled_by_hand_join_is_0);
+    tcase_add_test(tc, open_until_cancelled_before_deadline_passes_join_is_0);
     tcase_add_test(tc, open_until_in_cancelled_scope_join_is_ecanceled);
     tcase_add_test(tc, open_until_rejects_null);
     tcase_add_test(tc, run_until_reports_expiry_failure_and_success);
