@@ -1349,6 +1349,130 @@ START_TEST(shield_stops_outer_deadlines)
 }
 END_TEST
 
+/* Across threads, at any depth: a grandchild task sees the deadline of a
+ * scope its grandparent nursery was opened in, a shield around that
+ * nursery hides it, and moving it shows at once. */
+struct seen_deeper {
+    nursery_time_t seen;      /* the grandchild's first look */
+    nursery_time_t seen_moved; /* after the test moved the deadline */
+    latch_t looked, moved;
+};
+
+static int grandchild_looks(void *arg, void **value)
+{
+    (void)value;
+    struct seen_deeper *d = arg;
+    d->seen = nursery_current_deadline();
+    latch_count_down(&d->looked);
+    task_expect(latch_wait(&d->moved));
+    d->seen_moved = nursery_current_deadline();
+    return 0;
+}
+
+static int child_opens_nursery(void *arg, void **value)
+{
+    (void)value;
+    nursery_t *m = NULL;
+    task_expect_eq(nursery_open(&m, pool), 0);
+    task_expect_eq(nursery_start_soon(m, grandchild_looks, arg, NULL), 0);
+    return nursery_join(m, NURSERY_FOREVER, NULL);
+}
+
+static void run_grandchild(struct seen_deeper *d, nursery_scope_t *moved, nursery_time_t to)
+{
+    latch_init(&d->looked, 1);
+    latch_init(&d->moved, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, child_opens_nursery, d, NULL), 0);
+    ck_assert(latch_wait(&d->looked));
+    ck_assert_int_eq(nursery_scope_set_deadline(moved, to), 0);
+    latch_count_down(&d->moved);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    latch_destroy(&d->looked);
+    latch_destroy(&d->moved);
+}
+
+START_TEST(current_deadline_reaches_grandchildren_and_stops_at_shields)
+{
+    nursery_time_t d1 = nursery_after_ms(TEST_HANG_MS / 2), d2 = d1 - 5 * SEC;
+    nursery_scope_t *outer = open_scope(d1, 0);
+    struct seen_deeper a = {0};
+    run_grandchild(&a, outer, d2);
+    ck_assert_int_eq(a.seen, d1);
+    ck_assert_int_eq(a.seen_moved, d2);
+
+    /* Behind a shield: the outer deadline is hidden, the shield's shows. */
+    nursery_scope_t *shield = open_scope(NURSERY_FOREVER, NURSERY_SCOPE_SHIELD);
+    struct seen_deeper b = {0};
+    nursery_time_t d3 = d1 + 5 * SEC;
+    run_grandchild(&b, shield, d3);
+    ck_assert_int_eq(b.seen, NURSERY_FOREVER);
+    ck_assert_int_eq(b.seen_moved, d3);
+    ck_assert_uint_eq(close_scope(shield), 0);
+    ck_assert_uint_eq(close_scope(outer), 0);
+}
+END_TEST
+
+/* A task begun with nursery_start() belongs to its caller until it calls
+ * started: the caller's deadline applies to it (its cancellation points
+ * cannot wait beyond it), and no longer once it has started. */
+struct start_look {
+    nursery_time_t before, after;
+    latch_t started;
+};
+
+static int look_around_started(void *arg, void **value)
+{
+    (void)value;
+    struct start_look *l = arg;
+    l->before = nursery_current_deadline();
+    task_expect_eq(nursery_started(NULL), 0);
+    l->after = nursery_current_deadline();
+    latch_count_down(&l->started);
+    return 0;
+}
+
+START_TEST(current_deadline_of_start_task_is_callers_until_started)
+{
+    nursery_t *target = NULL;
+    ck_assert_int_eq(nursery_open(&target, pool), 0); /* no deadline */
+    nursery_time_t d = nursery_after_ms(TEST_HANG_MS / 2);
+    nursery_scope_t *s = open_scope(d, 0);
+    struct start_look l = {0};
+    latch_init(&l.started, 1);
+    ck_assert_int_eq(nursery_start(target, look_around_started, &l, NULL, HANG, NULL, NULL), 0);
+    ck_assert_uint_eq(close_scope(s), 0);
+    ck_assert_int_eq(nursery_join(target, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(l.before, d);
+    ck_assert_int_eq(l.after, NURSERY_FOREVER);
+    latch_destroy(&l.started);
+}
+END_TEST
+
+/* Moving a scope's deadline earlier cancels, at the new deadline, a task
+ * of a nursery opened inside it. */
+START_TEST(moving_deadline_earlier_reaches_nursery_inside)
+{
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running));
+    nursery_time_t d = nursery_after_ms(SHORT_MS);
+    ck_assert_int_eq(nursery_scope_set_deadline(s, d), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), ECANCELED);
+    ck_assert_int_ge(nursery_now(), d);
+    ck_assert_int_eq(atomic_load(&g.rc), ECANCELED);
+    ck_assert_uint_eq(close_scope(s), ALL_BITS);
+    gated_fini(&g);
+}
+END_TEST
+
 /* ---- nursery_open_until() and nursery_run_until() ------------------------ */
 
 START_TEST(open_until_expired_join_is_eexpired)
@@ -2419,6 +2543,9 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, current_deadline_is_min_of_nested_scopes);
     tcase_add_test(tc, current_deadline_reaches_tasks_on_other_threads);
     tcase_add_test(tc, shield_stops_outer_deadlines);
+    tcase_add_test(tc, current_deadline_reaches_grandchildren_and_stops_at_shields);
+    tcase_add_test(tc, current_deadline_of_start_task_is_callers_until_started);
+    tcase_add_test(tc, moving_deadline_earlier_reaches_nursery_inside);
 
     tc = tcase_with_timeout(s, "open_until", 60);
     tcase_add_checked_fixture(tc, setup, teardown);
