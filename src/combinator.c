@@ -68,10 +68,11 @@ static int run_branches(nursery_pool_t *pool, const nursery_branch_t *branches, 
 {
     if (errors)
         *errors = NULL;
+    if (results)
+        for (size_t i = 0; i < count; i++)
+            results[i] = NULL;
     if (!valid(branches, count, results))
         return EINVAL;
-    for (size_t i = 0; i < count; i++)
-        results[i] = NULL;
     int rc = make_branches(branches, count, results, any);
     if (rc)
         return rc;

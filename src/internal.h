@@ -345,6 +345,7 @@ HIDDEN void nursery__pool_nursery_closed(nursery_pool_t *p);
 enum task_state {
     TASK_IDLE,    /* a capture created but not started */
     TASK_QUEUED,  /* waiting in a pool queue */
+    TASK_WAITING, /* waiting in its nursery, beyond its limit (nursery_set_limit) */
     TASK_RUNNING, /* claimed by a worker or a helper */
     TASK_DONE,
 };
@@ -462,6 +463,10 @@ HIDDEN void nursery__start_slot_end(struct start_slot *slot, int code, nursery_e
  * `parent`.  On failure the task is discarded (arg_destroy has run) and its
  * memory is still the caller's. */
 HIDDEN int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent);
+/* Takes t out of its nursery's tasks waiting beyond the limit, claiming it
+ * (TASK_RUNNING, no place under the limit): false when it is no longer
+ * there (admitted meanwhile: it is about to be TASK_QUEUED). */
+HIDDEN bool nursery__backlog_take(nursery_t *n, struct task *t);
 /* Submits a capture made by nursery_capture_create() into n.  On failure
  * the capture is released (its arg_destroy has run). */
 HIDDEN int nursery__capture_submit(nursery_t *n, nursery_result_t *r);

@@ -149,6 +149,7 @@ static bool admit(nursery_t *n, struct task *t)
     if (now) {
         n->admitted++;
     } else {
+        atomic_store_explicit(&t->state, TASK_WAITING, memory_order_relaxed);
         atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
         if (n->backlog_tail)
             atomic_store_explicit(&n->backlog_tail->next, t, memory_order_relaxed);
@@ -158,6 +159,29 @@ static bool admit(nursery_t *n, struct task *t)
     }
     pthread_mutex_unlock(&n->mu);
     return now;
+}
+
+bool nursery__backlog_take(nursery_t *n, struct task *t)
+{
+    pthread_mutex_lock(&n->mu);
+    struct task *prev = NULL, *x = n->backlog;
+    while (x && x != t) {
+        prev = x;
+        x = atomic_load_explicit(&x->next, memory_order_relaxed);
+    }
+    if (x) {
+        struct task *next = atomic_load_explicit(&t->next, memory_order_relaxed);
+        if (prev)
+            atomic_store_explicit(&prev->next, next, memory_order_relaxed);
+        else
+            n->backlog = next;
+        if (n->backlog_tail == t)
+            n->backlog_tail = prev;
+        t->flags &= ~TASK_COUNTED_FLAG; /* it never took a place */
+        atomic_store_explicit(&t->state, TASK_RUNNING, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&n->mu);
+    return x != NULL;
 }
 
 int nursery__submit(nursery_t *n, struct task *t, struct cancel_node *parent)

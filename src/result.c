@@ -396,6 +396,16 @@ int nursery_result_cancel(nursery_result_t *r)
         }
         if (state == TASK_QUEUED)
             continue; /* claimed meanwhile: it is running now */
+        if (state == TASK_WAITING) {
+            /* Beyond its nursery's limit: taken out and ended here, or
+             * admitted meanwhile (queued in a moment: look again). */
+            if (nursery__backlog_take(t->nursery, t)) {
+                atomic_store(&t->node.cancelled, true);
+                nursery__task_run(t);
+                return 0;
+            }
+            continue;
+        }
         /* task_finish tears the node down under r->mu and marks it done. */
         pthread_mutex_lock(&r->mu);
         bool running = atomic_load(&t->state) == TASK_RUNNING;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_nursery.c - open/join, start_soon, nesting, first-error cancellation,
- * error groups, task flags, and Trio's start/started.
+ * error groups, task flags, and Trio's start/started; daemon and main tasks
+ * (asyncgui's _cm forms) and the concurrency cap (nursery_set_limit,
+ * nursery_start_limited, nursery_try_start).
  */
 #include "helpers.h"
 
@@ -1775,6 +1777,1045 @@ START_TEST(started_after_start_gave_up_is_ecanceled)
 }
 END_TEST
 
+/* ---- daemon and main tasks: asyncgui's _cm forms ------------------------
+ * One row per form, one loop index per (form, scenario).  The body is the
+ * test thread's code between open and join; "the body ends" is reaching
+ * join.  DAEMON: the body's end cancels the task.  MAIN: the task's end
+ * cancels the body. */
+
+struct form {
+    const char *name;
+    unsigned flags;
+    int tasks;
+};
+
+static const struct form forms[] = {
+    {"wait_any_cm", NURSERY_TASK_DAEMON | NURSERY_TASK_MAIN, 1},
+    {"wait_all_cm", 0, 1},
+    {"run_as_daemon", NURSERY_TASK_DAEMON, 1},
+    {"run_as_main", NURSERY_TASK_MAIN, 1},
+    {"open_nursery", 0, 3},
+};
+
+enum { TASK_FIRST, BODY_FIRST, TASK_FAILS, BODY_FAILS, BOTH_FAIL, SCENARIOS };
+static const char *const scenario_names[] = {"task first", "body first", "task fails",
+                                             "body fails", "both fail"};
+#define FORMS ((int)(sizeof(forms) / sizeof(forms[0])))
+
+struct bg_task {
+    nursery_result_t *gate;
+    int fail;
+    int value;
+    latch_t *running;
+    latch_t *ended; /* counted down by arg_destroy, after the task's end */
+};
+
+static int bg_fn(void *arg, void **value)
+{
+    struct bg_task *t = arg;
+    latch_count_down(t->running);
+    int rc = gate_wait(t->gate);
+    if (rc)
+        return rc;
+    if (t->fail)
+        return nursery_fail(t->fail, "task");
+    *value = INT2PTR(t->value);
+    return 0;
+}
+
+static void bg_ended(void *arg)
+{
+    latch_count_down(((struct bg_task *)arg)->ended);
+}
+
+START_TEST(flags_give_asyncgui_cm_forms)
+{
+    const struct form *f = &forms[_i / SCENARIOS];
+    int sc = _i % SCENARIOS;
+    bool main_task = f->flags & NURSERY_TASK_MAIN;
+    bool daemon = f->flags & NURSERY_TASK_DAEMON;
+    char what[64];
+    snprintf(what, sizeof(what), "%s, %s", f->name, scenario_names[sc]);
+
+    nursery_pool_t *pool = test_pool(4);
+    nursery_result_t *go = gate_new(), *never = gate_new(), *open = gate_new();
+    gate_open(open);
+    latch_t running, ended;
+    latch_init(&running, f->tasks);
+    latch_init(&ended, f->tasks);
+    struct bg_task t[3];
+    nursery_result_t *r[3] = {NULL, NULL, NULL};
+    nursery_task_options_t opts = {.name = "bg", .arg_destroy = bg_ended, .flags = f->flags};
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    for (int i = 0; i < f->tasks; i++) {
+        t[i] = (struct bg_task){.gate = never, .value = 100 + i, .running = &running, .ended = &ended};
+        if (sc == TASK_FIRST)
+            t[i].gate = go;
+        if ((sc == TASK_FAILS || sc == BOTH_FAIL) && i == 0) {
+            t[i].gate = go;
+            t[i].fail = EIO;
+        }
+        ck_assert_int_eq(nursery_capture_start_soon(n, bg_fn, &t[i], &opts, &r[i]), 0);
+    }
+    ck_assert(latch_wait(&running));
+    ck_assert_msg(!nursery_cancelled(), "%s: body cancelled early", what);
+
+    nursery_errors_t *errs = NULL;
+    int rc;
+    switch (sc) {
+    case TASK_FIRST:
+        gate_open(go);
+        ck_assert(latch_wait(&ended)); /* every task has ended */
+        ck_assert_msg(nursery_cancelled() == main_task, "%s: body cancelled: %d", what,
+                      nursery_cancelled());
+        ck_assert_int_eq(gate_wait(open), main_task ? ECANCELED : 0);
+        ck_assert_int_eq(nursery_checkpoint(), main_task ? ECANCELED : 0);
+        rc = nursery_join(n, NURSERY_FOREVER, &errs);
+        ck_assert_msg(rc == 0, "%s: join %d", what, rc);
+        ck_assert_msg(errs == NULL, "%s: a group", what);
+        for (int i = 0; i < f->tasks; i++)
+            assert_value(r[i], 100 + i);
+        break;
+    case BODY_FIRST:
+        if (daemon) {
+            rc = nursery_join(n, NURSERY_FOREVER, &errs);
+            ck_assert_msg(rc == 0, "%s: join %d", what, rc);
+            ck_assert_msg(errs != NULL, "%s: no group", what);
+            ck_assert_uint_eq(nursery_errors_count(errs), 0);
+            ck_assert_uint_eq(nursery_errors_cancelled(errs), (size_t)f->tasks);
+            for (int i = 0; i < f->tasks; i++)
+                assert_failed(r[i], ECANCELED);
+        } else {
+            /* The body is in join: the task is not cancelled by it. */
+            ck_assert_int_eq(nursery_join(n, nursery_after_ms(-1), &errs), ETIMEDOUT);
+            ck_assert_ptr_null(errs);
+            for (int i = 0; i < f->tasks; i++)
+                assert_not_done(r[i]);
+            ck_assert_int_eq(nursery_future_set_value(never, NULL), 0);
+            rc = nursery_join(n, NURSERY_FOREVER, &errs);
+            ck_assert_msg(rc == 0, "%s: join %d", what, rc);
+            ck_assert_msg(errs == NULL, "%s: a group (task cancelled?)", what);
+            for (int i = 0; i < f->tasks; i++)
+                assert_value(r[i], 100 + i);
+        }
+        break;
+    case TASK_FAILS:
+    case BOTH_FAIL:
+        gate_open(go);
+        /* Whatever the flags, a failure cancels the body. */
+        ck_assert_int_eq(gate_wait(never), ECANCELED);
+        ck_assert(nursery_cancelled());
+        if (sc == BOTH_FAIL)
+            ck_assert_int_eq(nursery_fail(EPROTO, "body"), EPROTO);
+        rc = nursery_join(n, NURSERY_FOREVER, &errs);
+        ck_assert_msg(rc == NURSERY_EFAILED, "%s: join %d", what, rc);
+        ck_assert_uint_eq(nursery_errors_count(errs), sc == BOTH_FAIL ? 2 : 1);
+        ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EIO);
+        ck_assert_str_eq(nursery_error_message(nursery_errors_get(errs, 0)), "task");
+        ck_assert_str_eq(nursery_error_task_name(nursery_errors_get(errs, 0)), "bg");
+        if (sc == BOTH_FAIL) {
+            ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 1)), EPROTO);
+            ck_assert_str_eq(nursery_error_message(nursery_errors_get(errs, 1)), "body");
+        }
+        ck_assert_uint_eq(nursery_errors_cancelled(errs), (size_t)f->tasks - 1);
+        assert_failed(r[0], EIO);
+        for (int i = 1; i < f->tasks; i++)
+            assert_failed(r[i], ECANCELED);
+        break;
+    case BODY_FAILS:
+        ck_assert_int_eq(nursery_fail(EPROTO, "body"), EPROTO);
+        ck_assert(nursery_cancelled());
+        ck_assert_int_eq(gate_wait(open), ECANCELED);
+        rc = nursery_join(n, NURSERY_FOREVER, &errs);
+        ck_assert_msg(rc == NURSERY_EFAILED, "%s: join %d", what, rc);
+        ck_assert_uint_eq(nursery_errors_count(errs), 1);
+        ck_assert_int_eq(nursery_error_code(nursery_errors_get(errs, 0)), EPROTO);
+        ck_assert_str_eq(nursery_error_message(nursery_errors_get(errs, 0)), "body");
+        ck_assert_uint_eq(nursery_errors_cancelled(errs), (size_t)f->tasks);
+        for (int i = 0; i < f->tasks; i++)
+            assert_failed(r[i], ECANCELED);
+        break;
+    }
+    ck_assert_uint_eq(nursery_errors_dropped(errs), 0);
+    nursery_errors_free(errs);
+    ck_assert(latch_is_open(&ended)); /* every arg_destroy ran */
+    results_release(r, (size_t)f->tasks);
+    latch_destroy(&running);
+    latch_destroy(&ended);
+    nursery_result_release(go);
+    nursery_result_release(never);
+    nursery_result_release(open);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* The same table through nursery_run(): the body's return is its end. */
+struct run_form {
+    unsigned flags;
+    nursery_result_t *never;
+    nursery_result_t *r;
+    latch_t running;
+    int body_wait_rc;
+};
+
+static int body_then_return(nursery_t *n, void *arg)
+{
+    struct run_form *rf = arg;
+    struct bg_task *t = malloc(sizeof(*t));
+    ck_assert_ptr_nonnull(t);
+    *t = (struct bg_task){.gate = rf->never, .value = 7, .running = &rf->running};
+    nursery_task_options_t opts = {.arg_destroy = free, .flags = rf->flags};
+    ck_assert_int_eq(nursery_capture_start_soon(n, bg_fn, t, &opts, &rf->r), 0);
+    ck_assert(latch_wait(&rf->running));
+    return 0;
+}
+
+START_TEST(run_body_return_cancels_daemons_only)
+{
+    nursery_pool_t *pool = test_pool(2);
+    const unsigned flag_sets[] = {NURSERY_TASK_DAEMON, NURSERY_TASK_DAEMON | NURSERY_TASK_MAIN};
+    for (size_t k = 0; k < 2; k++) {
+        struct run_form rf = {.flags = flag_sets[k], .never = gate_new()};
+        latch_init(&rf.running, 1);
+        nursery_errors_t *errs = NULL;
+        ck_assert_int_eq(nursery_run(pool, body_then_return, &rf, &errs), 0);
+        ck_assert_uint_eq(nursery_errors_count(errs), 0);
+        ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+        nursery_errors_free(errs);
+        assert_failed(rf.r, ECANCELED);
+        nursery_result_release(rf.r);
+        nursery_result_release(rf.never);
+        latch_destroy(&rf.running);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
+/* A daemon starts a plain task: the nursery is not cancelled while that
+ * task runs, even with the body in join; once it ends, the daemon is. */
+struct daemon_parent {
+    nursery_t *n;
+    nursery_result_t *child_gate;
+    nursery_result_t *never;
+    nursery_result_t *child; /* the plain task's capture */
+    latch_t child_started;
+    atomic_int daemon_rc;
+};
+
+static int plain_child(void *arg, void **value)
+{
+    struct daemon_parent *d = arg;
+    int rc = gate_wait(d->child_gate);
+    if (rc)
+        return rc;
+    *value = INT2PTR(55);
+    return 0;
+}
+
+static int starting_daemon(void *arg, void **value)
+{
+    (void)value;
+    struct daemon_parent *d = arg;
+    task_expect_eq(nursery_capture_start_soon(d->n, plain_child, d, NULL, &d->child), 0);
+    latch_count_down(&d->child_started);
+    int rc = gate_wait(d->never);
+    atomic_store(&d->daemon_rc, rc);
+    return rc;
+}
+
+START_TEST(daemon_that_starts_a_plain_task)
+{
+    nursery_pool_t *pool = test_pool(3);
+    struct daemon_parent d = {.child_gate = gate_new(), .never = gate_new()};
+    latch_init(&d.child_started, 1);
+    atomic_init(&d.daemon_rc, -1);
+    ck_assert_int_eq(nursery_open(&d.n, pool), 0);
+    nursery_task_options_t daemon = {.flags = NURSERY_TASK_DAEMON};
+    nursery_result_t *dr = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(d.n, starting_daemon, &d, &daemon, &dr), 0);
+    ck_assert(latch_wait(&d.child_started));
+    /* The body reaches join: a plain task is still pending, nothing is
+     * cancelled. */
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(d.n, nursery_after_ms(-1), &errs), ETIMEDOUT);
+    assert_not_done(d.child);
+    assert_not_done(dr);
+    gate_open(d.child_gate);
+    ck_assert_int_eq(nursery_join(d.n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_tasks_ok();
+    assert_value(d.child, 55);
+    assert_failed(dr, ECANCELED);
+    ck_assert_int_eq(atomic_load(&d.daemon_rc), ECANCELED);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+    nursery_errors_free(errs);
+    nursery_result_release(dr);
+    nursery_result_release(d.child);
+    nursery_result_release(d.child_gate);
+    nursery_result_release(d.never);
+    latch_destroy(&d.child_started);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* A MAIN task begun with nursery_start() is main only once started: its
+ * failure before started goes to the caller and cancels nothing; after
+ * started, its end cancels the body. */
+static int main_fails_before_started(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return nursery_fail(EIO, "before started");
+}
+
+static int main_started_then_waits(void *arg, void **value)
+{
+    (void)value;
+    nursery_result_t *gate = arg;
+    if (nursery_started(INT2PTR(9)) != 0)
+        return EINVAL;
+    return gate_wait(gate);
+}
+
+START_TEST(main_task_by_start_counts_once_started)
+{
+    nursery_pool_t *pool = test_pool(2);
+    nursery_result_t *gate = gate_new();
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    nursery_task_options_t main_opts = {.flags = NURSERY_TASK_MAIN};
+    ck_assert_int_eq(nursery_start(n, main_fails_before_started, NULL, &main_opts, NURSERY_FOREVER,
+                                   NULL, NULL),
+                     EIO);
+    ck_assert(!nursery_cancelled());
+    void *v = NULL;
+    nursery_result_t *done = NULL;
+    ck_assert_int_eq(nursery_start(n, main_started_then_waits, gate, &main_opts, NURSERY_FOREVER,
+                                   &v, &done),
+                     0);
+    ck_assert_ptr_eq(v, INT2PTR(9));
+    ck_assert(!nursery_cancelled());
+    gate_open(gate);
+    ck_assert_int_eq(nursery_sleep(nursery_after_ms(TEST_HANG_MS)), ECANCELED);
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    assert_value(done, 0);
+    nursery_result_release(done);
+    nursery_result_release(gate);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* Unknown flags (and the library's own internal bits) are EINVAL on every
+ * start call, and the argument is destroyed. */
+START_TEST(unknown_task_flag_is_einval_and_destroys_the_arg)
+{
+    nursery_pool_t *pool = test_pool(1);
+    const unsigned bad[] = {1u << 3, 1u << 16, 1u << 29, 1u << 30, 1u << 31};
+    for (size_t limited = 0; limited < 2; limited++) {
+        nursery_t *n = NULL;
+        ck_assert_int_eq(nursery_open(&n, pool), 0);
+        if (limited)
+            ck_assert_int_eq(nursery_set_limit(n, 4), 0);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            atomic_int destroyed = 0;
+            nursery_task_options_t o = {.arg_destroy = count_call,
+                                        .flags = NURSERY_TASK_DAEMON | bad[i]};
+            /* The argument is the counter: running would add one too. */
+            ck_assert_int_eq(nursery_start_soon(n, count_task, &destroyed, &o), EINVAL);
+            ck_assert_int_eq(atomic_load(&destroyed), 1);
+            nursery_result_t *r = INT2PTR(1);
+            ck_assert_int_eq(nursery_capture_start_soon(n, count_task, &destroyed, &o, &r), EINVAL);
+            ck_assert_ptr_null(r);
+            ck_assert_int_eq(atomic_load(&destroyed), 2);
+            ck_assert_int_eq(nursery_start(n, count_task, &destroyed, &o, NURSERY_FOREVER, NULL, &r),
+                             EINVAL);
+            ck_assert_ptr_null(r);
+            ck_assert_int_eq(atomic_load(&destroyed), 3);
+            ck_assert_int_eq(nursery_start_limited(n, count_task, &destroyed, &o, NURSERY_FOREVER),
+                             EINVAL);
+            ck_assert_int_eq(atomic_load(&destroyed), 4);
+            ck_assert_int_eq(nursery_try_start(n, count_task, &destroyed, &o), EINVAL);
+            ck_assert_int_eq(atomic_load(&destroyed), 5);
+        }
+        nursery_errors_t *errs = INT2PTR(1);
+        ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+        ck_assert_ptr_null(errs);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
+/* ---- the concurrency cap ------------------------------------------------ */
+
+#define CAP_LIMIT 3
+#define CAP_MANY 60
+
+struct cap_count {
+    atomic_int current;
+    atomic_int max;
+    atomic_int done;
+    latch_t first; /* the first CAP_LIMIT meet here: the limit is reached */
+    atomic_int next;
+    int order[CAP_MANY];
+};
+
+struct cap_arg {
+    struct cap_count *c;
+    int index;
+};
+
+static struct cap_arg cap_args[CAP_MANY];
+
+static int capped_task(void *arg, void **value)
+{
+    (void)value;
+    struct cap_arg *a = arg;
+    struct cap_count *c = a->c;
+    c->order[atomic_fetch_add(&c->next, 1)] = a->index;
+    int now = atomic_fetch_add(&c->current, 1) + 1;
+    int max = atomic_load(&c->max);
+    while (now > max && !atomic_compare_exchange_weak(&c->max, &max, now))
+        ;
+    if (a->index < CAP_LIMIT) {
+        latch_count_down(&c->first);
+        task_expect(latch_wait(&c->first));
+    }
+    for (int i = 0; i < 20; i++)
+        sched_yield();
+    atomic_fetch_sub(&c->current, 1);
+    atomic_fetch_add(&c->done, 1);
+    return 0;
+}
+
+static void cap_count_init(struct cap_count *c)
+{
+    memset(c, 0, sizeof(*c));
+    latch_init(&c->first, CAP_LIMIT);
+    for (int i = 0; i < CAP_MANY; i++)
+        cap_args[i] = (struct cap_arg){.c = c, .index = i};
+}
+
+START_TEST(limit_caps_the_tasks_running_at_once)
+{
+    nursery_pool_t *pool = test_pool(8);
+    static struct cap_count c;
+    cap_count_init(&c);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_set_limit(n, CAP_LIMIT), 0);
+    for (int i = 0; i < CAP_MANY; i++)
+        ck_assert_int_eq(nursery_start_soon(n, capped_task, &cap_args[i], NULL), 0);
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(atomic_load(&c.done), CAP_MANY);
+    ck_assert_int_eq(atomic_load(&c.max), CAP_LIMIT);
+    latch_destroy(&c.first);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* With a limit of one, the tasks run one at a time in start order. */
+START_TEST(tasks_beyond_the_limit_wait_in_start_order)
+{
+    nursery_pool_t *pool = test_pool(4);
+    static struct cap_count c;
+    cap_count_init(&c);
+    latch_destroy(&c.first);
+    latch_init(&c.first, 0);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_set_limit(n, 1), 0);
+    for (int i = 0; i < CAP_MANY; i++) {
+        cap_args[i].index = CAP_LIMIT + i; /* past the meeting */
+        ck_assert_int_eq(nursery_start_soon(n, capped_task, &cap_args[i], NULL), 0);
+    }
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&c.max), 1);
+    for (int i = 0; i < CAP_MANY; i++)
+        ck_assert_int_eq(c.order[i], CAP_LIMIT + i);
+    latch_destroy(&c.first);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* Waits until `pool` has a worker blocked in a library wait. */
+static void wait_for_blocked_worker(nursery_pool_t *pool)
+{
+    nursery_time_t end = nursery_after_ms(TEST_HANG_MS);
+    nursery_pool_stats_t st = {0};
+    do {
+        ck_assert_int_eq(nursery_pool_stats(pool, &st), 0);
+        if (st.blocked > 0)
+            return;
+        sched_yield();
+    } while (nursery_now() < end);
+    ck_abort_msg("no worker blocked");
+}
+
+/* A producer task (in another nursery, on another pool) calling
+ * nursery_start_limited() on a full nursery. */
+struct producer {
+    nursery_t *target;
+    atomic_int ran;
+    atomic_int destroyed;
+    atomic_int rc;
+    nursery_time_t deadline;
+    latch_t *returned; /* counted down when start_limited returned (NULL: none) */
+};
+
+static int produced(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&((struct producer *)arg)->ran, 1);
+    return 0;
+}
+
+static void produced_destroy(void *arg)
+{
+    atomic_fetch_add(&((struct producer *)arg)->destroyed, 1);
+}
+
+static int producer_task(void *arg, void **value)
+{
+    (void)value;
+    struct producer *p = arg;
+    nursery_task_options_t o = {.arg_destroy = produced_destroy};
+    int rc = nursery_start_limited(p->target, produced, p, &o, p->deadline);
+    atomic_store(&p->rc, rc);
+    if (p->returned)
+        latch_count_down(p->returned);
+    return 0;
+}
+
+/* Sets up a nursery of limit 1 whose slot a gated task holds. */
+static nursery_t *full_nursery(nursery_pool_t *pool, struct gated *g, nursery_result_t **holder)
+{
+    gated_init(g, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_set_limit(n, 1), 0);
+    ck_assert_int_eq(nursery_capture_start_soon(n, gated_task, g, NULL, holder), 0);
+    ck_assert(latch_wait(&g->running));
+    return n;
+}
+
+START_TEST(start_limited_blocks_while_full_and_wakes_when_a_slot_frees)
+{
+    nursery_pool_t *pool = test_pool(2), *other = capped_pool(1);
+    struct gated g;
+    nursery_result_t *holder = NULL;
+    nursery_t *n = full_nursery(pool, &g, &holder);
+    struct producer p = {.target = n, .deadline = NURSERY_FOREVER};
+    atomic_init(&p.rc, -1);
+    nursery_t *m = NULL;
+    ck_assert_int_eq(nursery_open(&m, other), 0);
+    nursery_result_t *pr = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(m, producer_task, &p, NULL, &pr), 0);
+    wait_for_blocked_worker(other);
+    ck_assert_int_eq(atomic_load(&p.rc), -1);
+    ck_assert_int_eq(atomic_load(&p.ran), 0);
+    gate_open(g.gate); /* the slot frees */
+    ck_assert_int_eq(nursery_join(m, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&p.rc), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&p.ran), 1);
+    ck_assert_int_eq(atomic_load(&p.destroyed), 1);
+    assert_value(holder, 0);
+    nursery_result_release(holder);
+    nursery_result_release(pr);
+    gated_fini(&g);
+    destroy_pool(other);
+    destroy_pool(pool);
+}
+END_TEST
+
+START_TEST(start_limited_wakes_with_ecanceled_when_the_nursery_is_cancelled)
+{
+    nursery_pool_t *pool = test_pool(2), *other = capped_pool(1);
+    /* m first, so that cancelling n (opened inside m's body) leaves m and
+     * its producer alone: only the nursery it starts into is cancelled. */
+    nursery_t *m = NULL;
+    ck_assert_int_eq(nursery_open(&m, other), 0);
+    struct gated g;
+    nursery_result_t *holder = NULL;
+    nursery_t *n = full_nursery(pool, &g, &holder);
+    latch_t returned;
+    latch_init(&returned, 1);
+    struct producer p = {.target = n, .deadline = NURSERY_FOREVER, .returned = &returned};
+    atomic_init(&p.rc, -1);
+    nursery_result_t *pr = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(m, producer_task, &p, NULL, &pr), 0);
+    wait_for_blocked_worker(other);
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    /* A plain latch: the test thread is n's body, cancelled now. */
+    ck_assert(latch_wait(&returned));
+    latch_destroy(&returned);
+    ck_assert_int_eq(atomic_load(&p.rc), ECANCELED);
+    ck_assert_int_eq(atomic_load(&p.destroyed), 1);
+    nursery_errors_t *errs = NULL;
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 1); /* the holder */
+    nursery_errors_free(errs);
+    ck_assert_int_eq(nursery_join(m, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    assert_value(pr, 0);
+    nursery_result_release(pr);
+    ck_assert_int_eq(atomic_load(&p.ran), 0);
+    assert_failed(holder, ECANCELED);
+    nursery_result_release(holder);
+    gated_fini(&g);
+    destroy_pool(other);
+    destroy_pool(pool);
+}
+END_TEST
+
+START_TEST(start_limited_timeouts_and_cancellation)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    nursery_result_t *holder = NULL;
+    nursery_t *n = full_nursery(pool, &g, &holder);
+    struct producer p = {.target = n};
+    nursery_task_options_t o = {.arg_destroy = produced_destroy};
+
+    /* Full: a short deadline passes. */
+    ck_assert_int_eq(nursery_start_limited(n, produced, &p, &o, nursery_after_ms(20)), ETIMEDOUT);
+    ck_assert_int_eq(atomic_load(&p.destroyed), 1);
+    /* A deadline already past only polls. */
+    ck_assert_int_eq(nursery_start_limited(n, produced, &p, &o, nursery_after_ms(-1)), ETIMEDOUT);
+    ck_assert_int_eq(atomic_load(&p.destroyed), 2);
+    /* The caller's own cancellation while it waits: a scope's deadline. */
+    nursery_scope_t *s = NULL;
+    ck_assert_int_eq(nursery_scope_open(&s, nursery_after_ms(20), 0), 0);
+    ck_assert_int_eq(nursery_start_limited(n, produced, &p, &o, NURSERY_FOREVER), ECANCELED);
+    ck_assert_int_eq(nursery_scope_close(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&p.destroyed), 3);
+    ck_assert(!nursery_cancelled());
+
+    gate_open(g.gate);
+    ck_assert_int_eq(nursery_result_wait(holder, nursery_after_ms(TEST_HANG_MS)), 0);
+    /* Room now (once the slot is given back), but the caller is cancelled:
+     * ECANCELED at once. */
+    ck_assert_int_eq(nursery_scope_open(&s, NURSERY_FOREVER, 0), 0);
+    ck_assert_int_eq(nursery_scope_cancel(s), 0);
+    ck_assert_int_eq(nursery_start_limited(n, produced, &p, &o, NURSERY_FOREVER), ECANCELED);
+    ck_assert_int_eq(nursery_scope_close(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&p.destroyed), 4);
+    /* Room, not cancelled: it starts. */
+    ck_assert_int_eq(nursery_start_limited(n, produced, &p, &o, NURSERY_FOREVER), 0);
+    /* The nursery cancelled: ECANCELED at once. */
+    ck_assert_int_eq(nursery_cancel(n), 0);
+    ck_assert_int_eq(nursery_start_limited(n, produced, &p, &o, NURSERY_FOREVER), ECANCELED);
+    ck_assert_int_eq(nursery_start_limited(n, produced, &p, &o, nursery_after_ms(-1)), ECANCELED);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&p.destroyed), 7);
+    ck_assert_int_le(atomic_load(&p.ran), 1);
+    assert_value(holder, 0);
+    nursery_result_release(holder);
+    gated_fini(&g);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* Called from a task of the nursery with a limit of 1, it waits forever:
+ * the calling task holds the slot. */
+struct self_limited {
+    nursery_t *n;
+    atomic_int rc;
+    atomic_int destroyed;
+};
+
+static void self_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct self_limited *)arg)->destroyed, 1);
+}
+
+static int start_limited_from_inside(void *arg, void **value)
+{
+    (void)value;
+    struct self_limited *sl = arg;
+    nursery_task_options_t o = {.arg_destroy = self_destroyed};
+    atomic_store(&sl->rc, nursery_start_limited(sl->n, return_zero, sl, &o, nursery_after_ms(20)));
+    return 0;
+}
+
+START_TEST(start_limited_from_a_task_of_the_nursery_waits_for_its_siblings)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct self_limited sl = {.rc = -1};
+    ck_assert_int_eq(nursery_open(&sl.n, pool), 0);
+    ck_assert_int_eq(nursery_set_limit(sl.n, 1), 0);
+    ck_assert_int_eq(nursery_start_soon(sl.n, start_limited_from_inside, &sl, NULL), 0);
+    ck_assert_int_eq(nursery_join(sl.n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&sl.rc), ETIMEDOUT);
+    ck_assert_int_eq(atomic_load(&sl.destroyed), 1);
+    destroy_pool(pool);
+}
+END_TEST
+
+struct reusable {
+    atomic_int ran;
+    atomic_int destroyed;
+};
+
+static int reusable_run(void *arg, void **value)
+{
+    (void)value;
+    atomic_fetch_add(&((struct reusable *)arg)->ran, 1);
+    return 0;
+}
+
+static void reusable_destroy(void *arg)
+{
+    atomic_fetch_add(&((struct reusable *)arg)->destroyed, 1);
+}
+
+START_TEST(try_start_is_eagain_when_full_and_keeps_the_arg)
+{
+    nursery_pool_t *pool = test_pool(2);
+    struct gated g;
+    nursery_result_t *holder = NULL;
+    nursery_t *n = full_nursery(pool, &g, &holder);
+    struct reusable *arg = calloc(1, sizeof(*arg));
+    ck_assert_ptr_nonnull(arg);
+    nursery_task_options_t o = {.arg_destroy = reusable_destroy};
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(nursery_try_start(n, reusable_run, arg, &o), EAGAIN);
+    ck_assert_int_eq(atomic_load(&arg->destroyed), 0);
+    ck_assert_int_eq(atomic_load(&arg->ran), 0);
+    /* Still the caller's: start it again once there is room. */
+    gate_open(g.gate);
+    ck_assert_int_eq(nursery_start_limited(n, reusable_run, arg, &o, NURSERY_FOREVER), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&arg->ran), 1);
+    ck_assert_int_eq(atomic_load(&arg->destroyed), 1);
+    free(arg);
+    nursery_result_release(holder);
+    gated_fini(&g);
+    destroy_pool(pool);
+}
+END_TEST
+
+START_TEST(try_start_with_room_starts_and_is_no_cancellation_point)
+{
+    nursery_pool_t *pool = test_pool(3);
+    struct gated g;
+    gated_init(&g, 2);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_set_limit(n, 2), 0);
+    ck_assert_int_eq(nursery_try_start(n, gated_task, &g, NULL), 0);
+    /* In a cancelled scope: not a cancellation point, it still starts (the
+     * nursery is not cancelled, so the task runs). */
+    nursery_scope_t *s = NULL;
+    ck_assert_int_eq(nursery_scope_open(&s, NURSERY_FOREVER, 0), 0);
+    ck_assert_int_eq(nursery_scope_cancel(s), 0);
+    ck_assert_int_eq(nursery_try_start(n, gated_task, &g, NULL), 0);
+    ck_assert_int_eq(nursery_scope_close(s, NULL), 0);
+    ck_assert(latch_wait(&g.running)); /* both run at once */
+    struct reusable r = {0};
+    nursery_task_options_t o = {.arg_destroy = reusable_destroy};
+    ck_assert_int_eq(nursery_try_start(n, reusable_run, &r, &o), EAGAIN);
+    ck_assert_int_eq(atomic_load(&r.destroyed), 0);
+    gate_open(g.gate);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&g.rc), 0);
+
+    /* Without a limit, as start_soon. */
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_try_start(n, reusable_run, &r, &o), 0);
+    ck_assert_int_eq(nursery_start_limited(n, reusable_run, &r, &o, nursery_after_ms(-1)), 0);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&r.ran), 2);
+    ck_assert_int_eq(atomic_load(&r.destroyed), 2);
+    gated_fini(&g);
+    destroy_pool(pool);
+}
+END_TEST
+
+START_TEST(limit_calls_on_null_or_joined_nursery)
+{
+    nursery_pool_t *pool = test_pool(1);
+    atomic_int destroyed = 0;
+    nursery_task_options_t o = {.arg_destroy = count_call};
+    ck_assert_int_eq(nursery_set_limit(NULL, 1), EINVAL);
+    ck_assert_int_eq(nursery_try_start(NULL, count_task, &destroyed, &o), EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 1);
+    ck_assert_int_eq(nursery_start_limited(NULL, count_task, &destroyed, &o, NURSERY_FOREVER),
+                     EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 2);
+
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_set_limit(n, 1), 0);
+    ck_assert_int_eq(nursery_try_start(n, NULL, &destroyed, &o), EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 3);
+    ck_assert_int_eq(nursery_start_limited(n, NULL, &destroyed, &o, NURSERY_FOREVER), EINVAL);
+    ck_assert_int_eq(atomic_load(&destroyed), 4);
+    nursery_retain(n);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(nursery_set_limit(n, 2), NURSERY_ECLOSED);
+    ck_assert_int_eq(nursery_try_start(n, count_task, &destroyed, &o), NURSERY_ECLOSED);
+    ck_assert_int_eq(atomic_load(&destroyed), 5);
+    ck_assert_int_eq(nursery_start_limited(n, count_task, &destroyed, &o, NURSERY_FOREVER),
+                     NURSERY_ECLOSED);
+    ck_assert_int_eq(atomic_load(&destroyed), 6);
+    nursery_release(n);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* Waiting tasks: count down `ran` and return. */
+struct waiting {
+    latch_t ran;
+    atomic_int destroyed;
+};
+
+static int waiting_task(void *arg, void **value)
+{
+    (void)value;
+    latch_count_down(&((struct waiting *)arg)->ran);
+    return 0;
+}
+
+static void waiting_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct waiting *)arg)->destroyed, 1);
+}
+
+START_TEST(raising_or_removing_the_limit_admits_waiting_tasks)
+{
+    nursery_pool_t *pool = test_pool(3);
+    const size_t new_limits[] = {3, 0};
+    for (size_t k = 0; k < 2; k++) {
+        struct gated g;
+        nursery_result_t *holder = NULL;
+        nursery_t *n = full_nursery(pool, &g, &holder);
+        struct waiting w;
+        latch_init(&w.ran, 2);
+        atomic_init(&w.destroyed, 0);
+        nursery_task_options_t o = {.arg_destroy = waiting_destroyed};
+        ck_assert_int_eq(nursery_start_soon(n, waiting_task, &w, &o), 0);
+        ck_assert_int_eq(nursery_start_soon(n, waiting_task, &w, &o), 0);
+        ck_assert_int_eq(nursery_set_limit(n, new_limits[k]), 0);
+        /* They run while the holder still holds its slot. */
+        ck_assert(latch_wait(&w.ran));
+        assert_not_done(holder);
+        gate_open(g.gate);
+        nursery_errors_t *errs = INT2PTR(1);
+        ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+        ck_assert_ptr_null(errs);
+        ck_assert_int_eq(atomic_load(&w.destroyed), 2);
+        nursery_result_release(holder);
+        latch_destroy(&w.ran);
+        gated_fini(&g);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
+/* Lowering the limit stops nothing already admitted. */
+START_TEST(lowering_the_limit_stops_nothing)
+{
+    nursery_pool_t *pool = test_pool(4);
+    struct gated g;
+    gated_init(&g, 3);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    ck_assert_int_eq(nursery_set_limit(n, 3), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
+    ck_assert(latch_wait(&g.running));
+    ck_assert_int_eq(nursery_set_limit(n, 1), 0);
+    atomic_int count = 0;
+    ck_assert_int_eq(nursery_start_soon(n, count_task, &count, NULL), 0);
+    gate_open(g.gate);
+    nursery_errors_t *errs = INT2PTR(1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(atomic_load(&g.rc), 0);
+    ck_assert_int_eq(atomic_load(&count), 1);
+    gated_fini(&g);
+    destroy_pool(pool);
+}
+END_TEST
+
+START_TEST(limit_applies_to_captures)
+{
+    nursery_pool_t *pool = test_pool(3);
+    struct gated g;
+    nursery_result_t *holder = NULL;
+    nursery_t *n = full_nursery(pool, &g, &holder);
+    atomic_int count = 0;
+    nursery_result_t *r = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(n, count_task, &count, NULL, &r), 0);
+    assert_not_done(r); /* waits in the nursery */
+    gate_open(g.gate);
+    ck_assert_int_eq(nursery_result_wait(r, nursery_after_ms(TEST_HANG_MS)), 0);
+    assert_value(r, 0);
+    ck_assert_int_eq(atomic_load(&count), 1);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    nursery_result_release(r);
+    nursery_result_release(holder);
+    gated_fini(&g);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* nursery_result_cancel() on a capture still waiting in the nursery: it
+ * never runs, it is done at once, its arg_destroy has run, and the limit
+ * still holds for what follows. */
+START_TEST(cancelling_a_waiting_capture)
+{
+    nursery_pool_t *pool = test_pool(3);
+    struct gated g;
+    nursery_result_t *holder = NULL;
+    nursery_t *n = full_nursery(pool, &g, &holder);
+    atomic_int destroyed = 0;
+    nursery_task_options_t o = {.arg_destroy = count_call};
+    nursery_result_t *r = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(n, count_task, &destroyed, &o, &r), 0);
+    ck_assert_int_eq(nursery_result_cancel(r), 0);
+    assert_failed(r, ECANCELED);
+    ck_assert_int_eq(atomic_load(&destroyed), 1);
+    /* The holder still holds the only slot. */
+    atomic_int count = 0;
+    nursery_result_t *after = NULL;
+    ck_assert_int_eq(nursery_capture_start_soon(n, count_task, &count, NULL, &after), 0);
+    assert_not_done(holder);
+    assert_not_done(after);
+    gate_open(g.gate);
+    nursery_errors_t *errs = NULL;
+    int rc = nursery_join(n, nursery_after_ms(10000), &errs);
+    ck_assert_msg(rc != ETIMEDOUT, "join never ends after cancelling a waiting capture");
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(nursery_errors_count(errs), 0);
+    ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(atomic_load(&destroyed), 1); /* never ran */
+    assert_value(holder, 0);
+    assert_value(after, 0);
+    ck_assert_int_eq(atomic_load(&count), 1);
+    nursery_result_release(r);
+    nursery_result_release(after);
+    nursery_result_release(holder);
+    gated_fini(&g);
+    destroy_pool(pool);
+}
+END_TEST
+
+/* nursery_start() into a full nursery: the task waits; a deadline gives up
+ * on it at once, as on a queued task; with room it starts. */
+struct limited_start {
+    nursery_t *n;
+    atomic_int destroyed;
+    int rc;
+    nursery_result_t *done;
+    latch_t returned;
+};
+
+static int start_me(void *arg, void **value)
+{
+    (void)arg;
+    (void)value;
+    return nursery_started(INT2PTR(3));
+}
+
+static void start_me_destroyed(void *arg)
+{
+    atomic_fetch_add(&((struct limited_start *)arg)->destroyed, 1);
+}
+
+static void *start_with_short_deadline(void *arg)
+{
+    struct limited_start *ls = arg;
+    nursery_task_options_t o = {.arg_destroy = start_me_destroyed};
+    ls->rc = nursery_start(ls->n, start_me, ls, &o, nursery_after_ms(20), NULL, &ls->done);
+    latch_count_down(&ls->returned);
+    return NULL;
+}
+
+START_TEST(limit_applies_to_start)
+{
+    nursery_pool_t *pool = test_pool(3);
+    struct gated g;
+    nursery_result_t *holder = NULL;
+    nursery_t *n = full_nursery(pool, &g, &holder);
+    struct limited_start ls = {.n = n, .rc = -1};
+    latch_init(&ls.returned, 1);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, start_with_short_deadline, &ls), 0);
+    bool returned = latch_wait_ms(&ls.returned, 10000);
+    gate_open(g.gate); /* so that nothing hangs, whatever happened */
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_msg(returned, "nursery_start did not give up at its deadline");
+    ck_assert_int_eq(ls.rc, ETIMEDOUT);
+    ck_assert_int_eq(atomic_load(&ls.destroyed), 1);
+    assert_failed(ls.done, ECANCELED);
+    nursery_result_release(ls.done);
+
+    nursery_task_options_t o = {.arg_destroy = start_me_destroyed};
+    void *v = NULL;
+    nursery_result_t *done = NULL;
+    /* Bounded, so that a lost slot fails here rather than hangs. */
+    int rc = nursery_start(n, start_me, &ls, &o, nursery_after_ms(10000), &v, &done);
+    ck_assert_msg(rc != ETIMEDOUT, "no slot freed after a start gave up on a waiting task");
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_eq(v, INT2PTR(3));
+    nursery_errors_t *errs = INT2PTR(1);
+    /* Bounded, so that lost accounting fails here rather than hangs. */
+    rc = nursery_join(n, nursery_after_ms(10000), &errs);
+    ck_assert_msg(rc != ETIMEDOUT, "join never ends after a start gave up on a waiting task");
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(atomic_load(&ls.destroyed), 2);
+    assert_value(done, 0);
+    nursery_result_release(done);
+    nursery_result_release(holder);
+    latch_destroy(&ls.returned);
+    gated_fini(&g);
+    destroy_pool(pool);
+}
+END_TEST
+
+#define BACKLOG 5
+
+START_TEST(cancel_ends_waiting_tasks_cancelled)
+{
+    nursery_pool_t *pool = test_pool(2);
+    for (int failing = 0; failing < 2; failing++) {
+        struct gated g;
+        nursery_result_t *holder = NULL;
+        nursery_t *n = full_nursery(pool, &g, &holder);
+        atomic_int destroyed = 0;
+        nursery_task_options_t o = {.arg_destroy = count_call};
+        for (int i = 0; i < BACKLOG; i++)
+            ck_assert_int_eq(nursery_start_soon(n, count_task, &destroyed, &o), 0);
+        if (failing)
+            ck_assert_int_eq(nursery_fail(EIO, "body"), EIO);
+        else
+            ck_assert_int_eq(nursery_cancel(n), 0);
+        nursery_errors_t *errs = NULL;
+        ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), failing ? NURSERY_EFAILED : 0);
+        ck_assert_ptr_nonnull(errs);
+        ck_assert_uint_eq(nursery_errors_count(errs), failing ? 1 : 0);
+        ck_assert_uint_eq(nursery_errors_cancelled(errs), BACKLOG + 1);
+        nursery_errors_free(errs);
+        ck_assert_int_eq(atomic_load(&destroyed), BACKLOG); /* destroyed, never ran */
+        assert_failed(holder, ECANCELED);
+        nursery_result_release(holder);
+        gated_fini(&g);
+    }
+    destroy_pool(pool);
+}
+END_TEST
+
 static Suite *nursery_suite(void)
 {
     Suite *s = suite_create("nursery");
@@ -1825,6 +2866,30 @@ static Suite *nursery_suite(void)
     ADD_CASE(s, start_gives_up_on_a_queued_task_at_once, 30);
     ADD_CASE(s, start_from_the_only_worker_runs_the_task_itself, 30);
     ADD_CASE(s, started_after_start_gave_up_is_ecanceled, 30);
+
+    tc = tcase_with_timeout(s, "daemon_main", 60);
+    tcase_add_loop_test(tc, flags_give_asyncgui_cm_forms, 0, FORMS * SCENARIOS);
+    tcase_add_test(tc, run_body_return_cancels_daemons_only);
+    tcase_add_test(tc, daemon_that_starts_a_plain_task);
+    tcase_add_test(tc, main_task_by_start_counts_once_started);
+    tcase_add_test(tc, unknown_task_flag_is_einval_and_destroys_the_arg);
+
+    tc = tcase_with_timeout(s, "limit", 60);
+    tcase_add_test(tc, limit_caps_the_tasks_running_at_once);
+    tcase_add_test(tc, tasks_beyond_the_limit_wait_in_start_order);
+    tcase_add_test(tc, start_limited_blocks_while_full_and_wakes_when_a_slot_frees);
+    tcase_add_test(tc, start_limited_wakes_with_ecanceled_when_the_nursery_is_cancelled);
+    tcase_add_test(tc, start_limited_timeouts_and_cancellation);
+    tcase_add_test(tc, start_limited_from_a_task_of_the_nursery_waits_for_its_siblings);
+    tcase_add_test(tc, try_start_is_eagain_when_full_and_keeps_the_arg);
+    tcase_add_test(tc, try_start_with_room_starts_and_is_no_cancellation_point);
+    tcase_add_test(tc, limit_calls_on_null_or_joined_nursery);
+    tcase_add_test(tc, raising_or_removing_the_limit_admits_waiting_tasks);
+    tcase_add_test(tc, lowering_the_limit_stops_nothing);
+    tcase_add_test(tc, limit_applies_to_captures);
+    tcase_add_test(tc, cancel_ends_waiting_tasks_cancelled);
+    ADD_CASE(s, cancelling_a_waiting_capture, 30);
+    ADD_CASE(s, limit_applies_to_start, 60);
     return s;
 }
 
