@@ -1098,6 +1098,13 @@ START_TEST(deadline_racing_close_is_consistent)
         nursery_time_t d = nursery_after_ns((i % 20) * 10000);
         unsigned flags = i % 3 == 0 ? NURSERY_SCOPE_FAIL_ON_DEADLINE : 0;
         nursery_scope_t *s = open_scope(d, flags);
+        /* Every fifth round takes the deadline back at once: if it had not
+         * fired by then, it never does. */
+        bool taken_back = i % 5 == 4, fired_before = false;
+        if (taken_back) {
+            ck_assert_int_eq(nursery_scope_set_deadline(s, NURSERY_FOREVER), 0);
+            fired_before = nursery_scope_cancel_called(s);
+        }
         int cp = i % 2 ? nursery_checkpoint() : 0;
         unsigned outcome = NO_OUTCOME;
         int rc = nursery_scope_close(s, &outcome);
@@ -1107,7 +1114,8 @@ START_TEST(deadline_racing_close_is_consistent)
         int want_rc = (flags && caught) ? ETIMEDOUT : 0;
         bool ok = (outcome & ~(unsigned)ALL_BITS) == 0 && called == ((outcome & PASSED) != 0) &&
                   caught == (cp == ECANCELED) && (cp == 0 || cp == ECANCELED) &&
-                  (!caught || called) && rc == want_rc && after == 0 && (!called || closed >= d);
+                  (!caught || called) && rc == want_rc && after == 0 && (!called || closed >= d) &&
+                  (!taken_back || called == fired_before);
         ck_assert_msg(ok, "round %d: close %d outcome %#x, checkpoint inside %d, after %d, "
                       "deadline %s", i, rc, outcome, cp, after,
                       closed >= d ? "passed" : "not passed");
@@ -1125,6 +1133,74 @@ START_TEST(deadline_racing_close_is_consistent)
     printf("deadline_racing_close_is_consistent: %d rounds; the scope's deadline fired in %d, "
            "the nursery's in %d\n",
            rounds, fired, expired);
+}
+END_TEST
+
+/* Scopes with deadlines a few microseconds away, moved, cancelled and
+ * closed in many threads at once: each outcome is consistent.  The
+ * sanitizers watch the deadline thread's bookkeeping. */
+#define DEADLINE_STRESS_TASKS 8
+
+struct deadline_stress {
+    int rounds;
+    int bad_round;
+    char what[160];
+};
+
+static int deadline_stress_task(void *arg, void **value)
+{
+    (void)value;
+    struct deadline_stress *st = arg;
+    st->bad_round = -1;
+    for (int i = 0; i < st->rounds && st->bad_round < 0; i++) {
+        nursery_time_t d = nursery_after_ns((i % 13) * 7000);
+        nursery_scope_t *s = NULL;
+        if (nursery_scope_open(&s, d, 0) != 0) {
+            st->bad_round = i;
+            snprintf(st->what, sizeof(st->what), "open failed");
+            break;
+        }
+        switch (i % 4) {
+        case 1: /* later */
+            nursery_scope_set_deadline(s, d + 20000);
+            break;
+        case 2: /* earlier, then later again */
+            nursery_scope_set_deadline(s, d - 5000);
+            nursery_scope_set_deadline(s, d + 5000);
+            break;
+        case 3:
+            nursery_scope_cancel(s);
+            break;
+        }
+        int cp = nursery_checkpoint();
+        unsigned outcome = NO_OUTCOME;
+        int rc = nursery_scope_close(s, &outcome);
+        bool called = outcome & CALLED, passed = outcome & PASSED, caught = outcome & CAUGHT;
+        bool ok = rc == 0 && (outcome & ~(unsigned)ALL_BITS) == 0 &&
+                  caught == (cp == ECANCELED) && (!caught || called) && (!passed || called) &&
+                  (i % 4 != 3 || called) && nursery_checkpoint() == 0;
+        if (!ok) {
+            st->bad_round = i;
+            snprintf(st->what, sizeof(st->what), "close %d outcome %#x checkpoint %d", rc,
+                     outcome, cp);
+        }
+    }
+    return 0;
+}
+
+START_TEST(deadlines_in_many_threads_stay_consistent)
+{
+    struct deadline_stress st[DEADLINE_STRESS_TASKS];
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, pool), 0);
+    for (int i = 0; i < DEADLINE_STRESS_TASKS; i++) {
+        st[i] = (struct deadline_stress){.rounds = scaled(500)};
+        ck_assert_int_eq(nursery_start_soon(n, deadline_stress_task, &st[i], NULL), 0);
+    }
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    for (int i = 0; i < DEADLINE_STRESS_TASKS; i++)
+        ck_assert_msg(st[i].bad_round < 0, "task %d, round %d: %s", i, st[i].bad_round,
+                      st[i].what);
 }
 END_TEST
 
@@ -2484,6 +2560,75 @@ START_TEST(hook_remove_racing_its_run_waits_for_it)
 }
 END_TEST
 
+/* A hook registered while another thread cancels its scope runs exactly
+ * once: at registration (the scope was cancelled already) or by the
+ * canceller. */
+struct register_race {
+    pthread_barrier_t start, end;
+    nursery_scope_t *_Atomic scope;
+    atomic_int stop;
+    atomic_int calls;
+};
+
+static void *register_race_canceller(void *arg)
+{
+    struct register_race *r = arg;
+    for (;;) {
+        pthread_barrier_wait(&r->start);
+        if (atomic_load(&r->stop))
+            break;
+        nursery_scope_cancel(atomic_load(&r->scope));
+        pthread_barrier_wait(&r->end);
+    }
+    return NULL;
+}
+
+START_TEST(hook_registered_racing_cancel_runs_exactly_once)
+{
+    struct register_race r;
+    memset(&r, 0, sizeof(r));
+    atomic_init(&r.scope, NULL);
+    atomic_init(&r.stop, 0);
+    atomic_init(&r.calls, 0);
+    ck_assert_int_eq(pthread_barrier_init(&r.start, NULL, 2), 0);
+    ck_assert_int_eq(pthread_barrier_init(&r.end, NULL, 2), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, register_race_canceller, &r), 0);
+    int rounds = scaled(1000), at_once = 0;
+    char bad[160] = "";
+    for (int i = 0; i < rounds && bad[0] == '\0'; i++) {
+        nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
+        atomic_store(&r.scope, nursery_scope_retain(s));
+        atomic_store(&r.calls, 0);
+        pthread_barrier_wait(&r.start);
+        nursery_cancel_hook_t *h = NULL;
+        int rc = nursery_on_cancel(hook_count, &r.calls, &h);
+        int calls_at_register = atomic_load(&r.calls);
+        pthread_barrier_wait(&r.end); /* the cancel has returned */
+        bool ran = false;
+        int rm = h ? nursery_cancel_hook_remove(h, &ran) : -1;
+        int calls = atomic_load(&r.calls);
+        if (rc != 0 || rm != 0 || !ran || calls != 1)
+            snprintf(bad, sizeof(bad), "round %d: on_cancel %d, remove %d, ran %d, calls %d", i,
+                     rc, rm, ran, calls);
+        at_once += calls_at_register;
+        unsigned outcome = close_scope(s);
+        if (bad[0] == '\0' && outcome != CALLED)
+            snprintf(bad, sizeof(bad), "round %d: outcome %#x", i, outcome);
+        nursery_scope_release(atomic_load(&r.scope));
+    }
+    atomic_store(&r.stop, 1);
+    pthread_barrier_wait(&r.start);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    pthread_barrier_destroy(&r.start);
+    pthread_barrier_destroy(&r.end);
+    ck_assert_msg(bad[0] == '\0', "%s", bad);
+    printf("hook_registered_racing_cancel_runs_exactly_once: %d rounds, run at registration "
+           "(or before it returned) in %d\n",
+           rounds, at_once);
+}
+END_TEST
+
 /* ---- the suite ------------------------------------------------------------ */
 
 static Suite *scope_suite(void)
@@ -2534,6 +2679,7 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, cancel_racing_scope_end_is_consistent);
     tcase_add_test(tc, many_deadlines_fire_each_not_before_its_time);
     tcase_add_test(tc, deadline_racing_close_is_consistent);
+    tcase_add_test(tc, deadlines_in_many_threads_stay_consistent);
     tcase_add_test(tc, scope_cancel_reaches_tasks_of_nurseries_inside);
     tcase_add_test(tc, scope_cancel_in_task_reaches_nested_nurseries_only);
 
@@ -2585,6 +2731,7 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, hook_remove_inside_fn_is_einval);
     tcase_add_test(tc, hook_outside_any_task_body_or_scope_is_einval);
     tcase_add_test(tc, hook_remove_racing_its_run_waits_for_it);
+    tcase_add_test(tc, hook_registered_racing_cancel_runs_exactly_once);
     return s;
 }
 
