@@ -140,6 +140,8 @@ static int gated_task(void *arg, void **value)
     return rc;
 }
 
+static void hook_count(void *arg);
+
 static int fail_task(void *arg, void **value)
 {
     (void)arg;
@@ -435,6 +437,68 @@ START_TEST(outer_cancelled_after_inner_catches_instead)
     ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
     ck_assert_uint_eq(close_scope(outer), CALLED | CAUGHT);
     ck_assert_int_eq(nursery_checkpoint(), 0);
+}
+END_TEST
+
+/* The outermost cancelled scope catches, also two levels up, and also
+ * when it was cancelled before the scopes in between were opened; a shield
+ * in between hides it. */
+START_TEST(outer_cancelled_two_levels_up_catches_instead)
+{
+    nursery_scope_t *s0 = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_scope_cancel(s0), 0);
+    nursery_scope_t *s1 = open_scope(NURSERY_FOREVER, 0);
+    nursery_scope_t *s2 = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_scope_cancel(s2), 0);
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+    ck_assert_uint_eq(close_scope(s2), CALLED);
+    ck_assert_uint_eq(close_scope(s1), 0);
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+    ck_assert_uint_eq(close_scope(s0), CALLED | CAUGHT);
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+
+    /* A shield in between: s2 catches, s0 has seen nothing. */
+    s0 = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_scope_cancel(s0), 0);
+    s1 = open_scope(NURSERY_FOREVER, NURSERY_SCOPE_SHIELD);
+    s2 = open_scope(NURSERY_FOREVER, 0);
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+    ck_assert_int_eq(nursery_scope_cancel(s2), 0);
+    ck_assert_int_eq(nursery_checkpoint(), ECANCELED);
+    ck_assert_uint_eq(close_scope(s2), CALLED | CAUGHT);
+    ck_assert_int_eq(nursery_checkpoint(), 0);
+    ck_assert_uint_eq(close_scope(s1), 0);
+    ck_assert_uint_eq(close_scope(s0), CALLED);
+
+}
+END_TEST
+
+/* A hook in a scope of a task runs once, although the scope is cancelled
+ * twice over: by hand, then by its deadline while the hook is still
+ * registered. */
+START_TEST(hook_runs_once_when_cancelled_then_deadline_passes)
+{
+    atomic_int calls = 0;
+    nursery_time_t d = nursery_after_ms(SHORT_MS);
+    nursery_scope_t *s = open_scope(d, 0);
+    nursery_cancel_hook_t *h = NULL;
+    ck_assert_int_eq(nursery_on_cancel(hook_count, &calls, &h), 0);
+    ck_assert_int_eq(nursery_scope_cancel(s), 0);
+    ck_assert_int_eq(atomic_load(&calls), 1);
+    /* A later deadline of a scope inside tells when the deadline thread
+     * has gone past s's (it fires deadlines in order). */
+    nursery_scope_t *later = open_scope(d + MS, 0);
+    ck_assert(wait_cancel_called(later));
+    ck_assert_uint_eq(close_scope(later), CALLED | PASSED);
+    bool ran = false;
+    ck_assert_int_eq(nursery_cancel_hook_remove(h, &ran), 0);
+    ck_assert(ran);
+    ck_assert_int_eq(atomic_load(&calls), 1);
+    unsigned outcome = close_scope(s);
+    ck_assert_uint_eq(outcome & CALLED, CALLED);
+    if (!(outcome & PASSED))
+        printf("hook_runs_once_when_cancelled_then_deadline_passes: s's deadline had not fired "
+               "by its close: the second cancellation was not exercised\n");
 }
 END_TEST
 
@@ -1818,8 +1882,6 @@ END_TEST
 
 /* ---- bad input ------------------------------------------------------------ */
 
-static void hook_count(void *arg);
-
 START_TEST(scope_open_rejects_null_and_unknown_flags)
 {
     ck_assert_int_eq(nursery_scope_open(NULL, NURSERY_FOREVER, 0), EINVAL);
@@ -2597,9 +2659,15 @@ START_TEST(hook_registered_racing_cancel_runs_exactly_once)
     int rounds = scaled(1000), at_once = 0;
     char bad[160] = "";
     for (int i = 0; i < rounds && bad[0] == '\0'; i++) {
+        /* Odd rounds: the hook is registered two scopes below the one
+         * cancelled, scopes opened just now (that nothing has linked below
+         * the cancelled one yet). */
+        bool deep = i % 2 == 1;
         nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
         atomic_store(&r.scope, nursery_scope_retain(s));
         atomic_store(&r.calls, 0);
+        nursery_scope_t *mid = deep ? open_scope(NURSERY_FOREVER, 0) : NULL;
+        nursery_scope_t *inner = deep ? open_scope(NURSERY_FOREVER, 0) : NULL;
         pthread_barrier_wait(&r.start);
         nursery_cancel_hook_t *h = NULL;
         int rc = nursery_on_cancel(hook_count, &r.calls, &h);
@@ -2612,6 +2680,11 @@ START_TEST(hook_registered_racing_cancel_runs_exactly_once)
             snprintf(bad, sizeof(bad), "round %d: on_cancel %d, remove %d, ran %d, calls %d", i,
                      rc, rm, ran, calls);
         at_once += calls_at_register;
+        if (deep) {
+            unsigned o_inner = close_scope(inner), o_mid = close_scope(mid);
+            if (bad[0] == '\0' && (o_inner != 0 || o_mid != 0))
+                snprintf(bad, sizeof(bad), "round %d: inner outcomes %#x %#x", i, o_inner, o_mid);
+        }
         unsigned outcome = close_scope(s);
         if (bad[0] == '\0' && outcome != CALLED)
             snprintf(bad, sizeof(bad), "round %d: outcome %#x", i, outcome);
@@ -2651,6 +2724,7 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, fail_on_deadline_not_caught_close_is_0);
     tcase_add_test(tc, outer_cancelled_after_inner_catches_instead);
     tcase_add_test(tc, inner_cancelled_alone_catches);
+    tcase_add_test(tc, outer_cancelled_two_levels_up_catches_instead);
     tcase_add_test(tc, cancel_without_checkpoint_is_not_caught);
     tcase_add_test(tc, scope_cancellation_is_level_triggered);
     tcase_add_test(tc, scope_in_task_is_level_triggered_until_close);
@@ -2732,6 +2806,7 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, hook_outside_any_task_body_or_scope_is_einval);
     tcase_add_test(tc, hook_remove_racing_its_run_waits_for_it);
     tcase_add_test(tc, hook_registered_racing_cancel_runs_exactly_once);
+    tcase_add_test(tc, hook_runs_once_when_cancelled_then_deadline_passes);
     return s;
 }
 
