@@ -2702,6 +2702,113 @@ START_TEST(hook_registered_racing_cancel_runs_exactly_once)
 }
 END_TEST
 
+/* A hook may call back into the scope it runs for: cancel it again, and
+ * move its deadline, also when it runs in the deadline thread (which must
+ * not wait for itself). */
+struct reentrant_hook {
+    nursery_scope_t *scope;
+    atomic_int calls;
+    int cancel_rc, later_rc, forever_rc;
+};
+
+static void hook_reenters_scope(void *arg)
+{
+    struct reentrant_hook *r = arg;
+    r->cancel_rc = nursery_scope_cancel(r->scope);
+    r->later_rc = nursery_scope_set_deadline(r->scope, nursery_after_ms(TEST_HANG_MS));
+    r->forever_rc = nursery_scope_set_deadline(r->scope, NURSERY_FOREVER);
+    atomic_fetch_add_explicit(&r->calls, 1, memory_order_release);
+}
+
+START_TEST(hook_may_cancel_and_move_its_own_scope)
+{
+    for (int by_deadline = 0; by_deadline < 2; by_deadline++) {
+        struct reentrant_hook r = {.cancel_rc = -1, .later_rc = -1, .forever_rc = -1};
+        atomic_init(&r.calls, 0);
+        r.scope = open_scope(NURSERY_FOREVER, 0);
+        nursery_cancel_hook_t *h = NULL;
+        ck_assert_int_eq(nursery_on_cancel(hook_reenters_scope, &r, &h), 0);
+        if (by_deadline)
+            ck_assert_int_eq(nursery_scope_set_deadline(r.scope, nursery_after_ms(SHORT_MS)), 0);
+        else
+            ck_assert_int_eq(nursery_scope_cancel(r.scope), 0);
+        ck_assert_int_eq(nursery_sleep(HANG), ECANCELED);
+        bool ran = false;
+        ck_assert_int_eq(nursery_cancel_hook_remove(h, &ran), 0);
+        ck_assert(ran);
+        ck_assert_int_eq(atomic_load_explicit(&r.calls, memory_order_acquire), 1);
+        ck_assert_int_eq(r.cancel_rc, 0);
+        ck_assert_int_eq(r.later_rc, 0);
+        ck_assert_int_eq(r.forever_rc, 0);
+        /* Cancelled it stays. */
+        ck_assert(nursery_scope_cancel_called(r.scope));
+        ck_assert_int_eq(nursery_scope_deadline(r.scope), NURSERY_FOREVER);
+        unsigned outcome = close_scope(r.scope);
+        ck_assert_uint_eq(outcome & (CALLED | CAUGHT), CALLED | CAUGHT);
+        if (by_deadline)
+            ck_assert_uint_eq(outcome & PASSED, PASSED);
+    }
+}
+END_TEST
+
+/* A hook that removes another hook of the same scope while the cancel runs
+ * them: the other runs once or never, as its remove says. */
+struct sibling_hooks {
+    nursery_cancel_hook_t *_Atomic other;
+    atomic_int other_calls, remover_calls;
+    int remove_rc;
+    bool other_ran;
+};
+
+static void hook_other(void *arg)
+{
+    atomic_fetch_add(&((struct sibling_hooks *)arg)->other_calls, 1);
+}
+
+static void hook_removes_sibling(void *arg)
+{
+    struct sibling_hooks *sh = arg;
+    sh->remove_rc = nursery_cancel_hook_remove(atomic_load(&sh->other), &sh->other_ran);
+    atomic_fetch_add(&sh->remover_calls, 1);
+}
+
+START_TEST(hook_may_remove_a_sibling_hook)
+{
+    for (int order = 0; order < 2; order++) {
+        struct sibling_hooks sh = {.remove_rc = -1};
+        atomic_init(&sh.other, NULL);
+        atomic_init(&sh.other_calls, 0);
+        atomic_init(&sh.remover_calls, 0);
+        nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
+        nursery_cancel_hook_t *remover = NULL, *other = NULL, *third = NULL;
+        atomic_int third_calls = 0;
+        /* Registered in both orders, with a third hook after them. */
+        if (order == 0) {
+            ck_assert_int_eq(nursery_on_cancel(hook_removes_sibling, &sh, &remover), 0);
+            ck_assert_int_eq(nursery_on_cancel(hook_other, &sh, &other), 0);
+        } else {
+            ck_assert_int_eq(nursery_on_cancel(hook_other, &sh, &other), 0);
+            ck_assert_int_eq(nursery_on_cancel(hook_removes_sibling, &sh, &remover), 0);
+        }
+        ck_assert_int_eq(nursery_on_cancel(hook_count, &third_calls, &third), 0);
+        atomic_store(&sh.other, other);
+        ck_assert_int_eq(nursery_scope_cancel(s), 0);
+        ck_assert_int_eq(atomic_load(&sh.remover_calls), 1);
+        ck_assert_int_eq(sh.remove_rc, 0);
+        ck_assert_int_eq(atomic_load(&sh.other_calls), sh.other_ran ? 1 : 0);
+        ck_assert_int_eq(atomic_load(&third_calls), 1);
+        bool ran = false;
+        ck_assert_int_eq(nursery_cancel_hook_remove(remover, &ran), 0);
+        ck_assert(ran);
+        ck_assert_int_eq(nursery_cancel_hook_remove(third, &ran), 0);
+        ck_assert(ran);
+        ck_assert_uint_eq(close_scope(s), CALLED);
+        /* The removed one never runs afterwards. */
+        ck_assert_int_eq(atomic_load(&sh.other_calls), sh.other_ran ? 1 : 0);
+    }
+}
+END_TEST
+
 /* ---- the suite ------------------------------------------------------------ */
 
 static Suite *scope_suite(void)
@@ -2807,6 +2914,8 @@ static Suite *scope_suite(void)
     tcase_add_test(tc, hook_remove_racing_its_run_waits_for_it);
     tcase_add_test(tc, hook_registered_racing_cancel_runs_exactly_once);
     tcase_add_test(tc, hook_runs_once_when_cancelled_then_deadline_passes);
+    tcase_add_test(tc, hook_may_cancel_and_move_its_own_scope);
+    tcase_add_test(tc, hook_may_remove_a_sibling_hook);
     return s;
 }
 
