@@ -471,6 +471,32 @@ START_TEST(poll_in_shield_inside_cancelled_body_works)
 }
 END_TEST
 
+/* A wake-up left from a cancelled poll does not end the next one early. */
+START_TEST(poll_after_cancelled_poll_waits_again)
+{
+    int a[2];
+    make_pipe(a);
+    struct pollfd p = pollin(a[0]);
+    size_t ready = 99;
+    for (int i = 0; i < 3; i++) {
+        nursery_scope_t *s = open_scope(nursery_after_ms(SHORT_MS), 0);
+        ck_assert_int_eq(nursery_poll(&p, 1, NURSERY_FOREVER, &ready), ECANCELED);
+        ck_assert_uint_eq(close_scope(s), ALL_BITS);
+        s = open_scope(NURSERY_FOREVER, 0);
+        nursery_time_t d = nursery_after_ms(SHORT_MS);
+        ck_assert_int_eq(nursery_poll(&p, 1, d, &ready), ETIMEDOUT);
+        ck_assert_int_ge(nursery_now(), d);
+        put_byte(a[1]);
+        ck_assert_int_eq(nursery_poll(&p, 1, HANG, &ready), 0);
+        ck_assert_uint_eq(ready, 1);
+        char c;
+        ck_assert_int_eq(read(a[0], &c, 1), 1);
+        ck_assert_uint_eq(close_scope(s), 0);
+    }
+    close_pipe(a);
+}
+END_TEST
+
 /* ---- nursery_poll: arguments, many descriptors, signals ------------------ */
 
 START_TEST(poll_rejects_bad_input)
@@ -1106,6 +1132,7 @@ static Suite *io_suite(void)
     tcase_add_test(tc, poll_blocked_cancelled_from_other_thread);
     tcase_add_test(tc, poll_blocked_cancelled_by_scope_deadline);
     tcase_add_test(tc, poll_in_shield_inside_cancelled_body_works);
+    tcase_add_test(tc, poll_after_cancelled_poll_waits_again);
     tcase_add_test(tc, poll_rejects_bad_input);
     tcase_add_test(tc, poll_more_than_16_fds);
     tcase_add_test(tc, poll_too_many_fds_is_poll_einval);
