@@ -603,6 +603,29 @@ static int failing_task(void *arg, void **value)
     return nursery_fail(EIO, "the planned failure");
 }
 
+/* Setup, not measured: waits (10 s at most) until `k` tasks have said they are about to
+ * block (*started) and the pool counts them, and one more, blocked; says so once (*warned)
+ * when they do not. */
+static void wait_until_blocked(nursery_pool_t *pool, atomic_size_t *started, size_t k,
+                               const char *workload, const char *what, bool *warned)
+{
+    nursery_pool_stats_t st = {0};
+    int64_t give_up = bench_now_ns() + 10 * INT64_C(1000000000);
+    while (bench_now_ns() < give_up) {
+        check(nursery_pool_stats(pool, &st), "nursery_pool_stats");
+        if (atomic_load(started) == k && st.blocked >= k + 1)
+            return;
+        bench_nap(1000000);
+    }
+    if (!*warned) {
+        *warned = true;
+        fprintf(stderr,
+                "nursery-bench: %s: after 10 s only %zu of %zu %s started "
+                "(pool: %zu threads, %zu blocked, %zu queued); measuring anyway\n",
+                workload, atomic_load(started), k, what, st.threads, st.blocked, st.queued);
+    }
+}
+
 /* The failing task is started first and parks on a future, so that it is already running
  * when the sleepers fill the pool.  Returns the time from its failure to join's return. */
 static int64_t lib_cancel_latency(size_t k)
@@ -627,21 +650,7 @@ static int64_t lib_cancel_latency(size_t k)
         check(nursery_start_soon(nur, sleeper_task, &run, NULL), "nursery_start_soon");
 
     /* Setup, not measured: wait until every sleeper is asleep (the pool counts it blocked). */
-    nursery_pool_stats_t st = {0};
-    int64_t give_up = bench_now_ns() + 10 * INT64_C(1000000000);
-    while (bench_now_ns() < give_up) {
-        check(nursery_pool_stats(pool, &st), "nursery_pool_stats");
-        if (atomic_load(&run.sleeping) == k && st.blocked >= k + 1)
-            break;
-        bench_nap(1000000);
-    }
-    if ((atomic_load(&run.sleeping) != k || st.blocked < k + 1) && !warned) {
-        warned = true;
-        fprintf(stderr,
-                "nursery-bench: cancel_latency: after 10 s only %zu of %zu sleepers started "
-                "(pool: %zu threads, %zu blocked, %zu queued); measuring anyway\n",
-                atomic_load(&run.sleeping), k, st.threads, st.blocked, st.queued);
-    }
+    wait_until_blocked(pool, &run.sleeping, k, "cancel_latency", "sleepers", &warned);
 
     check(nursery_future_set_value(run.gate, NULL), "nursery_future_set_value");
     int rc = nursery_join(nur, NURSERY_FOREVER, &errors);
@@ -726,21 +735,7 @@ static int64_t lib_poll_cancel(size_t k)
     /* Setup, not measured: wait until every poller polls (the pool counts it blocked), then
      * a moment more, for the last ones to get from there into poll(2) (the pthread floor
      * waits as long). */
-    nursery_pool_stats_t st = {0};
-    int64_t give_up = bench_now_ns() + 10 * INT64_C(1000000000);
-    while (bench_now_ns() < give_up) {
-        check(nursery_pool_stats(pool, &st), "nursery_pool_stats");
-        if (atomic_load(&run.sleeping) == k && st.blocked >= k + 1)
-            break;
-        bench_nap(1000000);
-    }
-    if ((atomic_load(&run.sleeping) != k || st.blocked < k + 1) && !warned) {
-        warned = true;
-        fprintf(stderr,
-                "nursery-bench: poll_cancel: after 10 s only %zu of %zu pollers started "
-                "(pool: %zu threads, %zu blocked, %zu queued); measuring anyway\n",
-                atomic_load(&run.sleeping), k, st.threads, st.blocked, st.queued);
-    }
+    wait_until_blocked(pool, &run.sleeping, k, "poll_cancel", "pollers", &warned);
     bench_nap(10000000);
 
     check(nursery_future_set_value(run.gate, NULL), "nursery_future_set_value");

@@ -139,20 +139,27 @@ void nursery__cancel_node_attach(struct cancel_node *n)
     }
 }
 
+/* Waits, with *mu let go, until whoever finds a waiter in *slot signals it
+ * (under *mu, its last touch of the waiter).  Called and returns with *mu
+ * held; the caller looks again at what it waits for. */
+static void wait_signal_locked(pthread_mutex_t *mu, struct waiter **slot)
+{
+    struct waiter w;
+    nursery__waiter_init(&w);
+    *slot = &w;
+    pthread_mutex_unlock(mu);
+    nursery__waiter_park(&w, NURSERY_FOREVER);
+    pthread_mutex_lock(mu);
+    *slot = NULL;
+    nursery__waiter_destroy(&w);
+}
+
 /* Removes n from its parent's children once no walk holds it (parent->mu
  * held).  Returns with parent->mu still held. */
 static void unlink_unpinned_locked(struct cancel_node *n, struct cancel_node *parent)
 {
-    while (n->pins > 0) {
-        struct waiter w;
-        nursery__waiter_init(&w);
-        n->unpinned = &w;
-        pthread_mutex_unlock(&parent->mu);
-        nursery__waiter_park(&w, NURSERY_FOREVER);
-        pthread_mutex_lock(&parent->mu);
-        n->unpinned = NULL;
-        nursery__waiter_destroy(&w);
-    }
+    while (n->pins > 0)
+        wait_signal_locked(&parent->mu, &n->unpinned);
     if (atomic_load_explicit(&n->attached, memory_order_relaxed)) {
         list_remove(&n->sibling);
         atomic_store_explicit(&n->attached, false, memory_order_relaxed);
@@ -310,16 +317,8 @@ bool nursery__cancel_hook_remove(struct cancel_hook *h)
     pthread_mutex_lock(&n->mu);
     if (h->state == HOOK_PENDING)
         list_remove(&h->link);
-    while (h->state == HOOK_RUNNING && !pthread_equal(h->runner, pthread_self())) {
-        struct waiter w;
-        nursery__waiter_init(&w);
-        h->finished = &w;
-        pthread_mutex_unlock(&n->mu);
-        nursery__waiter_park(&w, NURSERY_FOREVER);
-        pthread_mutex_lock(&n->mu);
-        h->finished = NULL;
-        nursery__waiter_destroy(&w);
-    }
+    while (h->state == HOOK_RUNNING && !pthread_equal(h->runner, pthread_self()))
+        wait_signal_locked(&n->mu, &h->finished);
     bool ran = h->state != HOOK_PENDING;
     pthread_mutex_unlock(&n->mu);
     return ran;
