@@ -402,6 +402,7 @@ int nursery_result_cancel(nursery_result_t *r)
             if (nursery__backlog_take(t->nursery, t)) {
                 atomic_store(&t->node.cancelled, true);
                 nursery__task_run(t);
+                nursery_result_release(r); /* the queue entry's, ours now */
                 return 0;
             }
             continue;

@@ -76,7 +76,8 @@ static void expire(struct timer_entry *e)
         cancel_scope(s, true);
 }
 
-/* Sets the deadline: arms it, or cancels at once when it has passed. */
+/* Sets the deadline: arms it, or cancels at once when it has passed
+ * (NURSERY_ECLOSED when the scope was closed meanwhile). */
 static int set_deadline(nursery_scope_t *s, nursery_time_t deadline)
 {
     atomic_store_explicit(&s->node.deadline, deadline, memory_order_release);
@@ -85,10 +86,8 @@ static int set_deadline(nursery_scope_t *s, nursery_time_t deadline)
             nursery__timer_disarm(&s->expiry);
         return 0;
     }
-    if (nursery_now() >= deadline) {
-        cancel_scope(s, true);
-        return 0;
-    }
+    if (nursery_now() >= deadline)
+        return cancel_scope(s, true);
     atomic_store_explicit(&s->armed, true, memory_order_release);
     return nursery__timer_arm(&s->expiry, deadline);
 }
@@ -204,7 +203,7 @@ int nursery_scope_set_deadline(nursery_scope_t *s, nursery_time_t deadline)
         return NURSERY_ECLOSED;
     nursery_time_t old = atomic_load_explicit(&s->node.deadline, memory_order_relaxed);
     rc = set_deadline(s, deadline);
-    if (rc)
+    if (rc == ENOMEM || rc == EAGAIN)
         atomic_store_explicit(&s->node.deadline, old, memory_order_release);
     return rc;
 }
