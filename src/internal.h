@@ -360,6 +360,9 @@ struct task {
     char *name;                  /* owned copy, or NULL */
     unsigned flags;              /* NURSERY_TASK_* */
     _Atomic int state;           /* enum task_state; see nursery__task_claim */
+    atomic_bool aside;           /* a helper's put-aside task, in the injection queue
+                                  * (pool.c); apart from flags, which the task's
+                                  * runner may be using while the drainer clears it */
     nursery_t *nursery;          /* set when started */
     nursery_result_t *result;    /* the capture embedding this task, or NULL */
     struct start_slot *start;    /* a nursery_start() caller waiting for started() */
@@ -396,9 +399,6 @@ HIDDEN bool nursery__task_claim(struct task *t);
 #define TASK_COUNTED_FLAG (1u << 29)
 /* The flags a user may set. */
 #define TASK_USER_FLAGS (NURSERY_TASK_SUPPRESS_ERROR | NURSERY_TASK_DAEMON | NURSERY_TASK_MAIN)
-/* Set in task.flags while a helper's put-aside task waits in the injection
- * queue (pool.c). */
-#define TASK_ASIDE_FLAG (1u << 30)
 
 /* ---- task_cache.c: recycled memory for plain tasks --------------------- */
 

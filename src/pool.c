@@ -29,7 +29,9 @@
  * publishing it and wakes one worker if someone sleeps and nobody spins;
  * both sides use seq_cst, so at least one of them sees the other and no
  * wake-up is lost.  A spinner that finds work wakes a sleeper to take over
- * the looking.
+ * the looking, and so does a worker that steals a task (more may wait in
+ * that deque, behind a worker about to block in its task, and whoever
+ * moved them there may have been the spinner that would have looked).
  *
  * Elasticity.  A worker parked in a library wait past a grace period counts
  * as blocked (see nursery__pool_block_enter); one blocked in user code is
@@ -244,10 +246,8 @@ static struct task *inject_pop(nursery_pool_t *p)
  * by a helper (see put_aside); it is not any more. */
 static bool took_aside(struct task *t)
 {
-    if (!(t->flags & TASK_ASIDE_FLAG))
-        return false;
-    t->flags &= ~TASK_ASIDE_FLAG;
-    return true;
+    return atomic_load_explicit(&t->aside, memory_order_relaxed) &&
+           atomic_exchange_explicit(&t->aside, false, memory_order_relaxed);
 }
 
 /* Takes one injected task and moves up to a batch more into the worker's
@@ -317,8 +317,11 @@ static struct task *find_work(nursery_pool_t *p, struct worker *self)
     struct task *t = deque_take(&self->dq);
     if (!t)
         t = take_injected(p, self, true);
-    if (!t)
-        t = steal(p, self, NULL);
+    if (!t && (t = steal(p, self, NULL)))
+        /* Where one was stolen, more may wait, behind a worker that may
+         * block in its task: pass the looking on.  (The worker that moved
+         * them there may have counted as the spinner that would look.) */
+        spread_work(p);
     return t;
 }
 
@@ -595,7 +598,7 @@ static void put_aside(nursery_pool_t *p, struct task *t)
      * it helps: it is told.  If that joiner is a worker of the pool, the
      * monitor need not count parked joiners as stuck on its account. */
     if (n->opened_by_worker) {
-        t->flags |= TASK_ASIDE_FLAG;
+        atomic_store_explicit(&t->aside, true, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->aside, 1, memory_order_relaxed);
     }
     atomic_store_explicit(&t->state, TASK_QUEUED, memory_order_release);

@@ -68,7 +68,7 @@ struct nursery_pool {
      * lock and one worker at a time drains, holding in_draining. */
     _Alignas(64) _Atomic(struct task *) in_tail; /* last pushed; producers swap it */
     atomic_size_t injected;       /* tasks pushed and not yet popped */
-    atomic_size_t aside;          /* of which put aside by a helper (TASK_ASIDE_FLAG) */
+    atomic_size_t aside;          /* of which put aside by a helper (task.aside) */
     _Alignas(64) struct task *in_head; /* next to pop; the drainer only */
     atomic_flag in_draining;      /* held by the one worker draining */
     struct task in_stub;          /* keeps the queue non-empty for the algorithm */

@@ -33,6 +33,7 @@ int nursery__task_init(struct task *t, nursery_fn fn, void *arg, const nursery_t
     t->fn = fn;
     t->arg = arg;
     atomic_init(&t->state, TASK_IDLE);
+    atomic_init(&t->aside, false);
     nursery__cancel_node_init(&t->node, NULL);
     if (opts) {
         t->arg_destroy = opts->arg_destroy;
