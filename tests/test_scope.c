@@ -1762,18 +1762,26 @@ START_TEST(open_until_cancelled_before_deadline_passes_join_is_0)
 {
     struct gated g;
     gated_init(&g, 1);
-    nursery_time_t d = nursery_after_ms(SHORT_MS);
+    nursery_time_t d = nursery_after_ms(300);
     nursery_t *n = NULL;
     ck_assert_int_eq(nursery_open_until(&n, pool, d), 0);
     ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, NULL), 0);
     ck_assert_int_eq(nursery_cancel(n), 0);
+    bool in_time = nursery_now() < d; /* else the deadline may have come first */
     /* Past the deadline (a plain sleep: the body is cancelled). */
     while (nursery_now() < d) {
         struct timespec pause = {0, 1000 * 1000};
         nanosleep(&pause, NULL);
     }
     nursery_errors_t *errs = NULL;
-    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, &errs), 0);
+    int rc = nursery_join(n, NURSERY_FOREVER, &errs);
+    if (in_time) {
+        ck_assert_int_eq(rc, 0);
+    } else {
+        printf("open_until_cancelled_before_deadline_passes_join_is_0: the cancel came too late "
+               "to tell (join returned %d)\n", rc);
+        ck_assert(rc == 0 || rc == NURSERY_EEXPIRED);
+    }
     ck_assert_uint_eq(nursery_errors_count(errs), 0);
     ck_assert_uint_eq(nursery_errors_cancelled(errs), 1);
     nursery_errors_free(errs);
