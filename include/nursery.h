@@ -94,6 +94,8 @@ enum {
     NURSERY_EEOC,        /* end of channel: every sender closed, nothing buffered */
     NURSERY_EFORKED,     /* the object belongs to the parent of a fork() */
     NURSERY_EEXPIRED,    /* the nursery's own deadline passed and cancelled it */
+    NURSERY_EEND,        /* nothing left: an iteration handed out everything, or a
+                          * generator (nursery_map_stream()) has no more items */
     NURSERY_ELAST
 };
 
@@ -761,6 +763,249 @@ NURSERY_API int nursery_wait_all(nursery_result_t *const *results, size_t n,
  * not detected: it is just not done before the wait ends. */
 NURSERY_API int nursery_wait_any(nursery_result_t *const *results, size_t n,
                                  nursery_time_t deadline, size_t *index);
+
+/* ------------------------------------------------------------------------ */
+/* Waiting for many operations (asyncio and concurrent.futures)             */
+/* ------------------------------------------------------------------------ */
+
+/* What nursery_wait() waits for (concurrent.futures' return_when). */
+enum {
+    /* One result done, whatever its outcome. */
+    NURSERY_FIRST_COMPLETED = 1,
+    /* One result failed (done with an error whose code is not ECANCELED:
+     * a cancelled result is not a failure), or every result done
+     * (FIRST_EXCEPTION). */
+    NURSERY_FIRST_ERROR = 2,
+    /* Every result done. */
+    NURSERY_ALL_COMPLETED = 3,
+};
+
+/* asyncio.wait / concurrent.futures.wait: waits until the return_when
+ * condition holds over the results (any mix of captures and futures), or
+ * the deadline passes, and partitions them into done and pending.  A
+ * deadline passing is not a failure of this call and cancels nothing: it
+ * returns ETIMEDOUT with the partition set, and the caller decides
+ * (cancel the pending ones with nursery_result_cancel(), say).
+ * `order` (NULL, or n entries) gets the partition: order[0] to
+ * order[*ndone - 1] are the indices of the done results, in the order they
+ * completed (the earliest first, the lowest index on a tie), then the
+ * indices of the pending ones, increasing.  Every index appears once: a
+ * result given twice appears at both its indices, on the same side.
+ * `ndone` (may be NULL) gets the number of done results.  Both are set on
+ * 0 and ETIMEDOUT only, from one look at the results as the call returns.
+ * The wait registers once on each result and sleeps until completions
+ * make the condition hold; it never polls.  While the condition does not
+ * hold, a waiting pool worker runs queued captures of the set that belong
+ * to its pool (each to its end, even past the deadline), looking at the
+ * condition and the deadline between them; any other thread runs nothing.
+ * Returns, in this order: EINVAL (results NULL while n > 0, a NULL entry,
+ * or an unknown return_when); NURSERY_EFORKED (a result made before a
+ * fork, in the child); ECANCELED when the calling task is cancelled, also
+ * when the condition holds already and when n == 0; EDEADLK when
+ * return_when is NURSERY_ALL_COMPLETED and the calling task's own capture
+ * is in the set (checked before waiting); ENOMEM only when n > 16 and the
+ * condition does not hold at the call (it needs memory to sleep on that
+ * many); then 0 when the condition holds (at once for n == 0: nothing is
+ * pending), or ETIMEDOUT (a deadline already past only looks). */
+NURSERY_API int nursery_wait(nursery_result_t *const *results, size_t n, nursery_time_t deadline,
+                             int return_when, size_t *order, size_t *ndone);
+
+/* An as_completed iterator (asyncio.as_completed): hands out the results
+ * of a set one at a time as they complete, each exactly once, those done
+ * already when it was created first (in the order they completed).  It
+ * registers once on each result when created, not on every call, and
+ * sleeps until a completion; it never polls and cancels nothing.  One
+ * thread at a time may use an iterator (its calls must not race with one
+ * another); the results may complete on any thread. */
+typedef struct nursery_as_completed nursery_as_completed_t;
+
+/* Creates an iterator over n results (n == 0 is an empty iteration) with
+ * a total `deadline` for the whole iteration (NURSERY_FOREVER: none; see
+ * nursery_as_completed_set_deadline()).  It takes a reference to each
+ * entry (one per index: a result given twice is handed out twice) and
+ * keeps its own copy of the pointers, so the caller's array and
+ * references are free afterwards; it allocates about 64 bytes per result
+ * here, and nothing afterwards.  Not a blocking call.  Returns 0;
+ * EINVAL (out NULL, results NULL while n > 0, or a NULL entry);
+ * NURSERY_EFORKED (a result made before a fork, in the child); ENOMEM.  On
+ * failure *out is NULL (if out is not) and no reference is taken. */
+NURSERY_API int nursery_as_completed_create(nursery_as_completed_t **out,
+                                            nursery_result_t *const *results, size_t n,
+                                            nursery_time_t deadline);
+
+/* Waits for the next result to complete and hands it out: *index (may be
+ * NULL) gets its index in the array given to create, and *result (may be
+ * NULL) the iterator's reference to it, now the caller's to release; with
+ * result NULL the iterator releases it.  While no result is ready, a
+ * waiting pool worker runs a queued capture of the set that belongs to its
+ * pool, as nursery_wait_any() does.  Returns, in this order: EINVAL (it
+ * NULL); NURSERY_EFORKED (an iterator made before a fork, in the child);
+ * ECANCELED when the calling task is cancelled, also when a result is
+ * ready (nothing is handed out); NURSERY_EEND when every result has been
+ * handed out; then 0, or ETIMEDOUT when the iterator's deadline passes
+ * first (nothing is handed out; the iterator stays usable: give it a new
+ * deadline and call again).  *index and *result are set only on 0. */
+NURSERY_API int nursery_as_completed_next(nursery_as_completed_t *it, size_t *index,
+                                          nursery_result_t **result);
+
+/* Replaces the iterator's total deadline (NURSERY_FOREVER: none), for
+ * the calls that follow.  Returns 0, EINVAL (NULL) or NURSERY_EFORKED. */
+NURSERY_API int nursery_as_completed_set_deadline(nursery_as_completed_t *it,
+                                                  nursery_time_t deadline);
+
+/* How many results are still to be handed out (0 for NULL).  Never
+ * blocks. */
+NURSERY_API size_t nursery_as_completed_remaining(const nursery_as_completed_t *it);
+
+/* Frees the iterator and releases its references to the results it has
+ * not handed out (it waits for none of them, and cancels none).  NULL is a
+ * no-op; so is an iterator made before a fork, in the child. */
+NURSERY_API void nursery_as_completed_free(nursery_as_completed_t *it);
+
+/* What one task of nursery_gather() or nursery_map() came to. */
+typedef struct nursery_outcome {
+    /* 0: it succeeded.  Else its error's code: ECANCELED when it was
+     * cancelled, or never started because the call stopped first. */
+    int code;
+    /* Its value when code is 0, else NULL.  The value belongs to whoever
+     * the task's contract says; an outcome never frees it. */
+    void *value;
+    /* A reference to its error (release it with nursery_error_release(),
+     * or all at once with nursery_outcomes_release()); NULL when it
+     * succeeded or never started. */
+    nursery_error_t *error;
+} nursery_outcome_t;
+
+/* Releases the errors of n outcomes and sets each error to NULL (the codes
+ * and values stay).  Accepts NULL. */
+NURSERY_API void nursery_outcomes_release(nursery_outcome_t *outcomes, size_t n);
+
+/* Flags of nursery_gather() and nursery_map_options_t. */
+enum {
+    /* asyncio's return_exceptions=True: a task's failure cancels nothing
+     * and does not fail the call; its outcome holds the error, and every
+     * other task runs to its end. */
+    NURSERY_RETURN_ERRORS = 1u << 0,
+};
+
+/* asyncio.gather: runs the n branches (functions with their arguments and
+ * options, as for nursery_run_all()) as tasks of a nursery of its own on
+ * `pool` (NULL: the pool of the calling task, else the default pool),
+ * waits for them all, and puts what each came to in outcomes[i], in
+ * argument order whatever the order they finished in.  Without flags it
+ * fails fast: the first failure cancels the other branches and the call
+ * returns NURSERY_EFAILED with the error group in *errors (as
+ * nursery_join(); the cancellations it causes are not errors, and a
+ * branch with NURSERY_TASK_SUPPRESS_ERROR keeps its error to its
+ * outcome).  With NURSERY_RETURN_ERRORS, failures cancel nothing and the
+ * call returns 0 once every branch has ended: look at each outcome's code.
+ * From inside a task it nests: its nursery is joined as nursery_join()
+ * does, running queued branches in the calling worker, so it makes
+ * progress on a pool of one thread.  Not itself a cancellation point: a
+ * caller cancelled at the call or meanwhile has its branches cancelled
+ * (their outcomes say ECANCELED) and gets ECANCELED.  Returns, in this
+ * order: EINVAL (branches or outcomes NULL while n > 0, a NULL fn or an
+ * unknown flag in a branch's options, or an unknown flag: nothing runs,
+ * no arg_destroy runs); ENOMEM, NURSERY_EFORKED or the other errors of
+ * nursery_open() (nothing runs; every branch's arg_destroy runs); then 0,
+ * NURSERY_EFAILED, or ECANCELED (the caller was cancelled and no branch
+ * failed).  n == 0 runs nothing and returns 0 (ECANCELED for a cancelled
+ * caller).  outcomes[] are set, with their error references the caller's,
+ * on those last three returns only.  *errors (errors may be NULL) as for
+ * nursery_join(), NULL on the other returns. */
+NURSERY_API int nursery_gather(nursery_pool_t *pool, const nursery_branch_t *branches, size_t n,
+                               unsigned flags, nursery_outcome_t *outcomes,
+                               nursery_errors_t **errors);
+
+/* Options of nursery_map() and nursery_map_stream(); NULL means all
+ * defaults. */
+typedef struct nursery_map_options {
+    /* At most this many items in flight at once: started and not ended,
+     * whatever the pool's size (0: the number of CPUs the process may run
+     * on).  Only that many tasks are ever queued or running, so a map of a
+     * million items costs O(limit) memory besides the outcomes. */
+    size_t limit;
+    /* NURSERY_RETURN_ERRORS, or 0 to fail fast. */
+    unsigned flags;
+    /* Each item's task options (its name, NURSERY_TASK_* flags, and
+     * arg_destroy, which the map calls once on every argument it took:
+     * for nursery_map(), when the item has ended, and on the arguments of
+     * items that never started before it returns; for
+     * nursery_map_stream(), once the sink has seen the item, or before it
+     * returns for an item the sink will not see); NULL for none. */
+    const nursery_task_options_t *task;
+    /* If not NULL, called in the calling thread each time items have
+     * completed: `done` items have ended out of `total` (for
+     * nursery_map_stream(), 0 until the generator has ended).  Keep it
+     * short: no item starts while it runs. */
+    void (*progress)(void *ctx, size_t done, size_t total);
+    void *progress_ctx;
+} nursery_map_options_t;
+
+/* A parallel map: runs fn(args[i]) for each of the n arguments as tasks of
+ * a nursery of its own on `pool` (NULL: the pool of the calling task,
+ * else the default pool), at most opts->limit at once, starting them in
+ * input order, and puts what each came to in outcomes[i] (input order).
+ * Fail-fast (no NURSERY_RETURN_ERRORS): the first failure cancels the
+ * items in flight, no item starts after it, and the call returns
+ * NURSERY_EFAILED with the error group in *errors; the items that never
+ * started have outcome code ECANCELED and no error.  With
+ * NURSERY_RETURN_ERRORS, every item runs and the call returns 0.  The
+ * calling thread starts the items and waits for them (a pool worker runs
+ * queued items of the map while it waits, so a map inside a task makes
+ * progress on a pool of one thread), and calls opts->progress.  Not itself
+ * a cancellation point: a caller cancelled at the call or meanwhile stops
+ * starting items, has those in flight cancelled, and gets ECANCELED.
+ * Returns, in this order: EINVAL (fn NULL, args or outcomes NULL while n >
+ * 0, an unknown flag in opts or opts->task: nothing runs, no arg_destroy
+ * runs); ENOMEM, NURSERY_EFORKED or the other errors of nursery_open()
+ * (nothing runs; every argument's arg_destroy runs); then 0,
+ * NURSERY_EFAILED (an item
+ * failed, or an item could not be started for want of memory: the error
+ * group says ENOMEM), or ECANCELED.  outcomes[] are all set, the error
+ * references the caller's, on those last three returns only.  *errors
+ * (may be NULL) as for nursery_join(). */
+NURSERY_API int nursery_map(nursery_pool_t *pool, nursery_fn fn, void *const *args, size_t n,
+                            const nursery_map_options_t *opts, nursery_outcome_t *outcomes,
+                            nursery_errors_t **errors);
+
+/* The input of nursery_map_stream(): stores the next argument in *arg and
+ * returns 0; returns NURSERY_EEND when there are no more; any other code
+ * stops the map as a failure (the generator may call nursery_fail() for a
+ * message).  Called in the calling thread of nursery_map_stream(), one
+ * call at a time. */
+typedef int (*nursery_map_next_fn)(void *ctx, void **arg);
+
+/* The output of nursery_map_stream(): called in the calling thread, in
+ * input order (index 0, 1, 2, ...), with each item's argument and outcome
+ * (borrowed for the call: retain the error to keep it).  Returning non-zero
+ * stops the map as a failure, as the generator's does. */
+typedef int (*nursery_map_sink_fn)(void *ctx, size_t index, void *arg,
+                                   const nursery_outcome_t *outcome);
+
+/* A streaming, ordered parallel map, for inputs that do not fit in memory
+ * and for a tool that prints results in input order while later items
+ * still run: takes arguments from next(next_ctx, &arg) as there is room,
+ * runs fn(arg) for each as nursery_map() does (at most opts->limit in
+ * flight), and hands each outcome to sink(sink_ctx, ...) in input order as
+ * soon as every earlier item has been handed out.  Memory stays O(limit):
+ * at most opts->limit items run at once, and at most opts->limit more
+ * wait, ended, for an earlier one to be handed out; no argument is read
+ * from the generator while that window is full.  Fail-fast (no
+ * NURSERY_RETURN_ERRORS): the first failure, of an item, the generator
+ * or the sink, cancels the items in flight, starts no more and hands out
+ * nothing more; the call returns NURSERY_EFAILED with the error group in
+ * *errors.  With NURSERY_RETURN_ERRORS an item's failure is handed to the
+ * sink like any outcome, and only the generator or the sink can stop the
+ * map.  Cancellation and the rest as nursery_map().  Returns, in this
+ * order: EINVAL (fn, next or sink NULL, or an unknown flag); ENOMEM,
+ * NURSERY_EFORKED or the other errors of nursery_open() (next is never
+ * called); then 0 (every item handed out, the generator ended with
+ * NURSERY_EEND), NURSERY_EFAILED, or ECANCELED.  *errors as for
+ * nursery_join(). */
+NURSERY_API int nursery_map_stream(nursery_pool_t *pool, nursery_fn fn, nursery_map_next_fn next,
+                                   void *next_ctx, nursery_map_sink_fn sink, void *sink_ctx,
+                                   const nursery_map_options_t *opts, nursery_errors_t **errors);
 
 /* ------------------------------------------------------------------------ */
 /* Cancellation                                                             */
