@@ -5,7 +5,8 @@
  * Lock order (a lock may be taken while holding the ones to its left):
  *
  *   start_slot.mu -> result.mu -> cancel_node.mu (parent before child)
- *   nursery.mu, result.mu, channel.mu, cancel_node.mu -> waiter.mu
+ *   result.mu -> watch.mu
+ *   nursery.mu, result.mu, channel.mu, cancel_node.mu, watch.mu -> waiter.mu
  *   pool.mu is a leaf apart from waiter.mu: nothing else is taken under it.
  *   (waiter.mu exists only where there is no futex: see struct waiter.)
  *
@@ -158,10 +159,16 @@ struct waitq {
 struct wait_link {
     struct list node;
     struct waiter *waiter;
+    /* Called instead of signalling `waiter` (under the object's lock), for
+     * a watcher that must learn which object changed (watch.c). */
+    void (*notify)(struct wait_link *link);
 };
 
 HIDDEN void nursery__waitq_init(struct waitq *q);
 HIDDEN void nursery__waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w);
+/* Links a watcher's callback in place of a waiter. */
+HIDDEN void nursery__waitq_add_notify(struct waitq *q, struct wait_link *link,
+                                      void (*notify)(struct wait_link *link));
 HIDDEN void nursery__waitq_remove(struct wait_link *link);
 HIDDEN void nursery__waitq_wake_all(struct waitq *q);
 
@@ -201,6 +208,45 @@ HIDDEN void nursery__wait_one_detach(void *ctx);
  * blocked, so the pool can add a thread. */
 HIDDEN int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline,
                           int flags);
+
+/* ---- watch.c: which results of a set completed, in what order ----------- */
+
+/* One result of a watched set. */
+struct watch_link {
+    struct wait_link link; /* first: the callback gets this */
+    struct watch *watch;
+    nursery_result_t *result;
+    size_t index;          /* what the watch records when the result completes */
+    bool linked;           /* in the result's wait queue (the owner's) */
+};
+
+/* Counts completions and queues their indices.  Put it first in a block
+ * context to sleep on it with nursery__watch_attach/_detach as the ops. */
+struct watch {
+    pthread_mutex_t mu;
+    size_t *queue;         /* capacity entries (NULL: count only), owner's storage */
+    size_t capacity, head, count; /* mu */
+    size_t completed;      /* mu: results that completed since added */
+    size_t failed;         /* mu: of those, done with an error other than ECANCELED */
+    struct waiter *sleeper; /* mu */
+};
+
+HIDDEN void nursery__watch_init(struct watch *w, size_t *queue, size_t capacity);
+HIDDEN void nursery__watch_destroy(struct watch *w);
+/* Watches r: its completion (at once if it is done) records `index`. */
+HIDDEN void nursery__watch_add(struct watch *w, struct watch_link *l, nursery_result_t *r,
+                               size_t index);
+/* Stops watching (before l or its result goes away). */
+HIDDEN void nursery__watch_remove(struct watch_link *l);
+/* Takes the oldest index recorded.  False when there is none. */
+HIDDEN bool nursery__watch_pop(struct watch *w, size_t *index);
+HIDDEN void nursery__watch_counts(struct watch *w, size_t *completed, size_t *failed,
+                                  size_t *queued);
+HIDDEN void nursery__watch_attach(void *ctx, struct waiter *waiter);
+HIDDEN void nursery__watch_detach(void *ctx);
+/* A block_ops help: runs one queued capture among the linked ones (in a
+ * worker of its pool), looking from *cursor on.  True if it ran one. */
+HIDDEN bool nursery__watch_help(struct watch_link *links, size_t n, size_t *cursor);
 
 /* ---- cancel.c: the cancel tree ------------------------------------------ */
 
@@ -318,6 +364,8 @@ HIDDEN bool nursery__pool_is_current(const nursery_pool_t *p);
 HIDDEN bool nursery__pool_is_forked(const nursery_pool_t *p);
 /* The pool the calling thread is a worker of, or NULL. */
 HIDDEN nursery_pool_t *nursery__pool_current(void);
+/* The CPUs this process may run on (at least 1). */
+HIDDEN size_t nursery__cpu_count(void);
 /* The calling worker enters (+1) or leaves (-1) a library wait, in which
  * the tasks it runs count as helped (no-op off the pool). */
 HIDDEN void nursery__pool_wait_depth(int delta);
@@ -491,6 +539,14 @@ struct nursery_result {
  * err is released and the first outcome kept). */
 HIDDEN int nursery__result_complete(nursery_result_t *r, void *value, nursery_error_t *err);
 
+/* Sorts k indices into `results`, all of done results, by the time they
+ * completed (the index breaks ties).  wait.c. */
+HIDDEN void nursery__sort_by_completion(size_t *idx, size_t k, nursery_result_t *const *results);
+/* What a done result came to, with a new reference to its error. */
+HIDDEN void nursery__outcome_of(const nursery_result_t *r, nursery_outcome_t *o);
+/* Whether a done result failed for NURSERY_FIRST_ERROR: its error is not a
+ * cancellation.  False while it is not done. */
+HIDDEN bool nursery__result_failed(const nursery_result_t *r);
 /* Claims a queued capture and runs it on the waiter's stack, when the
  * waiter is a worker of its pool (else the pool runs it).  True if it ran. */
 HIDDEN bool nursery__result_help(nursery_result_t *r);

@@ -126,6 +126,15 @@ void nursery__waitq_init(struct waitq *q)
 void nursery__waitq_add(struct waitq *q, struct wait_link *link, struct waiter *w)
 {
     link->waiter = w;
+    link->notify = NULL;
+    list_push_back(&q->links, &link->node);
+}
+
+void nursery__waitq_add_notify(struct waitq *q, struct wait_link *link,
+                               void (*notify)(struct wait_link *link))
+{
+    link->waiter = NULL;
+    link->notify = notify;
     list_push_back(&q->links, &link->node);
 }
 
@@ -137,8 +146,13 @@ void nursery__waitq_remove(struct wait_link *link)
 void nursery__waitq_wake_all(struct waitq *q)
 {
     struct list *pos;
-    list_for_each(pos, &q->links)
-        nursery__waiter_signal(list_entry(pos, struct wait_link, node)->waiter);
+    list_for_each(pos, &q->links) {
+        struct wait_link *link = list_entry(pos, struct wait_link, node);
+        if (link->notify)
+            link->notify(link);
+        else
+            nursery__waiter_signal(link->waiter);
+    }
 }
 
 void nursery__wait_one_attach(void *ctx, struct waiter *w)

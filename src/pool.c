@@ -934,3 +934,8 @@ int nursery_pool_stats(nursery_pool_t *p, nursery_pool_stats_t *out)
     pthread_mutex_unlock(&p->mu);
     return 0;
 }
+
+size_t nursery__cpu_count(void)
+{
+    return cpu_count();
+}

@@ -315,6 +315,32 @@ int nursery_result_error(const nursery_result_t *r, nursery_error_t **err)
     return 0;
 }
 
+bool nursery__result_failed(const nursery_result_t *r)
+{
+    return nursery_result_is_done(r) && r->error && nursery_error_code(r->error) != ECANCELED;
+}
+
+void nursery__outcome_of(const nursery_result_t *r, nursery_outcome_t *o)
+{
+    nursery_result_is_done(r); /* orders the completer's writes before ours */
+    nursery_error_t *err = r->error;
+    *o = (nursery_outcome_t){
+        .code = err ? nursery_error_code(err) : 0,
+        .value = err ? NULL : r->value,
+        .error = nursery_error_retain(err),
+    };
+}
+
+void nursery_outcomes_release(nursery_outcome_t *outcomes, size_t n)
+{
+    if (!outcomes)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        nursery_error_release(outcomes[i].error);
+        outcomes[i].error = NULL;
+    }
+}
+
 /* ---- waiting ----------------------------------------------------------- */
 
 bool nursery__result_help(nursery_result_t *r)
