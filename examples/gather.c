@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * gather.c - gather-style fan-out: one task per input, results read back in
- * input order (asyncio.gather, aioresult's ResultCapture).
+ * gather.c - gather-style fan-out: one task per input, the values handed
+ * back in input order (asyncio.gather).
  *
  * Counts the primes below one million, split into eight ranges.  Each range
- * gets its own task, started with nursery_capture_start_soon(), which hands
- * back a result object.  The tasks finish in any order; after nursery_join()
- * every result is done, so the counts are printed in the order of the inputs.
- * The program checks its own answer (each range is recounted here, in order,
- * and there are 78498 primes below 10^6) and exits 1 if anything is wrong.
+ * is a branch of nursery_gather(), which runs them all as tasks of a
+ * nursery of its own and puts what each came to in an array of outcomes, in
+ * argument order, whatever order they finished in.  Without
+ * NURSERY_RETURN_ERRORS it fails fast: a failing range would cancel the
+ * others and come back in the error group.  The program checks its own
+ * answer (each range is recounted here, in order, and there are 78498
+ * primes below 10^6) and exits 1 if anything is wrong.
  */
 #include <nursery.h>
 
@@ -67,72 +69,56 @@ static void print_errors(const nursery_errors_t *errors)
 int main(void)
 {
     struct range ranges[NRANGES];
-    nursery_result_t *results[NRANGES] = {NULL};
-    nursery_errors_t *errors = NULL;
-    nursery_t *n;
-    int status = 0;
-
-    int rc = nursery_open(&n, NULL);
-    if (rc != 0) {
-        fprintf(stderr, "gather: nursery_open: %s\n", nursery_strerror(rc));
-        return 1;
-    }
-
+    char names[NRANGES][48];
+    nursery_task_options_t opts[NRANGES];
+    nursery_branch_t branches[NRANGES];
     for (size_t i = 0; i < NRANGES; i++) {
-        char name[48];
         ranges[i].lo = i * (LIMIT / NRANGES);
         ranges[i].hi = (i + 1) * (LIMIT / NRANGES);
-        snprintf(name, sizeof name, "primes in [%lu, %lu)", ranges[i].lo, ranges[i].hi);
-        nursery_task_options_t opts = {.name = name}; /* the name is copied */
-
-        rc = nursery_capture_start_soon(n, count_primes, &ranges[i], &opts, &results[i]);
-        if (rc != 0) {
-            /* Nothing was queued for this one; the others are already
-             * running, and a nursery is always joined, so stop them. */
-            fprintf(stderr, "gather: start: %s\n", nursery_strerror(rc));
-            nursery_cancel(n);
-            status = 1;
-            break;
-        }
+        snprintf(names[i], sizeof names[i], "primes in [%lu, %lu)", ranges[i].lo, ranges[i].hi);
+        opts[i] = (nursery_task_options_t){.name = names[i]};
+        branches[i] = (nursery_branch_t){.fn = count_primes, .arg = &ranges[i], .opts = &opts[i]};
     }
 
-    /* Join before reading anything: after it, every result is done and
-     * everything the tasks wrote is visible here.  The ranges array, which
-     * the tasks read, lives on this stack until then. */
-    rc = nursery_join(n, NURSERY_FOREVER, &errors);
-    if (rc != 0) {
-        fprintf(stderr, "gather: join: %s\n", nursery_strerror(rc));
+    /* Returns once every branch has ended; the ranges, which the tasks
+     * read, live on this stack until then. */
+    nursery_outcome_t outcomes[NRANGES];
+    nursery_errors_t *errors = NULL;
+    int rc = nursery_gather(NULL, branches, NRANGES, 0, outcomes, &errors);
+    if (rc != 0 && rc != NURSERY_EFAILED) {
+        fprintf(stderr, "gather: %s\n", nursery_strerror(rc)); /* nothing ran */
+        return 1;
+    }
+    int status = 0;
+    if (rc == NURSERY_EFAILED) {
+        fprintf(stderr, "gather: %s\n", nursery_strerror(rc));
         print_errors(errors);
         status = 1;
     }
     nursery_errors_free(errors);
 
     unsigned long total = 0;
-    for (size_t i = 0; i < NRANGES && results[i] != NULL; i++) {
-        void *value;
-        rc = nursery_result_value(results[i], &value);
-        if (rc != 0) {
-            fprintf(stderr, "gather: range %zu: %s\n", i, nursery_strerror(rc));
+    for (size_t i = 0; i < NRANGES; i++) {
+        if (outcomes[i].code != 0) {
+            fprintf(stderr, "gather: range %zu: %s\n", i, nursery_strerror(outcomes[i].code));
             status = 1;
             continue;
         }
-        unsigned long count = (unsigned long)(uintptr_t)value;
+        unsigned long count = (unsigned long)(uintptr_t)outcomes[i].value;
         printf("primes in [%7lu, %7lu): %5lu\n", ranges[i].lo, ranges[i].hi, count);
         total += count;
 
         /* The check: the same count, done here without any task, must be
          * the one that came back in position i. */
         void *expected;
-        if (count_primes(&ranges[i], &expected) != 0 || value != expected) {
+        if (count_primes(&ranges[i], &expected) != 0 || outcomes[i].value != expected) {
             fprintf(stderr, "gather: range %zu: got %lu primes, expected %lu\n", i, count,
                     (unsigned long)(uintptr_t)expected);
             status = 1;
         }
     }
     printf("primes below %lu:       %5lu\n", LIMIT, total);
-
-    for (size_t i = 0; i < NRANGES; i++)
-        nursery_result_release(results[i]); /* NULL for the ones never started */
+    nursery_outcomes_release(outcomes, NRANGES);
 
     if (total != PRIMES_BELOW_LIMIT) {
         fprintf(stderr, "gather: expected %d primes, counted %lu\n", PRIMES_BELOW_LIMIT, total);
