@@ -75,6 +75,8 @@ size_t bench_mem_growth(bench_mem_t before, bench_mem_t after);
 
 /* The kernels: plain recursive fib, and the sum of sqrt(a[i]) for i < n. */
 long bench_fib_seq(int n);
+/* map_ordered's item i: about 10 µs of CPU (fib(17)), its answer checked. */
+void bench_map_item(size_t i);
 double bench_sum_sqrt(const double *a, size_t n);
 
 /* Merge sort, out of place: sorts in[0..n) into out[0..n), with tmp[0..n) as scratch, and
@@ -115,6 +117,8 @@ void bench_gate_destroy(bench_gate_t *g);
  *                                then bench_merge in the calling thread; the root call in
  *                                the calling thread.
  *   blocking_fanout(k, ns, done) k tasks; task i sleeps ns in bench_nap, then sets done[i].
+ *   map_items(n)                 bench_map_item(i) for every i < n, a parallel for with
+ *                                dynamic scheduling (OpenMP only).
  *   queued_memory(slots, n)      n spawn_join tasks queued behind a worker blocked on a gate;
  *                                returns bench_mem_growth from before they are started to
  *                                after, then opens the gate and joins.
@@ -130,6 +134,7 @@ long openmp_fib_from_task(int n);
 void openmp_map_sum(const double *a, size_t n, size_t chunks, double *part);
 void openmp_merge_sort(const int *in, int *out, int *tmp, size_t n);
 void openmp_blocking_fanout(size_t k, int64_t ns, unsigned char *done);
+void openmp_map_items(size_t n);
 #else
 /* Built without OpenMP: the driver never selects openmp (see impls_built()), and these stand
  * in for the calls it then never makes, so that it needs no #ifdef at each of them. */
@@ -142,6 +147,7 @@ void openmp_blocking_fanout(size_t k, int64_t ns, unsigned char *done);
 #define openmp_map_sum(a, n, chunks, part) ((void)BENCH_NO_OPENMP)
 #define openmp_merge_sort(in, out, tmp, n) ((void)BENCH_NO_OPENMP)
 #define openmp_blocking_fanout(k, ns, done) ((void)BENCH_NO_OPENMP)
+#define openmp_map_items(n) ((void)BENCH_NO_OPENMP)
 #endif
 
 /* oneTBB task_group, with the default arena of one thread per CPU (peers_tbb.cc, compiled

@@ -126,6 +126,17 @@ __attribute__((noinline)) long bench_fib_seq(int n)
     return n < 2 ? n : bench_fib_seq(n - 1) + bench_fib_seq(n - 2);
 }
 
+/* fib(17) by plain recursion, about 5 000 calls: 10 µs or so of CPU. */
+#define MAP_ITEM_FIB 17
+#define MAP_ITEM_ANSWER 1597
+
+void bench_map_item(size_t i)
+{
+    long r = bench_fib_seq(MAP_ITEM_FIB);
+    if (r != MAP_ITEM_ANSWER)
+        bench_die("map_ordered: item %zu computed %ld", i, r);
+}
+
 __attribute__((noinline)) double bench_sum_sqrt(const double *a, size_t n)
 {
     double s = 0;
@@ -220,10 +231,10 @@ void bench_gate_destroy(bench_gate_t *g)
 /* Implementations and settings                                             */
 /* ------------------------------------------------------------------------ */
 
-enum impl { NURSERY, OPENMP, TBB, PTHREAD, TOYPOOL, SEQUENTIAL, NIMPLS };
+enum impl { NURSERY, OPENMP, TBB, PTHREAD, TOYPOOL, CAPTURES, SEQUENTIAL, NIMPLS };
 
-static const char *const impl_names[NIMPLS] = {"nursery", "openmp",  "tbb",
-                                               "pthread", "toypool", "sequential"};
+static const char *const impl_names[NIMPLS] = {"nursery", "openmp",   "tbb",       "pthread",
+                                               "toypool", "captures", "sequential"};
 
 #define ALL_IMPLS ((1u << NIMPLS) - 1)
 
@@ -250,6 +261,8 @@ static struct config {
     int fib_n;            /* --fib */
     size_t sum_len;       /* map_sum: doubles */
     size_t sum_chunks;    /* map_sum: tasks */
+    size_t map_items;     /* map_ordered: items */
+    size_t map_limit;     /* map_ordered: items in flight */
     size_t burst_len;     /* fork_join_burst: ints per sort */
     int burst_calls;      /* fork_join_burst: sorts back to back */
     size_t wake_rounds;   /* wake_latency: round trips per run */
@@ -269,6 +282,8 @@ static struct config {
     .fib_n = 38,
     .sum_len = 10000000,
     .sum_chunks = 1000,
+    .map_items = 100000,
+    .map_limit = 64,
     .burst_len = 1u << 21,
     .burst_calls = 15,
     .wake_rounds = 10000,
@@ -507,6 +522,43 @@ struct nap {
     int64_t ns;
     unsigned char *done;
 };
+
+/* map_ordered: item i runs bench_map_item(i); its value is i, so that the order of the
+ * outcomes can be checked. */
+static int map_item_task(void *arg, void **value)
+{
+    size_t i = (size_t)(uintptr_t)arg;
+    bench_map_item(i);
+    *value = arg;
+    return 0;
+}
+
+static void lib_map_ordered(void *const *args, size_t n, size_t limit, nursery_outcome_t *out)
+{
+    nursery_map_options_t opts = {.limit = limit};
+    check(nursery_map(NULL, map_item_task, args, n, &opts, out, NULL), "nursery_map");
+    for (size_t i = 0; i < n; i++)
+        if (out[i].code != 0 || out[i].value != args[i])
+            bench_die("map_ordered, nursery: outcome %zu out of order", i);
+}
+
+/* The same items by hand: a capture each, all started, then nursery_wait_all. */
+static void lib_captures_ordered(void *const *args, size_t n, nursery_result_t **r)
+{
+    nursery_t *nur;
+    check(nursery_open(&nur, NULL), "nursery_open");
+    for (size_t i = 0; i < n; i++)
+        check(nursery_capture_start_soon(nur, map_item_task, args[i], NULL, &r[i]),
+              "nursery_capture_start_soon");
+    check(nursery_wait_all(r, n, NURSERY_FOREVER), "nursery_wait_all");
+    for (size_t i = 0; i < n; i++) {
+        void *v;
+        if (nursery_result_value(r[i], &v) != 0 || v != args[i])
+            bench_die("map_ordered, captures: result %zu out of order", i);
+        nursery_result_release(r[i]);
+    }
+    join_ok(nur);
+}
 
 static int nap_task(void *arg, void **value)
 {
@@ -823,6 +875,9 @@ static int *burst_out;           /* fork_join_burst: where each sort puts them *
 static int *burst_tmp;           /* fork_join_burst: each sort's scratch */
 static int *burst_expected;      /* fork_join_burst: burst_in sorted by qsort */
 static unsigned char *naps_done; /* blocking_fanout */
+static void **map_args;          /* map_ordered: item i's argument, i */
+static nursery_outcome_t *map_out; /* map_ordered: nursery_map's outcomes */
+static nursery_result_t **map_captures; /* map_ordered: the captures of the by-hand version */
 
 static double ms_since(int64_t t0)
 {
@@ -1070,6 +1125,52 @@ static void measure_map_sum(enum impl impl, double *v)
         sum += sum_part[c];
     if (sum != sum_expected)
         bench_die("map_sum, %s: %.17g, not %.17g", impl_names[impl], sum, sum_expected);
+}
+
+static void map_ordered_setup(void)
+{
+    map_args = malloc(cfg.map_items * sizeof *map_args);
+    map_out = malloc(cfg.map_items * sizeof *map_out);
+    map_captures = malloc(cfg.map_items * sizeof *map_captures);
+    if (!map_args || !map_out || !map_captures)
+        bench_die("out of memory");
+    for (size_t i = 0; i < cfg.map_items; i++)
+        map_args[i] = (void *)(uintptr_t)i;
+}
+
+static void map_ordered_teardown(void)
+{
+    free(map_args);
+    free(map_out);
+    free(map_captures);
+}
+
+/* map_ordered: 100 000 items of about 10 µs of CPU each, results in input order: nursery_map
+ * with at most 64 in flight, against OpenMP's parallel for schedule(dynamic) over the same
+ * items, the same items through a capture each and nursery_wait_all, and a plain loop.  ns
+ * per item of wall time: the ratios give the overhead per item. */
+static void measure_map_ordered(enum impl impl, double *v)
+{
+    size_t n = cfg.map_items;
+    int64_t t0 = bench_now_ns();
+    switch (impl) {
+    case NURSERY:
+        lib_map_ordered(map_args, n, cfg.map_limit, map_out);
+        break;
+    case OPENMP:
+        openmp_map_items(n);
+        break;
+    case CAPTURES:
+        lib_captures_ordered(map_args, n, map_captures);
+        break;
+    case SEQUENTIAL:
+        for (size_t i = 0; i < n; i++)
+            bench_map_item(i);
+        break;
+    default:
+        no_version("map_ordered", impl);
+    }
+    v[0] = (double)(bench_now_ns() - t0) / (double)n;
 }
 
 /* wake_latency: the main thread, pinned to one CPU, waits for a result that a task completes
@@ -1481,6 +1582,12 @@ static const struct workload workloads[] = {
      .setup = map_sum_setup,
      .teardown = map_sum_teardown,
      .measure = measure_map_sum},
+    {.name = "map_ordered",
+     .unit = "ns/item",
+     .impls = IMPL(NURSERY) | IMPL(OPENMP) | IMPL(CAPTURES) | IMPL(SEQUENTIAL),
+     .setup = map_ordered_setup,
+     .teardown = map_ordered_teardown,
+     .measure = measure_map_ordered},
     {.name = "fork_join_burst",
      .unit = "ms",
      .name2 = "fork_join_burst_threads",
@@ -1883,6 +1990,7 @@ int main(int argc, char **argv)
         cfg.fib_n = 30;
         cfg.sum_len = 1000000;
         cfg.burst_len = 1u << 16;
+        cfg.map_items = 10000;
         cfg.wake_rounds = 1000;
         cfg.cancel_tasks = 100;
         cfg.poll_tasks = 200;

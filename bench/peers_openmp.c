@@ -101,6 +101,13 @@ void openmp_map_sum(const double *a, size_t n, size_t chunks, double *part)
     }
 }
 
+void openmp_map_items(size_t n)
+{
+#pragma omp parallel for schedule(dynamic)
+    for (size_t i = 0; i < n; i++)
+        bench_map_item(i);
+}
+
 static void merge_sort_tasks(const int *in, int *out, int *tmp, size_t n)
 {
     if (n < BENCH_SORT_CUTOFF) {

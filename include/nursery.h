@@ -793,8 +793,9 @@ enum {
  * result given twice appears at both its indices, on the same side.
  * `ndone` (may be NULL) gets the number of done results.  Both are set on
  * 0 and ETIMEDOUT only, from one look at the results as the call returns.
- * The wait registers once on each result and sleeps until completions
- * make the condition hold; it never polls.  While the condition does not
+ * The wait takes no reference, and any number of threads may wait on the
+ * same results at once.  It registers once on each result and sleeps until
+ * completions make the condition hold; it never polls.  While the condition does not
  * hold, a waiting pool worker runs queued captures of the set that belong
  * to its pool (each to its end, even past the deadline), looking at the
  * condition and the deadline between them; any other thread runs nothing.
@@ -803,8 +804,10 @@ enum {
  * fork, in the child); ECANCELED when the calling task is cancelled, also
  * when the condition holds already and when n == 0; EDEADLK when
  * return_when is NURSERY_ALL_COMPLETED and the calling task's own capture
- * is in the set (checked before waiting); ENOMEM only when n > 16 and the
- * condition does not hold at the call (it needs memory to sleep on that
+ * is in the set (checked before waiting; with the other conditions, the
+ * caller's own capture is not detected: it is just not done before the
+ * wait ends); ENOMEM only when n > 16, the condition does not hold at the
+ * call and the deadline has not passed (it needs memory to sleep on that
  * many); then 0 when the condition holds (at once for n == 0: nothing is
  * pending), or ETIMEDOUT (a deadline already past only looks). */
 NURSERY_API int nursery_wait(nursery_result_t *const *results, size_t n, nursery_time_t deadline,
@@ -812,7 +815,9 @@ NURSERY_API int nursery_wait(nursery_result_t *const *results, size_t n, nursery
 
 /* An as_completed iterator (asyncio.as_completed): hands out the results
  * of a set one at a time as they complete, each exactly once, those done
- * already when it was created first (in the order they completed).  It
+ * already when it was created first (in the order they completed, the
+ * lowest index on a tie), then the others in the order their completions
+ * reach it.  It
  * registers once on each result when created, not on every call, and
  * sleeps until a completion; it never polls and cancels nothing.  One
  * thread at a time may use an iterator (its calls must not race with one
@@ -825,10 +830,11 @@ typedef struct nursery_as_completed nursery_as_completed_t;
  * entry (one per index: a result given twice is handed out twice) and
  * keeps its own copy of the pointers, so the caller's array and
  * references are free afterwards; it allocates about 64 bytes per result
- * here, and nothing afterwards.  Not a blocking call.  Returns 0;
- * EINVAL (out NULL, results NULL while n > 0, or a NULL entry);
- * NURSERY_EFORKED (a result made before a fork, in the child); ENOMEM.  On
- * failure *out is NULL (if out is not) and no reference is taken. */
+ * here, and nothing afterwards.  Not a blocking call (nor a cancellation
+ * point).  Returns, in this order: EINVAL (out NULL, results NULL while
+ * n > 0, or a NULL entry); NURSERY_EFORKED (a result made before a fork,
+ * in the child); ENOMEM; 0.  On failure *out is NULL (if out is not) and
+ * no reference is taken. */
 NURSERY_API int nursery_as_completed_create(nursery_as_completed_t **out,
                                             nursery_result_t *const *results, size_t n,
                                             nursery_time_t deadline);
@@ -842,9 +848,10 @@ NURSERY_API int nursery_as_completed_create(nursery_as_completed_t **out,
  * NULL); NURSERY_EFORKED (an iterator made before a fork, in the child);
  * ECANCELED when the calling task is cancelled, also when a result is
  * ready (nothing is handed out); NURSERY_EEND when every result has been
- * handed out; then 0, or ETIMEDOUT when the iterator's deadline passes
- * first (nothing is handed out; the iterator stays usable: give it a new
- * deadline and call again).  *index and *result are set only on 0. */
+ * handed out; then 0 (also past the deadline, when a result is ready), or
+ * ETIMEDOUT when the iterator's deadline passes and none is ready (nothing
+ * is handed out; the iterator stays usable: give it a new deadline and
+ * call again).  *index and *result are set only on 0. */
 NURSERY_API int nursery_as_completed_next(nursery_as_completed_t *it, size_t *index,
                                           nursery_result_t **result);
 
@@ -853,7 +860,8 @@ NURSERY_API int nursery_as_completed_next(nursery_as_completed_t *it, size_t *in
 NURSERY_API int nursery_as_completed_set_deadline(nursery_as_completed_t *it,
                                                   nursery_time_t deadline);
 
-/* How many results are still to be handed out (0 for NULL).  Never
+/* How many results are still to be handed out (0 for NULL; the count
+ * the iterator had, for one made before a fork, in the child).  Never
  * blocks. */
 NURSERY_API size_t nursery_as_completed_remaining(const nursery_as_completed_t *it);
 
@@ -872,7 +880,9 @@ typedef struct nursery_outcome {
     void *value;
     /* A reference to its error (release it with nursery_error_release(),
      * or all at once with nursery_outcomes_release()); NULL when it
-     * succeeded or never started. */
+     * succeeded, and for an item of nursery_map() that never started (a
+     * task that was started and cancelled before it ran has a
+     * cancellation error). */
     nursery_error_t *error;
 } nursery_outcome_t;
 
@@ -897,8 +907,10 @@ enum {
  * returns NURSERY_EFAILED with the error group in *errors (as
  * nursery_join(); the cancellations it causes are not errors, and a
  * branch with NURSERY_TASK_SUPPRESS_ERROR keeps its error to its
- * outcome).  With NURSERY_RETURN_ERRORS, failures cancel nothing and the
- * call returns 0 once every branch has ended: look at each outcome's code.
+ * outcome).  With NURSERY_RETURN_ERRORS, failures cancel nothing, are kept
+ * to their outcomes (not in *errors), and the call returns 0 once every
+ * branch has ended (ECANCELED when the caller was cancelled): look at each
+ * outcome's code.
  * From inside a task it nests: its nursery is joined as nursery_join()
  * does, running queued branches in the calling worker, so it makes
  * progress on a pool of one thread.  Not itself a cancellation point: a
@@ -909,8 +921,8 @@ enum {
  * no arg_destroy runs); ENOMEM, NURSERY_EFORKED or the other errors of
  * nursery_open() (nothing runs; every branch's arg_destroy runs); then 0,
  * NURSERY_EFAILED, or ECANCELED (the caller was cancelled and no branch
- * failed).  n == 0 runs nothing and returns 0 (ECANCELED for a cancelled
- * caller).  outcomes[] are set, with their error references the caller's,
+ * failed).  n == 0 runs nothing, opens no nursery, and returns 0
+ * (ECANCELED for a cancelled caller), after the EINVAL checks.  outcomes[] are set, with their error references the caller's,
  * on those last three returns only.  *errors (errors may be NULL) as for
  * nursery_join(), NULL on the other returns. */
 NURSERY_API int nursery_gather(nursery_pool_t *pool, const nursery_branch_t *branches, size_t n,
@@ -927,17 +939,21 @@ typedef struct nursery_map_options {
     size_t limit;
     /* NURSERY_RETURN_ERRORS, or 0 to fail fast. */
     unsigned flags;
-    /* Each item's task options (its name, NURSERY_TASK_* flags, and
+    /* Each item's task options (its name; of the NURSERY_TASK_* flags only
+     * NURSERY_TASK_SUPPRESS_ERROR, which keeps an item's failure to its
+     * outcome even when failing fast; and
      * arg_destroy, which the map calls once on every argument it took:
      * for nursery_map(), when the item has ended, and on the arguments of
      * items that never started before it returns; for
      * nursery_map_stream(), once the sink has seen the item, or before it
      * returns for an item the sink will not see); NULL for none. */
     const nursery_task_options_t *task;
-    /* If not NULL, called in the calling thread each time items have
-     * completed: `done` items have ended out of `total` (for
-     * nursery_map_stream(), 0 until the generator has ended).  Keep it
-     * short: no item starts while it runs. */
+    /* If not NULL, called in the calling thread each time a batch of
+     * items has ended (about half of those in flight): `done` items have
+     * ended out of `total` (for nursery_map_stream(), 0 until the
+     * generator has ended).  Items that never started do not count; when
+     * every item ends, the last call has done == total.  Not called when
+     * nothing runs.  Keep it short: no item starts while it runs. */
     void (*progress)(void *ctx, size_t done, size_t total);
     void *progress_ctx;
 } nursery_map_options_t;
@@ -950,21 +966,25 @@ typedef struct nursery_map_options {
  * items in flight, no item starts after it, and the call returns
  * NURSERY_EFAILED with the error group in *errors; the items that never
  * started have outcome code ECANCELED and no error.  With
- * NURSERY_RETURN_ERRORS, every item runs and the call returns 0.  The
- * calling thread starts the items and waits for them (a pool worker runs
- * queued items of the map while it waits, so a map inside a task makes
- * progress on a pool of one thread), and calls opts->progress.  Not itself
+ * NURSERY_RETURN_ERRORS, an item's failure stops nothing and is kept to
+ * its outcome: every item runs, and the call returns 0 unless the caller
+ * is cancelled or an item cannot be started.  The calling thread starts
+ * the items and waits for them (a worker of the map's pool runs queued
+ * items of the map while it waits, so a map inside a task makes progress
+ * on a pool of one thread), and calls opts->progress.  Not itself
  * a cancellation point: a caller cancelled at the call or meanwhile stops
  * starting items, has those in flight cancelled, and gets ECANCELED.
  * Returns, in this order: EINVAL (fn NULL, args or outcomes NULL while n >
- * 0, an unknown flag in opts or opts->task: nothing runs, no arg_destroy
- * runs); ENOMEM, NURSERY_EFORKED or the other errors of nursery_open()
+ * 0, an unknown flag in opts, a flag other than NURSERY_TASK_SUPPRESS_ERROR
+ * in opts->task: nothing runs, no arg_destroy runs); for n == 0, 0 or
+ * ECANCELED (a cancelled caller) at once, opening no nursery; ENOMEM, NURSERY_EFORKED or the other errors of nursery_open()
  * (nothing runs; every argument's arg_destroy runs); then 0,
  * NURSERY_EFAILED (an item
  * failed, or an item could not be started for want of memory: the error
  * group says ENOMEM), or ECANCELED.  outcomes[] are all set, the error
  * references the caller's, on those last three returns only.  *errors
- * (may be NULL) as for nursery_join(). */
+ * (may be NULL) as for nursery_join() on those three, NULL on the
+ * others. */
 NURSERY_API int nursery_map(nursery_pool_t *pool, nursery_fn fn, void *const *args, size_t n,
                             const nursery_map_options_t *opts, nursery_outcome_t *outcomes,
                             nursery_errors_t **errors);
@@ -997,12 +1017,15 @@ typedef int (*nursery_map_sink_fn)(void *ctx, size_t index, void *arg,
  * nothing more; the call returns NURSERY_EFAILED with the error group in
  * *errors.  With NURSERY_RETURN_ERRORS an item's failure is handed to the
  * sink like any outcome, and only the generator or the sink can stop the
- * map.  Cancellation and the rest as nursery_map().  Returns, in this
- * order: EINVAL (fn, next or sink NULL, or an unknown flag); ENOMEM,
- * NURSERY_EFORKED or the other errors of nursery_open() (next is never
- * called); then 0 (every item handed out, the generator ended with
- * NURSERY_EEND), NURSERY_EFAILED, or ECANCELED.  *errors as for
- * nursery_join(). */
+ * map (as a failure, the same way).  A caller cancelled at the call or
+ * meanwhile has the items in flight cancelled, gets ECANCELED, and from
+ * then on no argument is read and nothing is handed out (cancelled at the
+ * call, next is never called).  The rest as nursery_map().  Returns, in
+ * this order: EINVAL (fn, next or sink NULL, or a flag nursery_map()
+ * refuses); ENOMEM, NURSERY_EFORKED or the other errors of nursery_open()
+ * (next is never called); then 0 (every item handed out, the generator
+ * ended with NURSERY_EEND), NURSERY_EFAILED, or ECANCELED.  *errors as for
+ * nursery_map(). */
 NURSERY_API int nursery_map_stream(nursery_pool_t *pool, nursery_fn fn, nursery_map_next_fn next,
                                    void *next_ctx, nursery_map_sink_fn sink, void *sink_ctx,
                                    const nursery_map_options_t *opts, nursery_errors_t **errors);

@@ -227,7 +227,7 @@ static const char *const library_messages[] = {
     [NURSERY_EEOC - NURSERY_EBASE] = "End of channel",
     [NURSERY_EFORKED - NURSERY_EBASE] = "Object belongs to the parent of a fork",
     [NURSERY_EEXPIRED - NURSERY_EBASE] = "Deadline of the nursery passed",
-    [NURSERY_EEND - NURSERY_EBASE] = "Nothing left: every item was handed out",
+    [NURSERY_EEND - NURSERY_EBASE] = "Nothing left to hand out",
 };
 
 const char *nursery_strerror(int code)

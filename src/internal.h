@@ -228,6 +228,8 @@ struct watch {
     size_t capacity, head, count; /* mu */
     size_t completed;      /* mu: results that completed since added */
     size_t failed;         /* mu: of those, done with an error other than ECANCELED */
+    size_t wake_at;        /* mu: the sleeper is woken once `completed` reaches it, or by
+                            * a failure */
     struct waiter *sleeper; /* mu */
 };
 
@@ -242,6 +244,9 @@ HIDDEN void nursery__watch_remove(struct watch_link *l);
 HIDDEN bool nursery__watch_pop(struct watch *w, size_t *index);
 HIDDEN void nursery__watch_counts(struct watch *w, size_t *completed, size_t *failed,
                                   size_t *queued);
+/* Wakes the sleeper only once `completed` results have completed (0, the
+ * default: at every completion), or when one fails. */
+HIDDEN void nursery__watch_wake_at(struct watch *w, size_t completed);
 HIDDEN void nursery__watch_attach(void *ctx, struct waiter *waiter);
 HIDDEN void nursery__watch_detach(void *ctx);
 /* A block_ops help: runs one queued capture among the linked ones (in a

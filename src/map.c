@@ -53,6 +53,7 @@ struct map {
 
     bool body_ran; /* the outcomes are the body's to set */
     size_t running, ended, cursor;
+    size_t watch_target; /* the body sleeps until this many items have ended */
     size_t nslots;
     struct watch_link *links; /* per slot; result NULL when the slot is free */
     struct map_item *items;   /* per slot */
@@ -165,11 +166,13 @@ static int collect(struct map *m)
 
 /* ---- the body ---------------------------------------------------------- */
 
-static bool an_item_ended(void *ctx)
+/* Whether the batch the body waits for has ended (see map_body). */
+static bool batch_ended(void *ctx)
 {
-    size_t queued;
-    nursery__watch_counts(ctx, NULL, NULL, &queued);
-    return queued > 0;
+    struct map *m = ctx;
+    size_t completed;
+    nursery__watch_counts(&m->watch, &completed, NULL, NULL);
+    return completed >= m->watch_target;
 }
 
 static bool help_an_item(void *ctx)
@@ -179,7 +182,7 @@ static bool help_an_item(void *ctx)
 }
 
 static const struct block_ops item_ops = {
-    .ready = an_item_ended,
+    .ready = batch_ended,
     .attach = nursery__watch_attach,
     .detach = nursery__watch_detach,
     .help = help_an_item,
@@ -195,6 +198,11 @@ static int map_body(nursery_t *n, void *arg)
             rc = start_next(m, n);
         if (rc || m->running == 0)
             return rc;
+        /* Half the items in flight end before the body refills them: one
+         * wake-up per batch instead of one per item, while the other half
+         * keeps the workers busy. */
+        m->watch_target = m->ended + (m->running + 1) / 2;
+        nursery__watch_wake_at(&m->watch, m->watch_target);
         rc = nursery__block(&item_ops, m, NURSERY_FOREVER, 0);
         if (rc == 0)
             rc = collect(m);
@@ -224,10 +232,11 @@ static void finish(struct map *m)
 
 /* ---- the calls --------------------------------------------------------- */
 
+/* Main and daemon items would mean nothing to a map. */
 static bool valid_options(const nursery_map_options_t *o)
 {
     return !o || (!(o->flags & ~(unsigned)NURSERY_RETURN_ERRORS) &&
-                  !(o->task && (o->task->flags & ~(unsigned)TASK_USER_FLAGS)));
+                  !(o->task && (o->task->flags & ~(unsigned)NURSERY_TASK_SUPPRESS_ERROR)));
 }
 
 /* Sets up the engine for `nslots_per_limit` slots per item in flight.
@@ -284,8 +293,10 @@ int nursery_map(nursery_pool_t *pool, nursery_fn fn, void *const *args, size_t n
         *errors = NULL;
     if (!fn || (n && (!args || !outcomes)) || !valid_options(opts))
         return EINVAL;
+    if (n == 0)
+        return nursery_checkpoint();
     struct map m = {.args = args, .n = n, .outcomes = outcomes};
-    int rc = map_init(&m, fn, opts, n ? n : 1, 1);
+    int rc = map_init(&m, fn, opts, n, 1);
     if (rc) {
         finish(&m); /* no slot: it gives back every argument */
         return rc;

@@ -164,11 +164,13 @@ static const struct block_ops set_ops = {
     .help = set_help,
 };
 
-/* Sleeps on every result until the condition holds.  0, ETIMEDOUT,
- * ECANCELED or ENOMEM. */
+/* Sleeps on every result until the condition holds (which it does not
+ * yet).  0, ETIMEDOUT, ECANCELED or ENOMEM. */
 static int wait_for_condition(nursery_result_t *const *results, size_t n,
                               nursery_time_t deadline, int return_when)
 {
+    if (deadline != NURSERY_FOREVER && nursery_now() >= deadline)
+        return ETIMEDOUT; /* only a look: nothing to sleep on */
     struct watch_link inline_links[INLINE_LINKS];
     struct wait_set ws = {.n = n, .return_when = return_when, .links = inline_links};
     if (n > INLINE_LINKS && !(ws.links = malloc(n * sizeof(ws.links[0]))))
