@@ -20,6 +20,7 @@ dist_man_MANS = \
 	man/nursery_scope_open.3 \
 	man/nursery_set_limit.3 \
 	man/nursery_start_soon.3 \
+	man/nursery_wait.3 \
 	man/nursery_wait_any.3 \
 	man/nursery_after_ms.3 \
 	man/nursery_after_ns.3 \
