@@ -5,6 +5,7 @@
 
 dist_man_MANS = \
 	man/nursery.7 \
+	man/nursery_as_completed_create.3 \
 	man/nursery_cancelled.3 \
 	man/nursery_capture_start_soon.3 \
 	man/nursery_channel_create.3 \
@@ -24,6 +25,10 @@ dist_man_MANS = \
 	man/nursery_wait_any.3 \
 	man/nursery_after_ms.3 \
 	man/nursery_after_ns.3 \
+	man/nursery_as_completed_free.3 \
+	man/nursery_as_completed_next.3 \
+	man/nursery_as_completed_remaining.3 \
+	man/nursery_as_completed_set_deadline.3 \
 	man/nursery_cancel.3 \
 	man/nursery_cancel_hook_remove.3 \
 	man/nursery_capture_create.3 \
