@@ -11,6 +11,7 @@ dist_man_MANS = \
 	man/nursery_channel_create.3 \
 	man/nursery_error_create.3 \
 	man/nursery_future_create.3 \
+	man/nursery_gather.3 \
 	man/nursery_now.3 \
 	man/nursery_on_cancel.3 \
 	man/nursery_open.3 \
@@ -61,6 +62,7 @@ dist_man_MANS = \
 	man/nursery_join.3 \
 	man/nursery_last_error.3 \
 	man/nursery_open_until.3 \
+	man/nursery_outcomes_release.3 \
 	man/nursery_pool_default.3 \
 	man/nursery_pool_destroy.3 \
 	man/nursery_pool_stats.3 \
