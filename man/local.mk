@@ -12,6 +12,7 @@ dist_man_MANS = \
 	man/nursery_error_create.3 \
 	man/nursery_future_create.3 \
 	man/nursery_gather.3 \
+	man/nursery_map.3 \
 	man/nursery_now.3 \
 	man/nursery_on_cancel.3 \
 	man/nursery_open.3 \
@@ -61,6 +62,7 @@ dist_man_MANS = \
 	man/nursery_future_set_value.3 \
 	man/nursery_join.3 \
 	man/nursery_last_error.3 \
+	man/nursery_map_stream.3 \
 	man/nursery_open_until.3 \
 	man/nursery_outcomes_release.3 \
 	man/nursery_pool_default.3 \
