@@ -5,11 +5,14 @@
 
 dist_man_MANS = \
 	man/nursery.7 \
+	man/nursery_as_completed_create.3 \
 	man/nursery_cancelled.3 \
 	man/nursery_capture_start_soon.3 \
 	man/nursery_channel_create.3 \
 	man/nursery_error_create.3 \
 	man/nursery_future_create.3 \
+	man/nursery_gather.3 \
+	man/nursery_map.3 \
 	man/nursery_now.3 \
 	man/nursery_on_cancel.3 \
 	man/nursery_open.3 \
@@ -20,9 +23,14 @@ dist_man_MANS = \
 	man/nursery_scope_open.3 \
 	man/nursery_set_limit.3 \
 	man/nursery_start_soon.3 \
+	man/nursery_wait.3 \
 	man/nursery_wait_any.3 \
 	man/nursery_after_ms.3 \
 	man/nursery_after_ns.3 \
+	man/nursery_as_completed_free.3 \
+	man/nursery_as_completed_next.3 \
+	man/nursery_as_completed_remaining.3 \
+	man/nursery_as_completed_set_deadline.3 \
 	man/nursery_cancel.3 \
 	man/nursery_cancel_hook_remove.3 \
 	man/nursery_capture_create.3 \
@@ -54,7 +62,9 @@ dist_man_MANS = \
 	man/nursery_future_set_value.3 \
 	man/nursery_join.3 \
 	man/nursery_last_error.3 \
+	man/nursery_map_stream.3 \
 	man/nursery_open_until.3 \
+	man/nursery_outcomes_release.3 \
 	man/nursery_pool_default.3 \
 	man/nursery_pool_destroy.3 \
 	man/nursery_pool_stats.3 \
