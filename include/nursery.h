@@ -952,8 +952,8 @@ typedef struct nursery_map_options {
      * items has ended (about half of those in flight): `done` items have
      * ended out of `total` (for nursery_map_stream(), 0 until the
      * generator has ended).  Items that never started do not count; when
-     * every item ends, the last call has done == total.  Not called when
-     * nothing runs.  Keep it short: no item starts while it runs. */
+     * the map runs to its end (nothing stopped it), the last call has
+     * done == total.  Not called when nothing runs.  Keep it short: no item starts while it runs. */
     void (*progress)(void *ctx, size_t done, size_t total);
     void *progress_ctx;
 } nursery_map_options_t;

@@ -54,6 +54,7 @@ struct map {
     bool body_ran; /* the outcomes are the body's to set */
     size_t running, ended, cursor;
     size_t watch_target; /* the body sleeps until this many items have ended */
+    size_t reported_done, reported_total; /* what progress was last told */
     size_t nslots;
     struct watch_link *links; /* per slot; result NULL when the slot is free */
     struct map_item *items;   /* per slot */
@@ -145,6 +146,18 @@ static int deliver(struct map *m)
     }
 }
 
+/* Calls the progress callback with what changed since its last call (a
+ * generator's end may be read after the last item ended). */
+static void report(struct map *m)
+{
+    size_t total = !m->next ? m->n : m->input_ended ? m->started : 0;
+    if (!m->progress || (m->ended == m->reported_done && total == m->reported_total))
+        return;
+    m->reported_done = m->ended;
+    m->reported_total = total;
+    m->progress(m->progress_ctx, m->ended, total);
+}
+
 static int collect(struct map *m)
 {
     size_t s;
@@ -158,9 +171,7 @@ static int collect(struct map *m)
         }
     }
     int rc = m->sink ? deliver(m) : 0;
-    size_t total = !m->next ? m->n : m->input_ended ? m->started : 0;
-    if (m->progress)
-        m->progress(m->progress_ctx, m->ended, total);
+    report(m);
     return rc;
 }
 
@@ -196,8 +207,11 @@ static int map_body(nursery_t *n, void *arg)
         int rc = 0;
         while (rc == 0 && has_room(m))
             rc = start_next(m, n);
-        if (rc || m->running == 0)
+        if (rc || m->running == 0) {
+            if (rc == 0)
+                report(m);
             return rc;
+        }
         /* Half the items in flight end before the body refills them: one
          * wake-up per batch instead of one per item, while the other half
          * keeps the workers busy. */
