@@ -172,8 +172,8 @@ static void warm_up_waits(void)
 
 enum { WAIT_RESULTS = 40 };
 
-/* nursery_wait needs memory only when more than 16 results are given and
- * its condition does not hold at the call. */
+/* nursery_wait needs memory only when more than 16 results are given, its
+ * condition does not hold at the call and the deadline has not passed. */
 START_TEST(wait_needs_memory_only_for_more_than_16_pending)
 {
     nursery_result_t *f[WAIT_RESULTS];
@@ -196,6 +196,11 @@ START_TEST(wait_needs_memory_only_for_more_than_16_pending)
     /* 40 results, not all done: ENOMEM is allowed (ETIMEDOUT too). */
     int rc_big = nursery_wait(f, WAIT_RESULTS, nursery_after_ms(10), NURSERY_ALL_COMPLETED,
                               order_big, &nd_big);
+    /* The same with a deadline already past: it only looks, needing no
+     * memory. */
+    size_t nd_past = 12345;
+    int rc_past = nursery_wait(f, WAIT_RESULTS, nursery_after_ms(0), NURSERY_ALL_COMPLETED, NULL,
+                               &nd_past);
     faults_fail_all(false);
 
     ck_assert_int_eq(rc_first, 0);
@@ -207,6 +212,8 @@ START_TEST(wait_needs_memory_only_for_more_than_16_pending)
     ck_assert_uint_eq(nd_small, 0);
     for (size_t k = 0; k < 16; k++)
         ck_assert_uint_eq(order_small[k], k);
+    ck_assert_int_eq(rc_past, ETIMEDOUT);
+    ck_assert_uint_eq(nd_past, 1);
     ck_assert_msg(rc_big == ENOMEM || rc_big == ETIMEDOUT, "40 pending: %d", rc_big);
     if (rc_big == ENOMEM) {
         ck_assert_uint_eq(nd_big, 12345); /* not set */
