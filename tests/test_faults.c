@@ -2,8 +2,10 @@
 /*
  * test_faults.c - allocation failure (issue 6, items 14 and 15): join keeps
  * its errors when memory runs out, the calls that should not need memory do
- * not fail for the lack of it, and a sweep that fails each allocation of a
- * small program in turn.  Also pool options that no allocation can fix
+ * not fail for the lack of it (nursery_wait with its condition holding or
+ * at most 16 results, and nursery_as_completed_next(), which allocates
+ * nothing after the iterator's creation), and a sweep that fails each
+ * allocation of a small program in turn.  Also pool options that no allocation can fix
  * (stack_size below the minimum, item 15).
  *
  * Failures are injected by faults.h in the test's thread only (the pools'
@@ -147,6 +149,165 @@ END_TEST
 START_TEST(wait_any_with_one_result_done_needs_no_memory)
 {
     wait_any_without_memory(false);
+}
+END_TEST
+
+/* ---- nursery_wait and as_completed: what needs no memory ----------------- */
+
+/* Parks this thread once in a library wait, so that whatever per-thread
+ * state a first sleep may set up exists before failures are armed. */
+static void warm_up_waits(void)
+{
+    nursery_result_t *g = gate_new();
+    ck_assert_int_eq(nursery_result_wait(g, nursery_after_ms(1)), ETIMEDOUT);
+    nursery_as_completed_t *it = NULL;
+    ck_assert_int_eq(nursery_as_completed_create(&it, &g, 1, nursery_after_ms(1)), 0);
+    ck_assert_int_eq(nursery_as_completed_next(it, NULL, NULL), ETIMEDOUT);
+    nursery_as_completed_free(it);
+    size_t ndone = 0;
+    ck_assert_int_eq(nursery_wait(&g, 1, nursery_after_ms(1), NURSERY_ALL_COMPLETED, NULL, &ndone),
+                     ETIMEDOUT);
+    nursery_result_release(g);
+}
+
+enum { WAIT_RESULTS = 40 };
+
+/* nursery_wait needs memory only when more than 16 results are given, its
+ * condition does not hold at the call and the deadline has not passed. */
+START_TEST(wait_needs_memory_only_for_more_than_16_pending)
+{
+    nursery_result_t *f[WAIT_RESULTS];
+    for (int i = 0; i < WAIT_RESULTS; i++)
+        f[i] = gate_new();
+    ck_assert_int_eq(nursery_future_set_value(f[17], INT2PTR(17)), 0);
+    warm_up_waits();
+    size_t order_first[WAIT_RESULTS], order_small[16], order_big[WAIT_RESULTS];
+    size_t nd_first = 0, nd_small = 0, nd_big = 12345;
+    for (int i = 0; i < WAIT_RESULTS; i++)
+        order_big[i] = 12345;
+
+    faults_fail_all(true);
+    /* The condition holds at the call (40 results). */
+    int rc_first = nursery_wait(f, WAIT_RESULTS, nursery_after_ms(TEST_HANG_MS),
+                                NURSERY_FIRST_COMPLETED, order_first, &nd_first);
+    /* 16 results, none done: it sleeps without memory, and times out. */
+    int rc_small = nursery_wait(f, 16, nursery_after_ms(10), NURSERY_FIRST_COMPLETED, order_small,
+                                &nd_small);
+    /* 40 results, not all done: ENOMEM is allowed (ETIMEDOUT too). */
+    int rc_big = nursery_wait(f, WAIT_RESULTS, nursery_after_ms(10), NURSERY_ALL_COMPLETED,
+                              order_big, &nd_big);
+    /* The same with a deadline already past: it only looks, needing no
+     * memory. */
+    size_t nd_past = 12345;
+    int rc_past = nursery_wait(f, WAIT_RESULTS, nursery_after_ms(0), NURSERY_ALL_COMPLETED, NULL,
+                               &nd_past);
+    faults_fail_all(false);
+
+    ck_assert_int_eq(rc_first, 0);
+    ck_assert_uint_eq(nd_first, 1);
+    ck_assert_uint_eq(order_first[0], 17);
+    for (size_t k = 1; k < WAIT_RESULTS; k++)
+        ck_assert_uint_eq(order_first[k], k <= 17 ? k - 1 : k);
+    ck_assert_int_eq(rc_small, ETIMEDOUT);
+    ck_assert_uint_eq(nd_small, 0);
+    for (size_t k = 0; k < 16; k++)
+        ck_assert_uint_eq(order_small[k], k);
+    ck_assert_int_eq(rc_past, ETIMEDOUT);
+    ck_assert_uint_eq(nd_past, 1);
+    ck_assert_msg(rc_big == ENOMEM || rc_big == ETIMEDOUT, "40 pending: %d", rc_big);
+    if (rc_big == ENOMEM) {
+        ck_assert_uint_eq(nd_big, 12345); /* not set */
+        ck_assert_uint_eq(order_big[0], 12345);
+    } else {
+        ck_assert_uint_eq(nd_big, 1);
+        ck_assert_uint_eq(order_big[0], 17);
+    }
+    results_release(f, WAIT_RESULTS);
+}
+END_TEST
+
+/* as_completed registers on the results when it is created, never on a
+ * call: once created, next() hands out every result with every
+ * allocation of this thread failing (and tries none), whether the result
+ * was done already or completes, in another thread, while next() sleeps;
+ * set_deadline() and remaining() need no memory either. */
+enum { AC_RESULTS = 40, AC_DONE_FIRST = 10 };
+
+struct ac_completer {
+    nursery_result_t **f;
+    latch_t go;
+    int failures;
+};
+
+static void *ac_completer_main(void *arg)
+{
+    struct ac_completer *c = arg;
+    if (!latch_wait(&c->go))
+        c->failures++;
+    for (int i = AC_RESULTS - 1; i >= AC_DONE_FIRST; i--)
+        if (nursery_future_set_value(c->f[i], INT2PTR(i)) != 0)
+            c->failures++;
+    return NULL;
+}
+
+START_TEST(as_completed_next_needs_no_memory)
+{
+    nursery_result_t *f[AC_RESULTS];
+    for (int i = 0; i < AC_RESULTS; i++)
+        f[i] = gate_new();
+    for (int i = 0; i < AC_DONE_FIRST; i++)
+        ck_assert_int_eq(nursery_future_set_value(f[i], INT2PTR(i)), 0);
+    warm_up_waits();
+    nursery_as_completed_t *it = NULL;
+    ck_assert_int_eq(
+        nursery_as_completed_create(&it, f, AC_RESULTS, nursery_after_ms(TEST_HANG_MS)), 0);
+    struct ac_completer c = {.f = f};
+    latch_init(&c.go, 1);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, ac_completer_main, &c), 0);
+
+    int rc[AC_RESULTS + 1];
+    size_t idx[AC_RESULTS], remaining[AC_RESULTS];
+    nursery_result_t *got[AC_RESULTS];
+    int rc_deadline = -1;
+    unsigned long before = faults_injected();
+    faults_fail_all(true);
+    latch_count_down(&c.go);
+    for (int k = 0; k < AC_RESULTS; k++) {
+        idx[k] = AC_RESULTS;
+        got[k] = NULL;
+        rc[k] = nursery_as_completed_next(it, &idx[k], k % 2 ? &got[k] : NULL);
+        remaining[k] = nursery_as_completed_remaining(it);
+        if (k == AC_RESULTS / 2)
+            rc_deadline = nursery_as_completed_set_deadline(it, nursery_after_ms(TEST_HANG_MS));
+    }
+    rc[AC_RESULTS] = nursery_as_completed_next(it, NULL, NULL);
+    unsigned long injected = faults_injected() - before;
+    faults_fail_all(false);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+
+    ck_assert_int_eq(c.failures, 0);
+    bool seen[AC_RESULTS] = {false};
+    for (int k = 0; k < AC_RESULTS; k++) {
+        ck_assert_msg(rc[k] == 0, "next %d with allocations failing returned %d", k, rc[k]);
+        ck_assert_uint_lt(idx[k], AC_RESULTS);
+        ck_assert(!seen[idx[k]]);
+        seen[idx[k]] = true;
+        ck_assert_uint_eq(remaining[k], (size_t)(AC_RESULTS - k - 1));
+        if (k % 2) {
+            ck_assert_ptr_eq(got[k], f[idx[k]]);
+            nursery_result_release(got[k]);
+        }
+    }
+    /* Those done at creation came first, in their completion order. */
+    for (int k = 0; k < AC_DONE_FIRST; k++)
+        ck_assert_uint_eq(idx[k], (size_t)k);
+    ck_assert_int_eq(rc[AC_RESULTS], NURSERY_EEND);
+    ck_assert_int_eq(rc_deadline, 0);
+    ck_assert_msg(injected == 0, "the calls tried %lu allocations", injected);
+    nursery_as_completed_free(it);
+    latch_destroy(&c.go);
+    results_release(f, AC_RESULTS);
 }
 END_TEST
 
@@ -381,6 +542,8 @@ static Suite *faults_suite(bool injector)
     tcase_add_test(tc, result_cancel_of_pending_future_needs_no_memory);
     tcase_add_test(tc, wait_any_on_done_results_needs_no_memory);
     tcase_add_test(tc, wait_any_with_one_result_done_needs_no_memory);
+    tcase_add_test(tc, wait_needs_memory_only_for_more_than_16_pending);
+    tcase_add_test(tc, as_completed_next_needs_no_memory);
 
     tc = tcase_with_timeout(s, "sweep", 120);
     tcase_add_test(tc, every_allocation_of_a_small_program_may_fail);
