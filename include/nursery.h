@@ -15,9 +15,8 @@
  *     when it passes and with ECANCELED when the calling task is cancelled,
  *     even when they could complete at once (nursery_join() is the
  *     exception).  A waiting pool worker runs some of the queued tasks it
- *     waits for; any other thread runs nothing while it waits, except the
- *     caller of a map, which runs its map's items (see nursery(7), "What a
- *     waiting thread runs").
+ *     waits for; any other thread runs nothing while it waits (see
+ *     nursery(7), "What a waiting thread runs").
  *   - Objects are opaque.  Each function says who owns what afterwards.
  *   - Everything a task wrote before it finished happens-before anything
  *     that observes it finished (join, wait, a done result).
@@ -970,10 +969,9 @@ typedef struct nursery_map_options {
  * NURSERY_RETURN_ERRORS, an item's failure stops nothing and is kept to
  * its outcome: every item runs, and the call returns 0 unless the caller
  * is cancelled or an item cannot be started.  The calling thread starts
- * the items, runs queued items of the map itself while it waits for them,
- * whatever thread it is (its own work: so a short item costs no wake-up,
- * and a map inside a task makes progress on a pool of one thread), and
- * calls opts->progress.  Not itself
+ * the items and waits for them (a worker of the map's pool runs queued
+ * items of the map while it waits, so a map inside a task makes progress
+ * on a pool of one thread), and calls opts->progress.  Not itself
  * a cancellation point: a caller cancelled at the call or meanwhile stops
  * starting items, has those in flight cancelled, and gets ECANCELED.
  * Returns, in this order: EINVAL (fn NULL, args or outcomes NULL while n >

@@ -88,7 +88,7 @@ static bool next_ready(void *ctx)
 static bool next_help(void *ctx)
 {
     nursery_as_completed_t *it = ctx;
-    return nursery__watch_help(it->links, it->n, &it->cursor, false);
+    return nursery__watch_help(it->links, it->n, &it->cursor);
 }
 
 static const struct block_ops next_ops = {

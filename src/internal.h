@@ -249,11 +249,9 @@ HIDDEN void nursery__watch_counts(struct watch *w, size_t *completed, size_t *fa
 HIDDEN void nursery__watch_wake_at(struct watch *w, size_t completed);
 HIDDEN void nursery__watch_attach(void *ctx, struct waiter *waiter);
 HIDDEN void nursery__watch_detach(void *ctx);
-/* A block_ops help: runs one queued capture among the linked ones (only
- * in a worker of its pool, unless any_thread), looking from *cursor on.
- * True if it ran one. */
-HIDDEN bool nursery__watch_help(struct watch_link *links, size_t n, size_t *cursor,
-                                bool any_thread);
+/* A block_ops help: runs one queued capture among the linked ones (in a
+ * worker of its pool), looking from *cursor on.  True if it ran one. */
+HIDDEN bool nursery__watch_help(struct watch_link *links, size_t n, size_t *cursor);
 
 /* ---- cancel.c: the cancel tree ------------------------------------------ */
 
@@ -554,9 +552,6 @@ HIDDEN void nursery__outcome_of(const nursery_result_t *r, nursery_outcome_t *o)
 /* Whether a done result failed for NURSERY_FIRST_ERROR: its error is not a
  * cancellation.  False while it is not done. */
 HIDDEN bool nursery__result_failed(const nursery_result_t *r);
-/* Claims a queued capture and runs it in the calling thread, whatever it
- * is.  True if it ran. */
-HIDDEN bool nursery__result_run_queued(nursery_result_t *r);
 /* Claims a queued capture and runs it on the waiter's stack, when the
  * waiter is a worker of its pool (else the pool runs it).  True if it ran. */
 HIDDEN bool nursery__result_help(nursery_result_t *r);

@@ -186,13 +186,10 @@ static bool batch_ended(void *ctx)
     return completed >= m->watch_target;
 }
 
-/* The calling thread runs queued items of its map, whatever thread it is:
- * they are its own work, and it would only sleep; a short item then costs
- * no wake-up at all. */
 static bool help_an_item(void *ctx)
 {
     struct map *m = ctx;
-    return nursery__watch_help(m->links, m->nslots, &m->cursor, true);
+    return nursery__watch_help(m->links, m->nslots, &m->cursor);
 }
 
 static const struct block_ops item_ops = {
@@ -220,8 +217,6 @@ static int map_body(nursery_t *n, void *arg)
          * keeps the workers busy. */
         m->watch_target = m->ended + (m->running + 1) / 2;
         nursery__watch_wake_at(&m->watch, m->watch_target);
-        while (!batch_ended(m) && !nursery_cancelled() && help_an_item(m))
-            ;
         rc = nursery__block(&item_ops, m, NURSERY_FOREVER, 0);
         if (rc == 0)
             rc = collect(m);

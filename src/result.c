@@ -343,24 +343,19 @@ void nursery_outcomes_release(nursery_outcome_t *outcomes, size_t n)
 
 /* ---- waiting ----------------------------------------------------------- */
 
-bool nursery__result_run_queued(nursery_result_t *r)
-{
-    if (!r->is_capture ||
-        atomic_load_explicit(&r->task.state, memory_order_relaxed) != TASK_QUEUED ||
-        !nursery__task_claim(&r->task))
-        return false;
-    /* Its queue entry, and the reference it holds, stay until removed. */
-    nursery__task_run(&r->task);
-    return true;
-}
-
 bool nursery__result_help(nursery_result_t *r)
 {
     /* A worker must help or its pool may have nobody left to run the task;
      * any other thread leaves it to the pool, so that its wait stays
      * responsive to cancellation and to the caller's own tasks. */
-    return r->is_capture && r->pool && nursery__pool_is_current(r->pool) &&
-           nursery__result_run_queued(r);
+    if (!r->is_capture || !r->pool || !nursery__pool_is_current(r->pool) ||
+        atomic_load_explicit(&r->task.state, memory_order_relaxed) != TASK_QUEUED)
+        return false;
+    if (!nursery__task_claim(&r->task))
+        return false;
+    /* Its queue entry, and the reference it holds, stay until removed. */
+    nursery__task_run(&r->task);
+    return true;
 }
 
 struct result_wait {

@@ -154,7 +154,7 @@ static bool set_ready(void *ctx)
 static bool set_help(void *ctx)
 {
     struct wait_set *ws = ctx;
-    return nursery__watch_help(ws->links, ws->n, &ws->cursor, false);
+    return nursery__watch_help(ws->links, ws->n, &ws->cursor);
 }
 
 static const struct block_ops set_ops = {

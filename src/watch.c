@@ -142,15 +142,13 @@ void nursery__watch_detach(void *ctx)
     pthread_mutex_unlock(&w->mu);
 }
 
-bool nursery__watch_help(struct watch_link *links, size_t n, size_t *cursor, bool any_thread)
+bool nursery__watch_help(struct watch_link *links, size_t n, size_t *cursor)
 {
     /* Once round from where the last look stopped: a capture that was not
      * queued then is most likely running or done now. */
     for (size_t k = 0; k < n; k++) {
         size_t i = (*cursor + k) % n;
-        nursery_result_t *r = links[i].result;
-        if (links[i].linked && (any_thread ? nursery__result_run_queued(r)
-                                           : nursery__result_help(r))) {
+        if (links[i].linked && nursery__result_help(links[i].result)) {
             *cursor = (i + 1) % n;
             return true;
         }
