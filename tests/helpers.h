@@ -101,6 +101,23 @@ static inline bool latch_is_open(latch_t *l)
     return open;
 }
 
+/* ---- Polling a state nothing signals ----------------------------------------
+ * Some states have no event to wait on (a deadline that cancelled a scope,
+ * the number of threads blocked in a channel or a pool): poll_until looks
+ * at the state itself every 200 us.  It orders nothing but that look. */
+
+static inline bool poll_until(bool (*cond)(const void *ctx), const void *ctx)
+{
+    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
+    struct timespec pause = {0, 200 * 1000};
+    while (!cond(ctx)) {
+        if (nursery_now() >= give_up)
+            return false;
+        nanosleep(&pause, NULL);
+    }
+    return true;
+}
+
 /* ---- Gates ----------------------------------------------------------------
  * A gate is a future that tasks wait on and the test opens: waiting on it is
  * a cancellation point, so a cancelled nursery never hangs on a gate that

@@ -31,19 +31,22 @@ static void teardown(void)
 
 /* Waits until exactly `senders` threads are blocked in send and `receivers`
  * in recv.  Returns false after TEST_HANG_MS. */
+struct blocked_ends {
+    const nursery_receiver_t *rx;
+    size_t senders, receivers;
+};
+
+static bool ends_blocked(const void *ctx)
+{
+    const struct blocked_ends *b = ctx;
+    nursery_channel_stats_t st;
+    ck_assert_int_eq(nursery_receiver_stats(b->rx, &st), 0);
+    return st.waiting_senders == b->senders && st.waiting_receivers == b->receivers;
+}
+
 static bool wait_blocked(const nursery_receiver_t *rx, size_t senders, size_t receivers)
 {
-    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
-    for (;;) {
-        nursery_channel_stats_t st;
-        ck_assert_int_eq(nursery_receiver_stats(rx, &st), 0);
-        if (st.waiting_senders == senders && st.waiting_receivers == receivers)
-            return true;
-        if (nursery_now() >= give_up)
-            return false;
-        /* A poll for a state nothing signals; it orders nothing. */
-        nursery_sleep(nursery_after_ns(200 * 1000));
-    }
+    return poll_until(ends_blocked, &(struct blocked_ends){rx, senders, receivers});
 }
 
 static nursery_channel_stats_t stats_of(const nursery_receiver_t *rx)

@@ -823,20 +823,21 @@ END_TEST
 
 /* A worker sleeping in nursery_poll() or nursery_child_wait() counts as
  * blocked in the pool's statistics. */
+struct blocked_workers {
+    nursery_pool_t *pool;
+    size_t count;
+};
+
+static bool workers_blocked(const void *ctx)
+{
+    const struct blocked_workers *w = ctx;
+    nursery_pool_stats_t st;
+    return nursery_pool_stats(w->pool, &st) == 0 && st.blocked == w->count;
+}
+
 static bool wait_pool_blocked(nursery_pool_t *p, size_t blocked)
 {
-    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
-    struct timespec pause = {0, 200 * 1000};
-    for (;;) {
-        nursery_pool_stats_t st;
-        if (nursery_pool_stats(p, &st) != 0)
-            return false;
-        if (st.blocked == blocked)
-            return true;
-        if (nursery_now() >= give_up)
-            return false;
-        nanosleep(&pause, NULL);
-    }
+    return poll_until(workers_blocked, &(struct blocked_workers){p, blocked});
 }
 
 START_TEST(worker_in_poll_or_child_wait_counts_as_blocked)

@@ -78,35 +78,34 @@ static unsigned close_scope(nursery_scope_t *s)
     return outcome;
 }
 
-/* Waits (not cancellably) until the scope's deadline has cancelled it, a
- * state nothing signals.  False after TEST_HANG_MS. */
+static bool cancel_called(const void *s)
+{
+    return nursery_scope_cancel_called(s);
+}
+
+/* Waits (not cancellably) until the scope's deadline has cancelled it.
+ * False after TEST_HANG_MS. */
 static bool wait_cancel_called(const nursery_scope_t *s)
 {
-    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
-    struct timespec pause = {0, 200 * 1000};
-    while (!nursery_scope_cancel_called(s)) {
-        if (nursery_now() >= give_up)
-            return false;
-        nanosleep(&pause, NULL);
-    }
-    return true;
+    return poll_until(cancel_called, s);
+}
+
+struct senders {
+    const nursery_receiver_t *rx;
+    size_t count;
+};
+
+static bool senders_blocked(const void *ctx)
+{
+    const struct senders *w = ctx;
+    nursery_channel_stats_t st;
+    return nursery_receiver_stats(w->rx, &st) == 0 && st.waiting_senders == w->count;
 }
 
 /* Waits until `senders` threads are blocked in send on rx's channel. */
 static bool wait_senders(const nursery_receiver_t *rx, size_t senders)
 {
-    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
-    struct timespec pause = {0, 200 * 1000};
-    for (;;) {
-        nursery_channel_stats_t st;
-        if (nursery_receiver_stats(rx, &st) != 0)
-            return false;
-        if (st.waiting_senders == senders)
-            return true;
-        if (nursery_now() >= give_up)
-            return false;
-        nanosleep(&pause, NULL);
-    }
+    return poll_until(senders_blocked, &(struct senders){rx, senders});
 }
 
 /* A task that waits on a gate nobody opens; rc is what the wait returned
