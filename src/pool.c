@@ -398,6 +398,9 @@ int nursery__pool_spawn_locked(nursery_pool_t *p)
     /* A size the system refuses is the caller's mistake (EINVAL), not a
      * reason to run with another. */
     int rc = p->stack_size ? pthread_attr_setstacksize(&attr, p->stack_size) : 0;
+    /* Until the thread says it is ready, the monitor leaves it alone (a
+     * reused record holds the last thread's reading). */
+    atomic_store_explicit(&w->cpu_ready, -1, memory_order_relaxed);
     /* The thread takes mu before it reads its record's shared fields. */
     if (rc == 0)
         rc = pthread_create(&w->thread, &attr, worker_main, w);
@@ -539,6 +542,13 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&p->mu);
     set_thread_name(self);
     nursery__ctx.worker = self;
+    /* What starting a thread costs (its stack's first pages, its name) is
+     * no sign of its blocking: the monitor counts from here (monitor.c). */
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        atomic_store_explicit(&self->cpu_ready,
+                              (int_fast64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+                              memory_order_release);
 
     for (;;) {
         struct task *t = find_work(p, self);
