@@ -401,7 +401,7 @@ int nursery__pool_spawn_locked(nursery_pool_t *p)
     /* Until the thread says it is ready, the monitor leaves it alone (a
      * reused record holds the last thread's reading). */
     atomic_store_explicit(&w->cpu_ready, -1, memory_order_relaxed);
-    /* The thread takes mu before it reads its record's shared fields. */
+    /* The thread reads only what is set above before it takes mu. */
     if (rc == 0)
         rc = pthread_create(&w->thread, &attr, worker_main, w);
     pthread_attr_destroy(&attr);
@@ -531,7 +531,12 @@ static void *worker_main(void *arg)
 {
     struct worker *self = arg;
     nursery_pool_t *p = self->pool;
-    pthread_mutex_lock(&p->mu); /* until spawn_locked has published us */
+    /* Not under mu, unlike the rest of what spawn_locked publishes about
+     * us: the monitor holds mu while it adds a batch of threads, and each
+     * pthread_create can take a fifth of a millisecond, so a thread that
+     * waited for mu here would start its first task only once the whole
+     * batch is there.  The fields it uses before it takes mu are fixed
+     * before pthread_create (which orders them), or its own. */
     clockid_t clock;
     if (pthread_getcpuclockid(pthread_self(), &clock) != 0)
         clock = CLOCK_THREAD_CPUTIME_ID; /* the monitor's own: never stalled */
@@ -539,7 +544,6 @@ static void *worker_main(void *arg)
 #ifdef __linux__
     atomic_store_explicit(&self->tid, (int)syscall(SYS_gettid), memory_order_relaxed);
 #endif
-    pthread_mutex_unlock(&p->mu);
     set_thread_name(self);
     nursery__ctx.worker = self;
     /* What starting a thread costs (its stack's first pages, its name) is
