@@ -14,7 +14,8 @@
  * except a worker parked in a join, which waits for tasks that other workers
  * run.  When the process left the CPUs partly unused since the last tick and
  * fewer than `target` workers make progress, the monitor adds one thread per
- * stuck worker (so a pool full of sleepers doubles every tick), up to the
+ * stuck worker, two while no busy worker makes progress (so a pool full of
+ * sleepers triples every tick), no more than the tasks queued and up to the
  * pool's maximum; at the maximum it nudges the workers waiting for a task to
  * start (pool.c).  Whatever the CPUs say, it adds a thread when every worker
  * has been blocked in a library wait (past the grace period) while work is
@@ -211,11 +212,16 @@ static bool tick_locked(nursery_pool_t *p)
     pthread_mutex_lock(&p->mu);
 
     /* One new thread per stuck worker while fewer than `target` workers
-     * make progress (the pool doubles per tick while everything it runs
-     * sleeps); one when every worker is parked. */
+     * make progress, and two when no busy worker makes any: then the tasks
+     * queued behind them are likely to block as well, and each tick the
+     * pool waits to see that costs a millisecond or more (the pool triples
+     * per tick while everything it runs sleeps).  Never more than the
+     * tasks queued; one when every worker is parked. */
     size_t add = 0;
-    if (stuck && p->threads < p->target + stuck)
-        add = stuck < queued ? stuck : queued;
+    if (stuck && p->threads < p->target + stuck) {
+        add = stuck >= busy ? 2 * stuck : stuck;
+        add = add < queued ? add : queued;
+    }
     if (all_parked && add == 0)
         add = 1;
     if (add && list_empty(&p->idle)) {
