@@ -656,6 +656,14 @@ bool nursery__pool_help(nursery_t *n)
     return true;
 }
 
+/* The counters of a worker record that only its thread writes (readers
+ * take a snapshot): a load and a store, not a locked read-modify-write,
+ * which costs several of these on every task. */
+#define OWNER_ADD(counter, delta, order)                                                  \
+    atomic_store_explicit((counter),                                                      \
+                          atomic_load_explicit((counter), memory_order_relaxed) + (delta), \
+                          (order))
+
 void nursery__pool_task_starting(void)
 {
     struct worker *self = nursery__ctx.worker;
@@ -664,7 +672,7 @@ void nursery__pool_task_starting(void)
     /* A task may block in user code: the monitor must be watching. */
     if (unlikely(atomic_load_explicit(&self->pool->monitor_asleep, memory_order_relaxed)))
         kick_monitor(self->pool);
-    atomic_fetch_add_explicit(&self->running, 1, memory_order_relaxed);
+    OWNER_ADD(&self->running, 1, memory_order_relaxed);
 }
 
 void nursery__pool_task_finished(void)
@@ -672,11 +680,11 @@ void nursery__pool_task_finished(void)
     struct worker *self = nursery__ctx.worker;
     if (!self)
         return;
-    atomic_fetch_sub_explicit(&self->running, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
+    OWNER_ADD(&self->running, -1, memory_order_relaxed);
+    OWNER_ADD(&self->completed, 1, memory_order_relaxed);
     /* Run inside one of the worker's own waits: it helped. */
     if (self->wait_depth > 0)
-        atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
+        OWNER_ADD(&self->helped, 1, memory_order_relaxed);
 }
 
 void nursery__pool_block_enter(bool joining)
@@ -744,24 +752,27 @@ struct waiter *nursery__pool_watch_saturation(nursery_pool_t *p, struct waiter *
 /* Nurseries are counted where they are opened: a pool's own workers open
  * one per recursive call in fib-like code, and one shared counter would
  * move between their CPUs twice per call.  The opener is also the joiner,
- * so both ends pick the same counter. */
-static atomic_size_t *open_counter(nursery_pool_t *p)
+ * so both ends pick the same counter, and a worker's is its own. */
+static void count_open(nursery_pool_t *p, size_t delta, memory_order order)
 {
     struct worker *self = current_worker(p);
-    return self ? &self->open_nurseries : &p->open_nurseries;
+    if (self)
+        OWNER_ADD(&self->open_nurseries, delta, order);
+    else
+        atomic_fetch_add_explicit(&p->open_nurseries, delta, order);
 }
 
 int nursery__pool_nursery_opened(nursery_pool_t *p)
 {
     if (nursery__pool_is_forked(p))
         return NURSERY_EFORKED;
-    atomic_fetch_add_explicit(open_counter(p), 1, memory_order_relaxed);
+    count_open(p, 1, memory_order_relaxed);
     return 0;
 }
 
 void nursery__pool_nursery_closed(nursery_pool_t *p)
 {
-    atomic_fetch_sub_explicit(open_counter(p), 1, memory_order_release);
+    count_open(p, (size_t)-1, memory_order_release);
 }
 
 static bool nurseries_open(nursery_pool_t *p)
