@@ -538,7 +538,8 @@ static void *worker_main(void *arg)
      * batch is there.  The fields it uses before it takes mu are fixed
      * before pthread_create (which orders them), or its own. */
     clockid_t clock;
-    if (pthread_getcpuclockid(pthread_self(), &clock) != 0)
+    bool clocked = pthread_getcpuclockid(pthread_self(), &clock) == 0;
+    if (!clocked)
         clock = CLOCK_THREAD_CPUTIME_ID; /* the monitor's own: never stalled */
     atomic_store_explicit(&self->cpu_clock, clock, memory_order_relaxed);
 #ifdef __linux__
@@ -547,9 +548,10 @@ static void *worker_main(void *arg)
     set_thread_name(self);
     nursery__ctx.worker = self;
     /* What starting a thread costs (its stack's first pages, its name) is
-     * no sign of its blocking: the monitor counts from here (monitor.c). */
+     * no sign of its blocking: the monitor counts from here (monitor.c).
+     * Without a clock of its own, never: the monitor leaves it alone. */
     struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+    if (clocked && clock_gettime(clock, &ts) == 0)
         atomic_store_explicit(&self->cpu_ready,
                               (int_fast64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
                               memory_order_release);
