@@ -471,8 +471,8 @@ struct nursery {
     struct task *opener_task;  /* the task that opened it, or NULL (a plain thread) */
     pthread_t opener;
     bool opened_by_worker;     /* the opener (and so the joiner) is a worker of pool */
-    uint64_t credits;          /* opener's body only: starts already counted in pending */
     unsigned generation;       /* fork generation at open (see context.c) */
+    uint64_t credits;          /* opener's body only: starts already counted in pending */
     nursery_error_t *body_error; /* opener only: the last error the body failed with by
                                   * nursery_fail(), borrowed, so that nursery_run does
                                   * not count it twice */
@@ -485,12 +485,12 @@ struct nursery {
     atomic_size_t cancelled_tasks; /* tasks that ended only cancelled */
     atomic_size_t daemons;     /* NURSERY_TASK_DAEMON tasks pending */
     atomic_bool limited;       /* nursery_set_limit() was called: starts take mu */
+    atomic_bool expired;       /* the deadline of nursery_open_until cancelled it */
     size_t limit;              /* 0: none (mu) */
     size_t admitted;           /* TASK_COUNTED_FLAG tasks not yet ended (mu) */
     struct task *backlog, *backlog_tail; /* started beyond the limit, linked by next (mu) */
     struct waitq room;         /* nursery_start_limited() callers waiting for room (mu) */
     struct timer_entry expiry; /* nursery_open_until's deadline, when there is one */
-    atomic_bool expired;       /* that deadline cancelled the nursery */
     pthread_mutex_t mu;        /* protects errors, joiners, and pending's 1->0 */
     struct waitq joiners;
     nursery_errors_t errors;   /* built under mu, then handed to the joiner */

@@ -5,24 +5,24 @@
  * A worker blocked in the library says so (nursery__pool_block_enter).  A
  * worker blocked in the user's own code - read(), nanosleep(), a foreign
  * lock - cannot, so a monitor thread watches from outside: every tick while
- * work is queued and no worker is idle, it reads each busy worker's
- * CPU-time clock, and a busy worker that used less than a tenth of a tick,
- * two ticks in a row (a new thread counts its life so far as one), and that
- * the kernel does not list as runnable (on Linux), is stalled.  Stalled
- * workers and those blocked in the library are stuck - except a worker
- * parked in a join, which waits for tasks that other workers run.  When the
- * process left the CPUs partly unused since the last tick and fewer than
- * `target` workers make progress, the monitor adds one thread per stuck
- * worker (so a pool full of sleepers doubles every two ticks, and 64
- * blocked tasks on 2 CPUs are all running within about a dozen
- * milliseconds), up to the pool's maximum; at the maximum it nudges the
- * workers waiting for a task to start (pool.c).  Whatever the CPUs say, it
- * adds a thread when every worker has been blocked in a library wait (past
- * the grace period) while work is queued: nothing would take that work
- * otherwise.  CPU-bound work keeps the CPUs busy and never adds threads,
- * and the monitor looks less and less often (TICK_NS doubling to
- * MAX_TICK_NS) while nothing shows a sign of blocking.  The extra threads
- * retire when idle (pool.c).
+ * work is queued and no worker is idle, it reads each busy worker's CPU-time
+ * clock, and a busy worker that used less than a tenth of a tick, two ticks
+ * in a row (or, at the first tick that sees it busy, since it began to look
+ * for work: a thread just added and blocked in its first task is stalled at
+ * once), and that the kernel does not list as runnable (on Linux), is
+ * stalled.  Stalled workers and those blocked in the library are stuck -
+ * except a worker parked in a join, which waits for tasks that other workers
+ * run.  When the process left the CPUs partly unused since the last tick and
+ * fewer than `target` workers make progress, the monitor adds one thread per
+ * stuck worker, two while no busy worker makes progress (so a pool full of
+ * sleepers triples every tick), no more than the tasks queued and up to the
+ * pool's maximum; at the maximum it nudges the workers waiting for a task to
+ * start (pool.c).  Whatever the CPUs say, it adds a thread when every worker
+ * has been blocked in a library wait (past the grace period) while work is
+ * queued: nothing would take that work otherwise.  CPU-bound work keeps the
+ * CPUs busy and never adds threads, and the monitor looks less and less
+ * often (TICK_NS doubling to MAX_TICK_NS) while nothing shows a sign of
+ * blocking.  The extra threads retire when idle (pool.c).
  *
  * The monitor sleeps on its condition variable while nothing runs, and is
  * kicked when a sleeping worker is woken for new work, so an idle pool
@@ -86,8 +86,8 @@ static bool thread_runnable(int tid)
  * count and returns how many have gone a tick or more without CPU time: a
  * worker is stalled when it is busy, not in a library wait, and without
  * CPU time for STALL_TICKS ticks in a row (a short wait for a lock is not a
- * stall).  Monitor only; no lock held, since reading clocks takes system
- * calls. */
+ * stall), or at first sight since it began to look for work.  Monitor
+ * only; no lock held, since reading clocks takes system calls. */
 static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
 {
     size_t candidates = 0;
@@ -105,13 +105,23 @@ static size_t look_at_workers(nursery_pool_t *p, bool watch, size_t *busy)
             w->stalled_ticks = 0;
             continue;
         }
+        /* First seen: a thread that has used next to no CPU since it
+         * began to look for work - one added at an earlier tick and blocked
+         * since in its first task - is stalled at once: a short wait for a
+         * lock would have left it some CPU time to show.  Waiting for a
+         * second tick would cost a tick per doubling of the pool.  Acquire:
+         * a thread that has said when it was ready has its clock published
+         * (pool.c's worker_main). */
+        bool first = w->cpu_seen < 0;
+        int_fast64_t since =
+            first ? atomic_load_explicit(&w->cpu_ready, memory_order_acquire) : w->cpu_seen;
+        if (since < 0) { /* still starting */
+            w->stalled_ticks = 0;
+            continue;
+        }
         int_fast64_t now = cpu_time(atomic_load_explicit(&w->cpu_clock, memory_order_relaxed));
-        /* First seen: a thread that has used next to no CPU in its whole
-         * life (one just added, blocked in its first task) has stalled for
-         * a tick already; this saves a tick per doubling of the pool. */
-        int_fast64_t since = w->cpu_seen >= 0 ? w->cpu_seen : 0;
         if (now >= 0 && now - since < STALLED_CPU_NS)
-            w->stalled_ticks++;
+            w->stalled_ticks = first ? STALL_TICKS : w->stalled_ticks + 1;
         else
             w->stalled_ticks = 0;
         w->cpu_seen = now;
@@ -202,11 +212,16 @@ static bool tick_locked(nursery_pool_t *p)
     pthread_mutex_lock(&p->mu);
 
     /* One new thread per stuck worker while fewer than `target` workers
-     * make progress (the pool doubles per tick while everything it runs
-     * sleeps); one when every worker is parked. */
+     * make progress, and two when no busy worker makes any: then the tasks
+     * queued behind them are likely to block as well, and each tick the
+     * pool waits to see that costs a millisecond or more (the pool triples
+     * per tick while everything it runs sleeps).  Never more than the
+     * tasks queued; one when every worker is parked. */
     size_t add = 0;
-    if (stuck && p->threads < p->target + stuck)
-        add = stuck < queued ? stuck : queued;
+    if (stuck && p->threads < p->target + stuck) {
+        add = stuck >= busy ? 2 * stuck : stuck;
+        add = add < queued ? add : queued;
+    }
     if (all_parked && add == 0)
         add = 1;
     if (add && list_empty(&p->idle)) {

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- task accounting --------------------------------------------------- */
 
@@ -228,9 +229,16 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     int rc = pool ? 0 : nursery_pool_default(&pool);
     if (rc)
         return rc;
-    nursery_t *n = calloc(1, sizeof(*n));
+    /* Not calloc: glibc's calloc never takes a block from the thread's
+     * cache of small blocks (tcache), malloc does, and a nursery (1032
+     * bytes on 64-bit glibc: its fields are ordered so that it stays one)
+     * is freed mostly by the thread that opens the next one.  Every field
+     * is cleared but the error group's items, which are read only up to
+     * its count. */
+    nursery_t *n = malloc(sizeof(*n));
     if (!n)
         return ENOMEM;
+    memset(n, 0, offsetof(nursery_t, errors));
     rc = nursery__pool_nursery_opened(pool);
     if (rc) {
         free(n);

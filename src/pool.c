@@ -398,7 +398,10 @@ int nursery__pool_spawn_locked(nursery_pool_t *p)
     /* A size the system refuses is the caller's mistake (EINVAL), not a
      * reason to run with another. */
     int rc = p->stack_size ? pthread_attr_setstacksize(&attr, p->stack_size) : 0;
-    /* The thread takes mu before it reads its record's shared fields. */
+    /* Until the thread says it is ready, the monitor leaves it alone (a
+     * reused record holds the last thread's reading). */
+    atomic_store_explicit(&w->cpu_ready, -1, memory_order_relaxed);
+    /* The thread reads only what is set above before it takes mu. */
     if (rc == 0)
         rc = pthread_create(&w->thread, &attr, worker_main, w);
     pthread_attr_destroy(&attr);
@@ -528,17 +531,30 @@ static void *worker_main(void *arg)
 {
     struct worker *self = arg;
     nursery_pool_t *p = self->pool;
-    pthread_mutex_lock(&p->mu); /* until spawn_locked has published us */
+    /* Not under mu, unlike the rest of what spawn_locked publishes about
+     * us: the monitor holds mu while it adds a batch of threads, and each
+     * pthread_create can take a fifth of a millisecond, so a thread that
+     * waited for mu here would start its first task only once the whole
+     * batch is there.  The fields it uses before it takes mu are fixed
+     * before pthread_create (which orders them), or its own. */
     clockid_t clock;
-    if (pthread_getcpuclockid(pthread_self(), &clock) != 0)
+    bool clocked = pthread_getcpuclockid(pthread_self(), &clock) == 0;
+    if (!clocked)
         clock = CLOCK_THREAD_CPUTIME_ID; /* the monitor's own: never stalled */
     atomic_store_explicit(&self->cpu_clock, clock, memory_order_relaxed);
 #ifdef __linux__
     atomic_store_explicit(&self->tid, (int)syscall(SYS_gettid), memory_order_relaxed);
 #endif
-    pthread_mutex_unlock(&p->mu);
     set_thread_name(self);
     nursery__ctx.worker = self;
+    /* What starting a thread costs (its stack's first pages, its name) is
+     * no sign of its blocking: the monitor counts from here (monitor.c).
+     * Without a clock of its own, never: the monitor leaves it alone. */
+    struct timespec ts;
+    if (clocked && clock_gettime(clock, &ts) == 0)
+        atomic_store_explicit(&self->cpu_ready,
+                              (int_fast64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+                              memory_order_release);
 
     for (;;) {
         struct task *t = find_work(p, self);
@@ -642,6 +658,14 @@ bool nursery__pool_help(nursery_t *n)
     return true;
 }
 
+/* The counters of a worker record that only its thread writes (readers
+ * take a snapshot): a load and a store, not a locked read-modify-write,
+ * which costs several of these on every task. */
+#define OWNER_ADD(counter, delta, order)                                                  \
+    atomic_store_explicit((counter),                                                      \
+                          atomic_load_explicit((counter), memory_order_relaxed) + (delta), \
+                          (order))
+
 void nursery__pool_task_starting(void)
 {
     struct worker *self = nursery__ctx.worker;
@@ -650,7 +674,7 @@ void nursery__pool_task_starting(void)
     /* A task may block in user code: the monitor must be watching. */
     if (unlikely(atomic_load_explicit(&self->pool->monitor_asleep, memory_order_relaxed)))
         kick_monitor(self->pool);
-    atomic_fetch_add_explicit(&self->running, 1, memory_order_relaxed);
+    OWNER_ADD(&self->running, 1, memory_order_relaxed);
 }
 
 void nursery__pool_task_finished(void)
@@ -658,11 +682,11 @@ void nursery__pool_task_finished(void)
     struct worker *self = nursery__ctx.worker;
     if (!self)
         return;
-    atomic_fetch_sub_explicit(&self->running, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&self->completed, 1, memory_order_relaxed);
+    OWNER_ADD(&self->running, -1, memory_order_relaxed);
+    OWNER_ADD(&self->completed, 1, memory_order_relaxed);
     /* Run inside one of the worker's own waits: it helped. */
     if (self->wait_depth > 0)
-        atomic_fetch_add_explicit(&self->helped, 1, memory_order_relaxed);
+        OWNER_ADD(&self->helped, 1, memory_order_relaxed);
 }
 
 void nursery__pool_block_enter(bool joining)
@@ -730,24 +754,27 @@ struct waiter *nursery__pool_watch_saturation(nursery_pool_t *p, struct waiter *
 /* Nurseries are counted where they are opened: a pool's own workers open
  * one per recursive call in fib-like code, and one shared counter would
  * move between their CPUs twice per call.  The opener is also the joiner,
- * so both ends pick the same counter. */
-static atomic_size_t *open_counter(nursery_pool_t *p)
+ * so both ends pick the same counter, and a worker's is its own. */
+static void count_open(nursery_pool_t *p, size_t delta, memory_order order)
 {
     struct worker *self = current_worker(p);
-    return self ? &self->open_nurseries : &p->open_nurseries;
+    if (self)
+        OWNER_ADD(&self->open_nurseries, delta, order);
+    else
+        atomic_fetch_add_explicit(&p->open_nurseries, delta, order);
 }
 
 int nursery__pool_nursery_opened(nursery_pool_t *p)
 {
     if (nursery__pool_is_forked(p))
         return NURSERY_EFORKED;
-    atomic_fetch_add_explicit(open_counter(p), 1, memory_order_relaxed);
+    count_open(p, 1, memory_order_relaxed);
     return 0;
 }
 
 void nursery__pool_nursery_closed(nursery_pool_t *p)
 {
-    atomic_fetch_sub_explicit(open_counter(p), 1, memory_order_release);
+    count_open(p, (size_t)-1, memory_order_release);
 }
 
 static bool nurseries_open(nursery_pool_t *p)

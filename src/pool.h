@@ -36,6 +36,8 @@ struct worker {
     unsigned seed;               /* victim choice; owner only */
     atomic_int cpu_clock;        /* the thread's CPU-time clock (a clockid_t) */
     atomic_int tid;              /* the thread's kernel id, 0 if unknown */
+    _Atomic int_fast64_t cpu_ready; /* the thread's CPU time when it began to look for
+                                  * work, -1 until then (set by spawn, then the thread) */
     int_fast64_t cpu_seen;       /* monitor only: CPU time at its last tick */
     int stalled_ticks;           /* monitor only: ticks in a row without CPU */
 };
