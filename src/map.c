@@ -151,8 +151,9 @@ static int deliver(struct map *m)
 static void report(struct map *m)
 {
     size_t total = !m->next ? m->n : m->input_ended ? m->started : 0;
-    if (!m->progress || (m->ended == m->reported_done && total == m->reported_total))
-        return;
+    if (!m->progress || m->ended == 0 ||
+        (m->ended == m->reported_done && total == m->reported_total))
+        return; /* nothing ended, or nothing new */
     m->reported_done = m->ended;
     m->reported_total = total;
     m->progress(m->progress_ctx, m->ended, total);

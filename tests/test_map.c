@@ -1214,6 +1214,43 @@ START_TEST(map_caller_cancelled_is_ecanceled)
 }
 END_TEST
 
+static void count_progress(void *ctx, size_t done, size_t total)
+{
+    (void)done;
+    (void)total;
+    (*(int *)ctx)++;
+}
+
+/* Cancelled at the call (a cancel scope in the main thread): nothing
+ * runs, the progress callback is never called, every argument is given
+ * back once, and the outcomes say the items never started. */
+START_TEST(map_cancelled_at_the_call_runs_nothing_and_reports_nothing)
+{
+    enum { N = 5 };
+    struct map_ctx c;
+    map_ctx_init(&c, N);
+    nursery_outcome_t o[N];
+    outcomes_unset(o, N);
+    int progress_calls = 0;
+    nursery_map_options_t opts = {.limit = 2, .task = &item_opts, .progress = count_progress,
+                                  .progress_ctx = &progress_calls};
+    nursery_scope_t *scope = NULL;
+    ck_assert_int_eq(nursery_scope_open(&scope, NURSERY_FOREVER, 0), 0);
+    ck_assert_int_eq(nursery_scope_cancel(scope), 0);
+    nursery_errors_t *errs = UNSET_PTR;
+    int rc = nursery_map(NULL, item_fn, c.args, N, &opts, o, &errs);
+    ck_assert_int_eq(nursery_scope_close(scope, NULL), 0);
+    ck_assert_int_eq(rc, ECANCELED);
+    nursery_errors_free(errs);
+    ck_assert_int_eq(progress_calls, 0);
+    ck_assert_int_eq(atomic_load(&c.ran_total), 0);
+    for (size_t i = 0; i < N; i++)
+        assert_never_started(&o[i], i);
+    assert_items_destroyed_once(&c);
+    map_ctx_free(&c);
+}
+END_TEST
+
 START_TEST(map_bad_input_is_einval_and_runs_nothing)
 {
     enum { N = 3 };
@@ -1667,6 +1704,7 @@ static Suite *map_suite(void)
     tcase_add_test(tc, map_arg_destroy_once_on_every_path);
     tcase_add_test(tc, map_inside_a_task_on_a_one_thread_pool);
     tcase_add_test(tc, map_caller_cancelled_is_ecanceled);
+    tcase_add_test(tc, map_cancelled_at_the_call_runs_nothing_and_reports_nothing);
     tcase_add_test(tc, map_bad_input_is_einval_and_runs_nothing);
 
     tc = tcase_with_timeout(s, "map_million", 120);
