@@ -225,9 +225,12 @@ struct watch_link {
 struct watch {
     pthread_mutex_t mu;
     size_t *queue;         /* capacity entries (NULL: count only), owner's storage */
-    size_t capacity, head, count; /* mu */
-    size_t completed;      /* mu: results that completed since added */
-    size_t failed;         /* mu: of those, done with an error other than ECANCELED */
+    size_t capacity, head; /* mu */
+    /* Written under mu, read without it (nursery__watch_counts), so that
+     * the sleeper's looks do not contend with the completions. */
+    atomic_size_t count;     /* indices queued */
+    atomic_size_t completed; /* results that completed since added */
+    atomic_size_t failed;    /* of those, done with an error other than ECANCELED */
     size_t wake_at;        /* mu: the sleeper is woken once `completed` reaches it, or by
                             * a failure */
     struct waiter *sleeper; /* mu */
@@ -242,6 +245,9 @@ HIDDEN void nursery__watch_add(struct watch *w, struct watch_link *l, nursery_re
 HIDDEN void nursery__watch_remove(struct watch_link *l);
 /* Takes the oldest index recorded.  False when there is none. */
 HIDDEN bool nursery__watch_pop(struct watch *w, size_t *index);
+/* Takes up to `max` of the oldest indices at once (one lock, where the
+ * completions are contending for it).  Returns how many. */
+HIDDEN size_t nursery__watch_take(struct watch *w, size_t *out, size_t max);
 HIDDEN void nursery__watch_counts(struct watch *w, size_t *completed, size_t *failed,
                                   size_t *queued);
 /* Wakes the sleeper only once `completed` results have completed (0, the

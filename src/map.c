@@ -161,14 +161,17 @@ static void report(struct map *m)
 
 static int collect(struct map *m)
 {
-    size_t s;
-    while (nursery__watch_pop(&m->watch, &s)) {
-        m->running--;
-        m->ended++;
-        m->items[s].ended = true;
-        if (!m->sink) {
-            nursery__outcome_of(m->links[s].result, &m->outcomes[m->items[s].index]);
-            release_slot(m, s);
+    size_t ended[64], k;
+    while ((k = nursery__watch_take(&m->watch, ended, sizeof ended / sizeof ended[0])) > 0) {
+        for (size_t i = 0; i < k; i++) {
+            size_t s = ended[i];
+            m->running--;
+            m->ended++;
+            m->items[s].ended = true;
+            if (!m->sink) {
+                nursery__outcome_of(m->links[s].result, &m->outcomes[m->items[s].index]);
+                release_slot(m, s);
+            }
         }
     }
     int rc = m->sink ? deliver(m) : 0;

@@ -25,9 +25,9 @@ void nursery__watch_init(struct watch *w, size_t *queue, size_t capacity)
     w->queue = queue;
     w->capacity = capacity;
     w->head = 0;
-    w->count = 0;
-    w->completed = 0;
-    w->failed = 0;
+    atomic_init(&w->count, 0);
+    atomic_init(&w->completed, 0);
+    atomic_init(&w->failed, 0);
     w->wake_at = 0;
     w->sleeper = NULL;
 }
@@ -40,14 +40,18 @@ void nursery__watch_destroy(struct watch *w)
 /* Records the completion of l's result; the watch's lock is held. */
 static void record_locked(struct watch *w, struct watch_link *l)
 {
-    w->completed++;
     bool failed = nursery__result_failed(l->result);
-    w->failed += failed;
-    if (w->queue)
-        w->queue[(w->head + w->count++) % w->capacity] = l->index;
+    if (w->queue) {
+        size_t count = atomic_load_explicit(&w->count, memory_order_relaxed);
+        w->queue[(w->head + count) % w->capacity] = l->index;
+        atomic_store_explicit(&w->count, count + 1, memory_order_release);
+    }
+    if (failed)
+        atomic_fetch_add_explicit(&w->failed, 1, memory_order_release);
+    size_t completed = atomic_fetch_add_explicit(&w->completed, 1, memory_order_release) + 1;
     /* A sleeper that waits for a batch is woken once, not once per result:
      * a system call and a context switch saved per completion. */
-    if (w->sleeper && (w->completed >= w->wake_at || failed))
+    if (w->sleeper && (completed >= w->wake_at || failed))
         nursery__waiter_signal(w->sleeper);
 }
 
@@ -89,32 +93,37 @@ void nursery__watch_remove(struct watch_link *l)
     l->linked = false;
 }
 
-bool nursery__watch_pop(struct watch *w, size_t *index)
+size_t nursery__watch_take(struct watch *w, size_t *out, size_t max)
 {
+    if (atomic_load_explicit(&w->count, memory_order_relaxed) == 0)
+        return 0; /* only the owner takes: an empty queue needs no lock */
     pthread_mutex_lock(&w->mu);
-    bool any = w->count > 0;
-    if (any) {
-        *index = w->queue[w->head];
-        w->head = (w->head + 1) % w->capacity;
-        w->count--;
-    }
+    size_t count = atomic_load_explicit(&w->count, memory_order_relaxed);
+    size_t k = count < max ? count : max;
+    for (size_t i = 0; i < k; i++)
+        out[i] = w->queue[(w->head + i) % w->capacity];
+    w->head = (w->head + k) % w->capacity;
+    atomic_store_explicit(&w->count, count - k, memory_order_relaxed);
     pthread_mutex_unlock(&w->mu);
-    return any;
+    return k;
 }
 
-/* The watch's own counts, read under its lock: a completion in another
- * thread may be recording. */
+bool nursery__watch_pop(struct watch *w, size_t *index)
+{
+    return nursery__watch_take(w, index, 1) == 1;
+}
+
+/* Read without the lock (acquire: what the completions recorded before
+ * counting is seen). */
 void nursery__watch_counts(struct watch *w, size_t *completed, size_t *failed_count,
                            size_t *queued)
 {
-    pthread_mutex_lock(&w->mu);
     if (completed)
-        *completed = w->completed;
+        *completed = atomic_load_explicit(&w->completed, memory_order_acquire);
     if (failed_count)
-        *failed_count = w->failed;
+        *failed_count = atomic_load_explicit(&w->failed, memory_order_acquire);
     if (queued)
-        *queued = w->count;
-    pthread_mutex_unlock(&w->mu);
+        *queued = atomic_load_explicit(&w->count, memory_order_acquire);
 }
 
 /* ---- sleeping on a watch (struct block_ops attach/detach) -------------- */
