@@ -220,7 +220,7 @@ struct watch_link {
     bool linked;           /* in the result's wait queue (the owner's) */
 };
 
-/* Counts completions and queues their indices.  Put it first in a block
+/* Counts completions and, with a queue, queues their indices.  Put it first in a block
  * context to sleep on it with nursery__watch_attach/_detach as the ops. */
 struct watch {
     pthread_mutex_t mu;
@@ -231,8 +231,8 @@ struct watch {
     atomic_size_t count;     /* indices queued */
     atomic_size_t completed; /* results that completed since added */
     atomic_size_t failed;    /* of those, done with an error other than ECANCELED */
-    size_t wake_at;        /* mu: the sleeper is woken once `completed` reaches it, or by
-                            * a failure */
+    atomic_size_t wake_at; /* the sleeper is woken once `completed` reaches it, or by a
+                            * failure */
     struct waiter *sleeper; /* mu */
 };
 
@@ -243,11 +243,8 @@ HIDDEN void nursery__watch_add(struct watch *w, struct watch_link *l, nursery_re
                                size_t index);
 /* Stops watching (before l or its result goes away). */
 HIDDEN void nursery__watch_remove(struct watch_link *l);
-/* Takes the oldest index recorded.  False when there is none. */
+/* Takes the oldest index queued.  False when there is none. */
 HIDDEN bool nursery__watch_pop(struct watch *w, size_t *index);
-/* Takes up to `max` of the oldest indices at once (one lock, where the
- * completions are contending for it).  Returns how many. */
-HIDDEN size_t nursery__watch_take(struct watch *w, size_t *out, size_t max);
 HIDDEN void nursery__watch_counts(struct watch *w, size_t *completed, size_t *failed,
                                   size_t *queued);
 /* Wakes the sleeper only once `completed` results have completed (0, the

@@ -6,8 +6,8 @@
  *
  * Both are one engine: the body of a nursery of the map's own, running in
  * the calling thread, starts items as captures while there is room, then
- * sleeps on a watch (watch.c) of the captures in flight until one ends,
- * and collects what ended.  Room is a fixed set of slots, each a watch
+ * sleeps on a watch (watch.c) of the captures in flight until about half
+ * of them have ended, and collects what ended.  Room is a fixed set of slots, each a watch
  * link and the item it holds, so a million items cost `limit` slots, not a
  * million tasks.  The array form frees a slot as soon as its item ends; the
  * stream gives item i the slot i % (2 * limit) and frees it when the sink
@@ -28,7 +28,7 @@ struct map_item {
 };
 
 struct map {
-    struct watch watch; /* first, for nursery__watch_attach; records slot numbers */
+    struct watch watch; /* first, for nursery__watch_attach; counts the items ended */
     nursery_fn fn;
     nursery_task_options_t task;    /* the items' options, without arg_destroy */
     void (*arg_destroy)(void *arg); /* the map calls it itself (see header) */
@@ -59,7 +59,6 @@ struct map {
     struct watch_link *links; /* per slot; result NULL when the slot is free */
     struct map_item *items;   /* per slot */
     size_t *free_slots, nfree; /* array form: the free slots */
-    size_t *queue;             /* the watch's */
 };
 
 /* ---- starting items ---------------------------------------------------- */
@@ -159,19 +158,21 @@ static void report(struct map *m)
     m->progress(m->progress_ctx, m->ended, total);
 }
 
+/* Finds the items that ended by a look at every slot: the watch only
+ * counts (its completions then take no lock), and a look per slot once per
+ * batch of about half the slots is a few looks per item. */
 static int collect(struct map *m)
 {
-    size_t ended[64], k;
-    while ((k = nursery__watch_take(&m->watch, ended, sizeof ended / sizeof ended[0])) > 0) {
-        for (size_t i = 0; i < k; i++) {
-            size_t s = ended[i];
-            m->running--;
-            m->ended++;
-            m->items[s].ended = true;
-            if (!m->sink) {
-                nursery__outcome_of(m->links[s].result, &m->outcomes[m->items[s].index]);
-                release_slot(m, s);
-            }
+    for (size_t s = 0; s < m->nslots; s++) {
+        nursery_result_t *r = m->links[s].result;
+        if (!r || m->items[s].ended || !nursery_result_is_done(r))
+            continue;
+        m->running--;
+        m->ended++;
+        m->items[s].ended = true;
+        if (!m->sink) {
+            nursery__outcome_of(r, &m->outcomes[m->items[s].index]);
+            release_slot(m, s);
         }
     }
     int rc = m->sink ? deliver(m) : 0;
@@ -275,7 +276,7 @@ static int map_init(struct map *m, nursery_fn fn, const nursery_map_options_t *o
     m->progress_ctx = o.progress_ctx;
 
     size_t limit = m->limit < max_slots ? m->limit : max_slots;
-    size_t per_slot = sizeof(m->links[0]) + sizeof(m->items[0]) + 2 * sizeof(size_t);
+    size_t per_slot = sizeof(m->links[0]) + sizeof(m->items[0]) + sizeof(size_t);
     if (limit > SIZE_MAX / slots_per_limit / per_slot)
         return ENOMEM;
     size_t nslots = limit * slots_per_limit;
@@ -284,11 +285,10 @@ static int map_init(struct map *m, nursery_fn fn, const nursery_map_options_t *o
         return ENOMEM;
     m->nslots = nslots;
     m->items = (struct map_item *)(m->links + m->nslots);
-    m->queue = (size_t *)(m->items + m->nslots);
-    m->free_slots = m->queue + m->nslots;
+    m->free_slots = (size_t *)(m->items + m->nslots);
     for (size_t s = 0; s < m->nslots; s++)
         m->free_slots[m->nfree++] = m->nslots - 1 - s; /* slot 0 first */
-    nursery__watch_init(&m->watch, m->queue, m->nslots);
+    nursery__watch_init(&m->watch, NULL, 0);
     return 0;
 }
 

@@ -176,6 +176,9 @@ static int wait_for_condition(nursery_result_t *const *results, size_t n,
     if (n > INLINE_LINKS && !(ws.links = malloc(n * sizeof(ws.links[0]))))
         return ENOMEM;
     nursery__watch_init(&ws.watch, NULL, 0);
+    /* Woken at the count that can make the condition hold (a failure
+     * wakes it too, for FIRST_ERROR). */
+    nursery__watch_wake_at(&ws.watch, return_when == NURSERY_FIRST_COMPLETED ? 1 : n);
     for (size_t i = 0; i < n; i++)
         nursery__watch_add(&ws.watch, &ws.links[i], results[i], i);
     int rc = nursery__block(&set_ops, &ws, deadline, 0);

@@ -28,7 +28,7 @@ void nursery__watch_init(struct watch *w, size_t *queue, size_t capacity)
     atomic_init(&w->count, 0);
     atomic_init(&w->completed, 0);
     atomic_init(&w->failed, 0);
-    w->wake_at = 0;
+    atomic_init(&w->wake_at, 0);
     w->sleeper = NULL;
 }
 
@@ -37,31 +37,42 @@ void nursery__watch_destroy(struct watch *w)
     pthread_mutex_destroy(&w->mu);
 }
 
-/* Records the completion of l's result; the watch's lock is held. */
-static void record_locked(struct watch *w, struct watch_link *l)
+/* Records the completion of l's result.  The counts are atomic: only a
+ * queue needs the lock to record, and a watch without one takes it only to
+ * wake the sleeper, once per batch, so that completions on several workers
+ * do not queue up for it.  No wake-up is lost: the sleeper publishes its
+ * target (wake_at) and itself (under mu) before it looks at `completed`,
+ * and a completion counts itself before it looks at the target (all
+ * sequentially consistent), so one of the two sees the other. */
+static void record(struct watch *w, struct watch_link *l)
 {
     bool failed = nursery__result_failed(l->result);
-    if (w->queue) {
+    bool locked = w->queue != NULL;
+    if (locked) {
+        pthread_mutex_lock(&w->mu);
         size_t count = atomic_load_explicit(&w->count, memory_order_relaxed);
         w->queue[(w->head + count) % w->capacity] = l->index;
         atomic_store_explicit(&w->count, count + 1, memory_order_release);
     }
     if (failed)
-        atomic_fetch_add_explicit(&w->failed, 1, memory_order_release);
-    size_t completed = atomic_fetch_add_explicit(&w->completed, 1, memory_order_release) + 1;
-    /* A sleeper that waits for a batch is woken once, not once per result:
-     * a system call and a context switch saved per completion. */
-    if (w->sleeper && (completed >= w->wake_at || failed))
-        nursery__waiter_signal(w->sleeper);
+        atomic_fetch_add(&w->failed, 1);
+    size_t completed = atomic_fetch_add(&w->completed, 1) + 1;
+    if (completed >= atomic_load(&w->wake_at) || failed) {
+        if (!locked)
+            pthread_mutex_lock(&w->mu);
+        locked = true;
+        if (w->sleeper)
+            nursery__waiter_signal(w->sleeper);
+    }
+    if (locked)
+        pthread_mutex_unlock(&w->mu);
 }
 
 /* Called by the result's completion, under its lock. */
 static void notify(struct wait_link *link)
 {
     struct watch_link *l = (struct watch_link *)link;
-    pthread_mutex_lock(&l->watch->mu);
-    record_locked(l->watch, l);
-    pthread_mutex_unlock(&l->watch->mu);
+    record(l->watch, l);
 }
 
 void nursery__watch_add(struct watch *w, struct watch_link *l, nursery_result_t *r, size_t index)
@@ -77,9 +88,7 @@ void nursery__watch_add(struct watch *w, struct watch_link *l, nursery_result_t 
     pthread_mutex_unlock(&r->mu);
     if (!l->linked) {
         nursery_result_is_done(r); /* the completer's writes, for the reader of the index */
-        pthread_mutex_lock(&w->mu);
-        record_locked(w, l);
-        pthread_mutex_unlock(&w->mu);
+        record(w, l);
     }
 }
 
@@ -93,46 +102,37 @@ void nursery__watch_remove(struct watch_link *l)
     l->linked = false;
 }
 
-size_t nursery__watch_take(struct watch *w, size_t *out, size_t max)
-{
-    if (atomic_load_explicit(&w->count, memory_order_relaxed) == 0)
-        return 0; /* only the owner takes: an empty queue needs no lock */
-    pthread_mutex_lock(&w->mu);
-    size_t count = atomic_load_explicit(&w->count, memory_order_relaxed);
-    size_t k = count < max ? count : max;
-    for (size_t i = 0; i < k; i++)
-        out[i] = w->queue[(w->head + i) % w->capacity];
-    w->head = (w->head + k) % w->capacity;
-    atomic_store_explicit(&w->count, count - k, memory_order_relaxed);
-    pthread_mutex_unlock(&w->mu);
-    return k;
-}
-
 bool nursery__watch_pop(struct watch *w, size_t *index)
 {
-    return nursery__watch_take(w, index, 1) == 1;
+    if (atomic_load_explicit(&w->count, memory_order_relaxed) == 0)
+        return false; /* only the owner pops: an empty queue needs no lock */
+    pthread_mutex_lock(&w->mu);
+    *index = w->queue[w->head];
+    w->head = (w->head + 1) % w->capacity;
+    atomic_store_explicit(&w->count, atomic_load_explicit(&w->count, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&w->mu);
+    return true;
 }
 
-/* Read without the lock (acquire: what the completions recorded before
- * counting is seen). */
+/* Read without the lock: what a completion recorded before it counted
+ * itself is seen (the counts are sequentially consistent: see record()). */
 void nursery__watch_counts(struct watch *w, size_t *completed, size_t *failed_count,
                            size_t *queued)
 {
     if (completed)
-        *completed = atomic_load_explicit(&w->completed, memory_order_acquire);
+        *completed = atomic_load(&w->completed);
     if (failed_count)
-        *failed_count = atomic_load_explicit(&w->failed, memory_order_acquire);
+        *failed_count = atomic_load(&w->failed);
     if (queued)
-        *queued = atomic_load_explicit(&w->count, memory_order_acquire);
+        *queued = atomic_load_explicit(&w->count, memory_order_acquire); /* release in record() */
 }
 
 /* ---- sleeping on a watch (struct block_ops attach/detach) -------------- */
 
 void nursery__watch_wake_at(struct watch *w, size_t completed)
 {
-    pthread_mutex_lock(&w->mu);
-    w->wake_at = completed;
-    pthread_mutex_unlock(&w->mu);
+    atomic_store(&w->wake_at, completed);
 }
 
 void nursery__watch_attach(void *ctx, struct waiter *waiter)
