@@ -141,11 +141,86 @@ static inline int gate_wait(nursery_result_t *g)
     return nursery_result_wait(g, nursery_after_ms(TEST_HANG_MS));
 }
 
+/* ---- Gated tasks ---------------------------------------------------------- */
+
+/* Tasks that say they are running, then wait on a gate and return what the
+ * wait returned (rc: -1 until then, so also when a task never ran). */
+struct gated {
+    latch_t running;
+    nursery_result_t *gate;
+    atomic_int rc;
+};
+
+static inline void gated_init(struct gated *g, int tasks)
+{
+    latch_init(&g->running, tasks);
+    g->gate = gate_new();
+    atomic_init(&g->rc, -1);
+}
+
+static inline void gated_fini(struct gated *g)
+{
+    nursery_result_release(g->gate);
+    latch_destroy(&g->running);
+}
+
+static inline int gated_task(void *arg, void **value)
+{
+    (void)value;
+    struct gated *g = arg;
+    latch_count_down(&g->running);
+    int rc = gate_wait(g->gate);
+    atomic_store(&g->rc, rc);
+    return rc;
+}
+
+/* One task that waits on a gate, then fails with `fail` (a message made by
+ * nursery_fail) or returns `value`; wait_rc is what the wait returned. */
+struct gated_value {
+    nursery_result_t *gate;
+    int value;
+    int fail;
+    int wait_rc;
+    latch_t *entered; /* counted down when it starts (NULL: none) */
+};
+
 /* ---- Task values ------------------------------------------------------- */
 
 /* Encodes small integers as task values. */
 #define INT2PTR(i) ((void *)(intptr_t)(i))
 #define PTR2INT(p) ((int)(intptr_t)(p))
+
+/* The task of a struct gated_value. */
+static inline int gated_value_task(void *arg, void **value)
+{
+    struct gated_value *g = arg;
+    if (g->entered != NULL)
+        latch_count_down(g->entered);
+    g->wait_rc = gate_wait(g->gate);
+    if (g->wait_rc != 0)
+        return g->wait_rc;
+    if (g->fail)
+        return nursery_fail(g->fail, "gated failure");
+    *value = INT2PTR(g->value);
+    return 0;
+}
+
+/* A thread that cancels a scope once a latch opens, then releases its
+ * reference to it (start it with pthread_create(..., cancel_when_running,
+ * &c) after nursery_scope_retain()). */
+struct canceller {
+    latch_t *running;
+    nursery_scope_t *scope;
+};
+
+static inline void *cancel_when_running(void *arg)
+{
+    struct canceller *c = arg;
+    if (latch_wait(c->running))
+        nursery_scope_cancel(c->scope);
+    nursery_scope_release(c->scope);
+    return NULL;
+}
 
 /* ---- Pools ------------------------------------------------------------- */
 

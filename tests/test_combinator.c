@@ -660,20 +660,6 @@ END_TEST
 /* The caller's scope is cancelled by another thread while the branches
  * run: they are cancelled and the call returns ECANCELED; when a branch
  * fails on its way out, NURSERY_EFAILED wins. */
-struct canceller {
-    latch_t *running;
-    nursery_scope_t *scope;
-};
-
-static void *cancel_when_running(void *arg)
-{
-    struct canceller *c = arg;
-    if (latch_wait(c->running))
-        nursery_scope_cancel(c->scope);
-    nursery_scope_release(c->scope);
-    return NULL;
-}
-
 START_TEST(caller_cancelled_while_branches_run)
 {
     nursery_pool_t *pool = test_pool(4);

@@ -476,20 +476,6 @@ END_TEST
 
 /* The caller is cancelled: at the call (a cancelled scope), or while the
  * branches run (another thread cancels the scope). */
-struct canceller {
-    latch_t *running;
-    nursery_scope_t *scope;
-};
-
-static void *cancel_when_running(void *arg)
-{
-    struct canceller *c = arg;
-    if (latch_wait(c->running))
-        nursery_scope_cancel(c->scope);
-    nursery_scope_release(c->scope);
-    return NULL;
-}
-
 START_TEST(gather_cancelled_caller_is_ecanceled)
 {
     nursery_pool_t *pool = test_pool(4);

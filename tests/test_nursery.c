@@ -16,37 +16,6 @@ static int return_zero(void *arg, void **value)
     return 0;
 }
 
-/* A task that reports it is running, then waits on a gate and returns what
- * the wait returned. */
-struct gated {
-    latch_t running;
-    nursery_result_t *gate;
-    atomic_int rc; /* gate_wait's code, -1 until then */
-};
-
-static void gated_init(struct gated *g, int tasks)
-{
-    latch_init(&g->running, tasks);
-    g->gate = gate_new();
-    atomic_init(&g->rc, -1);
-}
-
-static void gated_fini(struct gated *g)
-{
-    nursery_result_release(g->gate);
-    latch_destroy(&g->running);
-}
-
-static int gated_task(void *arg, void **value)
-{
-    (void)value;
-    struct gated *g = arg;
-    latch_count_down(&g->running);
-    int rc = gate_wait(g->gate);
-    atomic_store(&g->rc, rc);
-    return rc;
-}
-
 /* ---- open, join, start_soon --------------------------------------------- */
 
 static int empty_body(nursery_t *n, void *arg)

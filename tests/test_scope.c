@@ -108,37 +108,6 @@ static bool wait_senders(const nursery_receiver_t *rx, size_t senders)
     return poll_until(senders_blocked, &(struct senders){rx, senders});
 }
 
-/* A task that waits on a gate nobody opens; rc is what the wait returned
- * (-1 until it returns, so also when the task never ran). */
-struct gated {
-    nursery_result_t *gate;
-    latch_t running;
-    atomic_int rc;
-};
-
-static void gated_init(struct gated *g, int tasks)
-{
-    g->gate = gate_new();
-    latch_init(&g->running, tasks);
-    atomic_init(&g->rc, -1);
-}
-
-static void gated_fini(struct gated *g)
-{
-    nursery_result_release(g->gate);
-    latch_destroy(&g->running);
-}
-
-static int gated_task(void *arg, void **value)
-{
-    (void)value;
-    struct gated *g = arg;
-    latch_count_down(&g->running);
-    int rc = gate_wait(g->gate);
-    atomic_store(&g->rc, rc);
-    return rc;
-}
-
 static void hook_count(void *arg);
 
 static int fail_task(void *arg, void **value)
@@ -987,7 +956,7 @@ END_TEST
 
 /* ---- cancelling from other threads ------------------------------------- */
 
-struct canceller {
+struct cancel_thread {
     nursery_scope_t *scope; /* the thread's own reference */
     latch_t *go;
     int rc;
@@ -995,7 +964,7 @@ struct canceller {
 
 static void *cancel_scope_thread(void *arg)
 {
-    struct canceller *c = arg;
+    struct cancel_thread *c = arg;
     if (c->go != NULL)
         latch_wait(c->go);
     c->rc = nursery_scope_cancel(c->scope);
@@ -1008,7 +977,7 @@ START_TEST(cancel_from_other_thread_wakes_sleeper)
     latch_t go;
     latch_init(&go, 1);
     nursery_scope_t *s = open_scope(NURSERY_FOREVER, 0);
-    struct canceller c = {.scope = nursery_scope_retain(s), .go = &go, .rc = -1};
+    struct cancel_thread c = {.scope = nursery_scope_retain(s), .go = &go, .rc = -1};
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, cancel_scope_thread, &c), 0);
     latch_count_down(&go);

@@ -1369,7 +1369,7 @@ END_TEST
  * which ones are above the target), so the pool can fall to 0 threads, after
  * which nothing runs: pool_submit() wakes or grows only when workers sleep or
  * block.  Seen within a few iterations under ThreadSanitizer. */
-struct gated {
+struct gate_waiters {
     nursery_result_t *gate;
     latch_t waiting;
 };
@@ -1377,7 +1377,7 @@ struct gated {
 static int wait_gate(void *arg, void **value)
 {
     (void)value;
-    struct gated *g = arg;
+    struct gate_waiters *g = arg;
     latch_count_down(&g->waiting);
     return gate_wait(g->gate);
 }
@@ -1388,7 +1388,7 @@ START_TEST(surplus_threads_retire_down_to_threads_not_below)
         nursery_pool_options_t o = {.threads = 1, .max_threads = 16};
         nursery_pool_t *p = NULL;
         ck_assert_int_eq(nursery_pool_create(&p, &o), 0);
-        struct gated g = {.gate = gate_new()};
+        struct gate_waiters g = {.gate = gate_new()};
         latch_init(&g.waiting, 12);
         nursery_t *n = NULL;
         ck_assert_int_eq(nursery_open(&n, p), 0);

@@ -31,26 +31,6 @@ static void set(nursery_result_t *f, int v)
     ck_assert_int_eq(nursery_future_set_value(f, INT2PTR(v)), 0);
 }
 
-/* A task that waits for a gate, then returns `value`. */
-struct gated {
-    nursery_result_t *gate;
-    int value;
-    int wait_rc;
-    latch_t *entered; /* counted down when it starts (NULL: none) */
-};
-
-static int gated_task(void *arg, void **value)
-{
-    struct gated *g = arg;
-    if (g->entered != NULL)
-        latch_count_down(g->entered);
-    g->wait_rc = gate_wait(g->gate);
-    if (g->wait_rc != 0)
-        return g->wait_rc;
-    *value = INT2PTR(g->value);
-    return 0;
-}
-
 /* A task that calls wait_any or wait_all on a set, from inside a nursery. */
 struct waiter_args {
     nursery_result_t *const *results;
@@ -137,13 +117,13 @@ START_TEST(wait_all_mixes_captures_and_futures)
     futures_new(f, 2);
     latch_t entered;
     latch_init(&entered, 2);
-    struct gated g[2] = {{.gate = gate_new(), .value = 10, .entered = &entered},
+    struct gated_value g[2] = {{.gate = gate_new(), .value = 10, .entered = &entered},
                          {.gate = gate_new(), .value = 11, .entered = &entered}};
     nursery_t *n = NULL;
     ck_assert_int_eq(nursery_open(&n, pool), 0);
     nursery_result_t *c[2];
     for (int i = 0; i < 2; i++)
-        ck_assert_int_eq(nursery_capture_start_soon(n, gated_task, &g[i], NULL, &c[i]), 0);
+        ck_assert_int_eq(nursery_capture_start_soon(n, gated_value_task, &g[i], NULL, &c[i]), 0);
     /* Both running: the waits below cannot run them (see wait_deadline_*). */
     ck_assert(latch_wait(&entered));
     nursery_result_t *all[4] = {c[0], f[0], c[1], f[1]};
@@ -367,15 +347,15 @@ START_TEST(wait_cancels_none_of_the_results)
 {
     nursery_pool_t *pool = test_pool(4);
     enum { N = 3 };
-    struct gated g[N];
+    struct gated_value g[N];
     nursery_result_t *c[N];
     latch_t entered;
     latch_init(&entered, N);
     nursery_t *n = NULL;
     ck_assert_int_eq(nursery_open(&n, pool), 0);
     for (int i = 0; i < N; i++) {
-        g[i] = (struct gated){.gate = gate_new(), .value = i, .wait_rc = -1, .entered = &entered};
-        ck_assert_int_eq(nursery_capture_start_soon(n, gated_task, &g[i], NULL, &c[i]), 0);
+        g[i] = (struct gated_value){.gate = gate_new(), .value = i, .wait_rc = -1, .entered = &entered};
+        ck_assert_int_eq(nursery_capture_start_soon(n, gated_value_task, &g[i], NULL, &c[i]), 0);
     }
     ck_assert(latch_wait(&entered));
     size_t idx = 77;
@@ -437,7 +417,7 @@ static int bounded_task(void *arg, void **value)
 struct queued_capture {
     nursery_pool_t *pool;
     latch_t entered; /* blocker has started */
-    struct gated blocker;
+    struct gated_value blocker;
     struct bounded q;
     nursery_result_t *f;
     nursery_t *n;
@@ -461,7 +441,7 @@ static void queued_capture_open(struct queued_capture *s, latch_t *qstarted)
     ck_assert_int_eq(nursery_future_create(&s->f), 0);
 
     ck_assert_int_eq(nursery_open(&s->n, s->pool), 0);
-    ck_assert_int_eq(nursery_capture_start_soon(s->n, gated_task, &s->blocker, NULL, &s->rb), 0);
+    ck_assert_int_eq(nursery_capture_start_soon(s->n, gated_value_task, &s->blocker, NULL, &s->rb), 0);
     ck_assert(latch_wait(&s->entered)); /* the only worker is busy */
     ck_assert_int_eq(nursery_capture_start_soon(s->n, bounded_task, &s->q, NULL, &s->rq), 0);
 }

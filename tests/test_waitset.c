@@ -251,29 +251,6 @@ static void expected_partition(size_t *out, size_t n, const size_t *done, size_t
 
 /* ---- Tasks -------------------------------------------------------------- */
 
-/* A task that waits for a gate, then fails with `fail` or returns value. */
-struct gated {
-    nursery_result_t *gate;
-    int value;
-    int fail;
-    int wait_rc;
-    latch_t *entered; /* counted down when it starts (NULL: none) */
-};
-
-static int gated_task(void *arg, void **value)
-{
-    struct gated *g = arg;
-    if (g->entered != NULL)
-        latch_count_down(g->entered);
-    g->wait_rc = gate_wait(g->gate);
-    if (g->wait_rc != 0)
-        return g->wait_rc;
-    if (g->fail)
-        return nursery_fail(g->fail, "gated failure");
-    *value = INT2PTR(g->value);
-    return 0;
-}
-
 static int return_arg(void *arg, void **value)
 {
     *value = arg;
@@ -554,7 +531,7 @@ END_TEST
 struct queued_capture {
     nursery_pool_t *pool;
     latch_t entered;
-    struct gated blocker;
+    struct gated_value blocker;
     atomic_int runs;
     nursery_t *n;
     nursery_result_t *rb, *rq;
@@ -597,10 +574,10 @@ START_TEST(wait_with_past_deadline_only_looks)
     memset(&s, 0, sizeof s);
     s.pool = capped_pool(1);
     latch_init(&s.entered, 1);
-    s.blocker = (struct gated){.gate = gate_new(), .value = 1, .wait_rc = -1, .entered = &s.entered};
+    s.blocker = (struct gated_value){.gate = gate_new(), .value = 1, .wait_rc = -1, .entered = &s.entered};
     atomic_init(&s.runs, 0);
     ck_assert_int_eq(nursery_open(&s.n, s.pool), 0);
-    ck_assert_int_eq(nursery_capture_start_soon(s.n, gated_task, &s.blocker, NULL, &s.rb), 0);
+    ck_assert_int_eq(nursery_capture_start_soon(s.n, gated_value_task, &s.blocker, NULL, &s.rb), 0);
     ck_assert(latch_wait(&s.entered));
     ck_assert_int_eq(nursery_capture_start_soon(s.n, count_and_return, &s.runs, NULL, &s.rq), 0);
     nursery_result_t *set[2] = {f[0], s.rq};
@@ -675,7 +652,7 @@ START_TEST(wait_mixes_captures_and_futures)
     futures_new(f, 2);
     latch_t entered;
     latch_init(&entered, 3);
-    struct gated g[3] = {
+    struct gated_value g[3] = {
         {.gate = gate_new(), .value = 10, .wait_rc = -1, .entered = &entered},
         {.gate = gate_new(), .value = 11, .wait_rc = -1, .entered = &entered},
         {.gate = gate_new(), .fail = EIO, .wait_rc = -1, .entered = &entered},
@@ -685,7 +662,7 @@ START_TEST(wait_mixes_captures_and_futures)
     ck_assert_int_eq(nursery_open(&n, pool), 0);
     nursery_result_t *c[3];
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(nursery_capture_start_soon(n, gated_task, &g[i], &quiet, &c[i]), 0);
+        ck_assert_int_eq(nursery_capture_start_soon(n, gated_value_task, &g[i], &quiet, &c[i]), 0);
     ck_assert(latch_wait(&entered)); /* all three run */
 
     nursery_result_t *all[4] = {c[0], f[0], c[1], f[1]};
