@@ -4,6 +4,7 @@
 # has a one-line page (.so man3/<group page>) so that `man nursery_<name>` finds it.
 
 dist_man_MANS = \
+	man/npar.1 \
 	man/nursery.7 \
 	man/nursery_as_completed_create.3 \
 	man/nursery_cancelled.3 \

@@ -17,3 +17,13 @@ tools_npar_npar_SOURCES = \
 	tools/npar/runner.c
 tools_npar_npar_CPPFLAGS = $(AM_CPPFLAGS) -D_GNU_SOURCE
 tools_npar_npar_LDADD = libnursery.la $(PTHREAD_LIBS)
+
+# Its tests: shell scripts run by `make check` (tests/npar/lib.sh is what they share).
+npar_tests = \
+	tests/npar/usage.sh \
+	tests/npar/input.sh \
+	tests/npar/output.sh \
+	tests/npar/halt.sh \
+	tests/npar/timeout.sh \
+	tests/npar/signal.sh \
+	tests/npar/many.sh
