@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # npar-bench.sh: the cost per job of npar, against xargs -P and GNU parallel.
 #
-#   bench/npar-bench.sh [--quick] NPAR
+#   bench/npar-bench.sh [--quick] [--floor SPAWN_FLOOR] NPAR
 #
 # NPAR is the npar binary to measure (tools/npar/npar of a build tree).  Each peer runs 2000
 # jobs of `true` (200 with --quick), as many at once as there are CPUs (nproc), the inputs
@@ -11,6 +11,8 @@
 #   npar      NPAR -j CPUS true
 #   xargs     xargs -P CPUS -n 1 true
 #   parallel  parallel --will-cite -j CPUS true    (when `command -v parallel` finds it)
+#   floor     SPAWN_FLOOR CPUS true                (with --floor: bench/spawn-floor, which
+#             spawns and reaps from one thread and captures nothing: no runner can do less)
 #
 # `true` does nothing, so the time is what it costs to start, wait for and reap a job.  One
 # untimed warm-up run each, then 5 rounds (3 with --quick); every round runs each peer once,
@@ -20,6 +22,13 @@
 #   RATIO npar/xargs=1.07        target: at most 1.2
 #   RATIO parallel/npar=31.2     target: at least 10
 #
+# and, with --floor, the time above the floor, which is each runner's own cost per job (on a
+# machine where starting a process is slow, the floor bounds what the whole times' ratio can
+# show, however cheap a runner is):
+#
+#   RATIO npar/floor=1.10
+#   RATIO overhead parallel/npar=64
+#
 # The load average comes first (a warning on stderr when it is above half the CPUs: then the
 # figures are unreliable).  Exits 1 when a run fails (a non-zero exit status), 2 on a usage
 # error, and 0 otherwise, whatever the ratios.
@@ -27,16 +36,23 @@ set -euo pipefail
 export LC_ALL=C # a decimal point in EPOCHREALTIME, awk and sort, whatever the locale
 
 usage() {
-    echo "usage: $0 [--quick] NPAR" >&2
+    echo "usage: $0 [--quick] [--floor SPAWN_FLOOR] NPAR" >&2
     echo "  NPAR: the npar binary to measure, e.g. tools/npar/npar" >&2
     exit 2
 }
 
 quick=no
 npar=
+floor=
+want_floor=no
 for arg in "$@"; do
+    if [[ $want_floor == yes ]]; then
+        floor=$arg want_floor=no
+        continue
+    fi
     case $arg in
     --quick) quick=yes ;;
+    --floor) want_floor=yes ;;
     -h | --help)
         sed -n '3,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
         exit 0
@@ -67,6 +83,10 @@ cpus=$(nproc)
 
 # The peers, by name; parallel only when it is installed.
 peers=(npar xargs)
+if [[ -n $floor ]]; then
+    [[ -x $floor ]] || { echo "npar-bench: $floor: not an executable file" >&2; exit 2; }
+    peers+=(floor)
+fi
 if command -v parallel >/dev/null 2>&1; then
     peers+=(parallel)
 else
@@ -87,6 +107,7 @@ run() {
     npar) cmd=("$npar" -j "$cpus" true) ;;
     xargs) cmd=(xargs -P "$cpus" -n 1 true) ;;
     parallel) cmd=(parallel --will-cite -j "$cpus" true) ;;
+    floor) cmd=("$floor" "$cpus" true) ;;
     esac
     # EPOCHREALTIME (bash 5) costs no process; else date, the same before and after.
     start=${EPOCHREALTIME:-$(date +%s.%N)}
@@ -162,5 +183,20 @@ done
 echo "RATIO npar/xargs=$(ratio "${median[npar]}" "${median[xargs]}")"
 if [[ -n ${median[parallel]:-} ]]; then
     echo "RATIO parallel/npar=$(ratio "${median[parallel]}" "${median[npar]}")"
+fi
+if [[ -n ${median[floor]:-} ]]; then
+    echo "RATIO npar/floor=$(ratio "${median[npar]}" "${median[floor]}")"
+    # The time above the floor; a runner faster than the floor (noise) counts as 1 ms.
+    above() {
+        awk -v a="$1" -v f="${median[floor]}" 'BEGIN {
+            d = a - f
+            printf "%.6f\n", (d > 0.001 ? d : 0.001)
+        }'
+    }
+    echo "RATIO overhead npar/xargs=$(ratio "$(above "${median[npar]}")" "$(above "${median[xargs]}")")"
+    if [[ -n ${median[parallel]:-} ]]; then
+        echo "RATIO overhead parallel/npar=$(ratio "$(above "${median[parallel]}")" \
+            "$(above "${median[npar]}")")"
+    fi
 fi
 echo "npar-bench: targets: npar/xargs at most 1.2, parallel/npar at least 10" >&2

@@ -6,6 +6,8 @@
 #     jobs' output so far are printed, the summary line, exit 130;
 #   - SIGTERM while 1 job sleeps (one that ignores SIGTERM, --grace 1): it is gone, "1 job
 #     killed" in the singular, exit 143;
+#   - a reader of npar's output that goes away (EPIPE): the sleeping jobs and their grandchildren
+#     are gone, nothing queued started, exit 141;
 #   - each job is in its own process group (pid = pgid, not npar's group), with default signal
 #     dispositions (npar started with SIGUSR1 and SIGHUP ignored) and an empty signal mask
 #     (glibc's signals 32 and 33 aside).
@@ -36,6 +38,9 @@ case $1 in
         exec sleep 1000 ;;
     q*)                 # queued: a marker when it starts
         touch "$T/started.$1" ;;
+    late)               # prints once the test says so (its reader is gone by then)
+        waitfor '[ -e "$T/go.late" ]'
+        echo "late ended" ;;
 esac
 EOF
 
@@ -79,6 +84,34 @@ check_gone "SIGTERM: the job that ignored SIGTERM (SIGKILL after --grace)" pid.i
 check_eq "SIGTERM: no queued job started" 0 "$(count_files started.)"
 check_grep "SIGTERM: the summary line, '1 job' in the singular" \
     '^npar: interrupted by SIGTERM: 1 job killed, 0 done( \(0 failed\))?, no more started$' err
+
+# --- a closed output: npar ... | a reader that has gone -----------------------------------
+
+# npar writes into a FIFO whose only reader closes it while s1 and s2 sleep; then "late" ends
+# and npar's write of its output meets EPIPE: s1, s2 and their grandchildren are killed, q1
+# never starts, and npar exits 141 (as if SIGPIPE had ended it), not leaving its jobs behind.
+rm -f ready.* pid.* gpid.* started.* go.late
+mkfifo fifo
+echo "--- npar -j 3 sh job.sh ::: s1 s2 late q1 >fifo &"
+timeout -k 5 "$NPAR_LIMIT" "$NPAR" -j 3 sh job.sh ::: s1 s2 late q1 >fifo 2>err &
+npar_pid=$!
+exec 3<fifo
+if wait_for -- at_least 2 ready.s; then
+    ok "closed output: s1 and s2 run"
+else
+    fail "closed output: expected 2 ready.s* markers within 20 s, got $(count_files ready.s)"
+fi
+exec 3<&-
+touch go.late
+wait "$npar_pid"
+rc=$?
+echo "--- exit status $rc"
+check_status "closed output" 141
+for j in s1 s2; do
+    check_gone "closed output: job $j" "pid.$j"
+    check_gone "closed output: job $j's grandchild" "gpid.$j"
+done
+check_eq "closed output: the queued job did not start" 0 "$(count_files started.)"
 
 # --- the job's process group, signal dispositions and mask ------------------------------------
 

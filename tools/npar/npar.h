@@ -167,6 +167,8 @@ void npar_output_ended(struct npar_output *out, const struct npar_job *j,
 /* A line of npar's own on stderr (the bar cleared around it). */
 void npar_output_note(struct npar_output *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Whether a write met EPIPE: the reader of npar's output is gone. */
+bool npar_output_broken(const struct npar_output *out);
 /* The bar's last line, drawn whatever the time, and left on its line. */
 void npar_output_finish(struct npar_output *out, const struct npar_progress *p);
 

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct npar_output {
     nursery_time_t bar_drawn;  /* when it was last drawn */
     struct npar_progress last; /* what it shows */
     FILE *joblog;
+    _Atomic bool broken;       /* a write met EPIPE: nobody reads any more */
 };
 
 int npar_output_open(struct npar_output **out, const struct npar_options *o)
@@ -55,19 +57,27 @@ void npar_output_close(struct npar_output *out)
     free(out);
 }
 
-/* write(2) until all is written; a reader that has gone away ends it
- * (SIGPIPE, unless ignored, has ended npar already). */
-static void write_all(int fd, const char *p, size_t n)
+/* write(2) until all is written.  A reader that has gone away (EPIPE:
+ * npar ignores SIGPIPE) is remembered, for the runner to stop the run;
+ * other errors lose what could not be written, as they would in stdio. */
+static void write_all(struct npar_output *out, int fd, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w < 0 && errno == EPIPE)
+            atomic_store(&out->broken, true);
         if (w <= 0)
             return;
         p += w;
         n -= (size_t)w;
     }
+}
+
+bool npar_output_broken(const struct npar_output *out)
+{
+    return atomic_load(&out->broken);
 }
 
 /* ---- The bar ------------------------------------------------------------ */
@@ -87,7 +97,7 @@ static void draw_bar(struct npar_output *out)
     char line[160];
     int n = snprintf(line, sizeof line, "\r\033[Knpar: %zu/%s done, %zu failed, %.1f jobs/s%s",
                      p->done, total, p->failed, rate, eta);
-    write_all(STDERR_FILENO, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+    write_all(out, STDERR_FILENO, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
     out->bar_shown = true;
     out->bar_drawn = now;
 }
@@ -96,7 +106,7 @@ static void draw_bar(struct npar_output *out)
 static void hide_bar(struct npar_output *out)
 {
     if (out->bar_shown)
-        write_all(STDERR_FILENO, "\r\033[K", 4);
+        write_all(out, STDERR_FILENO, "\r\033[K", 4);
     out->bar_shown = false;
 }
 
@@ -115,8 +125,8 @@ void npar_output_job(struct npar_output *out, const struct npar_job *j)
         return;
     pthread_mutex_lock(&out->mu);
     hide_bar(out);
-    write_all(STDOUT_FILENO, j->out.data, j->out.len);
-    write_all(STDERR_FILENO, j->err.data, j->err.len);
+    write_all(out, STDOUT_FILENO, j->out.data, j->out.len);
+    write_all(out, STDERR_FILENO, j->err.data, j->err.len);
     show_bar(out);
     pthread_mutex_unlock(&out->mu);
 }
@@ -132,7 +142,7 @@ void npar_output_lines(struct npar_output *out, int fd, struct npar_buf *pending
         return;
     pthread_mutex_lock(&out->mu);
     hide_bar(out);
-    write_all(fd, pending->data, n);
+    write_all(out, fd, pending->data, n);
     show_bar(out);
     pthread_mutex_unlock(&out->mu);
     memmove(pending->data, pending->data + n, pending->len - n);
@@ -178,7 +188,7 @@ void npar_output_note(struct npar_output *out, const char *fmt, ...)
     free(text);
     pthread_mutex_lock(&out->mu);
     hide_bar(out);
-    write_all(STDERR_FILENO, line.data, line.len);
+    write_all(out, STDERR_FILENO, line.data, line.len);
     show_bar(out);
     pthread_mutex_unlock(&out->mu);
     npar_buf_free(&line);
@@ -191,7 +201,7 @@ void npar_output_finish(struct npar_output *out, const struct npar_progress *p)
     pthread_mutex_lock(&out->mu);
     out->last = *p;
     draw_bar(out);
-    write_all(STDERR_FILENO, "\n", 1);
+    write_all(out, STDERR_FILENO, "\n", 1);
     out->bar_shown = false;
     out->bar_drawn = 0; /* notes after the end go below it, without a bar */
     pthread_mutex_unlock(&out->mu);

@@ -142,6 +142,17 @@ static struct npar_progress progress_locked(const struct npar_runner *r)
     return (struct npar_progress){r->done, r->failed, r->total, r->started};
 }
 
+/* Once nobody reads npar's output (npar ... | head), jobs would run for
+ * nothing: the run stops as for a signal. */
+static void stop_if_unread(struct npar_runner *r)
+{
+    if (!npar_output_broken(r->output))
+        return;
+    pthread_mutex_lock(&r->mu);
+    stop_locked(r, true);
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* ---- The task of a job -------------------------------------------------- */
 
 static int job_task(void *arg, void **value)
@@ -163,6 +174,7 @@ static int job_task(void *arg, void **value)
     if (!r->opt->keep_order)
         npar_output_job(r->output, j);
     npar_output_ended(r->output, j, &p);
+    stop_if_unread(r);
     return 0;
 }
 
@@ -201,6 +213,7 @@ static int print_job(void *ctx, size_t index, void *arg, const nursery_outcome_t
     (void)index;
     (void)outcome;
     npar_output_job(r->output, arg);
+    stop_if_unread(r);
     return 0;
 }
 
@@ -265,8 +278,9 @@ static int wait_for_signals(void *arg, void **value)
     return 0; /* cancelled: the run is over */
 }
 
-/* Catches SIGINT and SIGTERM into the pipe (whose read end is *fd). */
-static int catch_signals(int *fd, struct sigaction saved[2])
+/* Catches SIGINT and SIGTERM into the pipe (whose read end is *fd), and
+ * ignores SIGPIPE: a closed output is seen as EPIPE (output.c). */
+static int catch_signals(int *fd, struct sigaction saved[3])
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0)
@@ -277,13 +291,16 @@ static int catch_signals(int *fd, struct sigaction saved[2])
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &saved[0]);
     sigaction(SIGTERM, &sa, &saved[1]);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, &saved[2]);
     return 0;
 }
 
-static void release_signals(int fd, const struct sigaction saved[2])
+static void release_signals(int fd, const struct sigaction saved[3])
 {
     sigaction(SIGINT, &saved[0], NULL);
     sigaction(SIGTERM, &saved[1], NULL);
+    sigaction(SIGPIPE, &saved[2], NULL);
     close(signal_pipe_w);
     close(fd);
     signal_pipe_w = -1;
@@ -311,6 +328,8 @@ static int conclude(struct npar_runner *r, int rc)
                          plural(r->killed, "job", "jobs"), ended, r->failed);
         return 128 + r->signal;
     }
+    if (npar_output_broken(r->output))
+        return 128 + SIGPIPE; /* as if SIGPIPE had ended npar, as it would have */
     if (r->halted) {
         npar_output_note(r->output,
                          "npar: halting after %zu %s %s (--halt %s): %zu %s killed, %zu done, no "
@@ -361,7 +380,7 @@ static int create_pool(nursery_pool_t **out, size_t jobs)
 
 static int run_jobs(struct npar_runner *r)
 {
-    struct sigaction saved[2];
+    struct sigaction saved[3];
     struct signal_watch watch = {r, -1};
     int rc = catch_signals(&watch.fd, saved);
     if (rc != 0)
