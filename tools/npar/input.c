@@ -19,17 +19,17 @@ struct npar_input {
     char separator;
     char *line;
     size_t line_cap;
-    size_t read;     /* lines read so far */
-    bool ended;      /* the stream is at its end: total is known */
+    size_t read; /* lines read so far */
+    bool ended;  /* the stream is at its end: total is known */
 
     /* Groups: the options' groups, the odometer, the current inputs. */
     char ***groups;
     const size_t *sizes;
     size_t ngroups;
-    size_t *at;      /* at[g]: the index in group g of the next job's input */
-    char **values;   /* the next job's inputs, one per group */
-    size_t total;    /* the product of the sizes */
-    size_t given;    /* jobs handed out */
+    size_t *at;    /* at[g]: the index in group g of the next job's input */
+    char **values; /* the next job's inputs, one per group */
+    size_t total;  /* the product of the sizes */
+    size_t given;  /* jobs handed out */
 };
 
 static int open_groups(struct npar_input *in, const struct npar_options *o)
@@ -42,8 +42,8 @@ static int open_groups(struct npar_input *in, const struct npar_options *o)
     in->total = 1;
     for (size_t g = 0; g < o->ngroups; g++) {
         in->at[g] = 0;
-        in->total = o->group_sizes[g] > SIZE_MAX / in->total ? SIZE_MAX
-                                                              : in->total * o->group_sizes[g];
+        in->total =
+            o->group_sizes[g] > SIZE_MAX / in->total ? SIZE_MAX : in->total * o->group_sizes[g];
     }
     return 0;
 }

@@ -225,8 +225,7 @@ void npar_job_run(struct npar_job *j)
 {
     const struct npar_options *o = npar_runner_options(j->runner);
     reset(j);
-    nursery_time_t deadline = o->timeout_ns > 0 ? nursery_after_ns(o->timeout_ns)
-                                                : NURSERY_FOREVER;
+    nursery_time_t deadline = o->timeout_ns > 0 ? nursery_after_ns(o->timeout_ns) : NURSERY_FOREVER;
     int out[2], err[2];
     int rc = nursery_scope_open(&j->scope, deadline, 0);
     if (rc != 0) {

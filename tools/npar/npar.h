@@ -38,14 +38,14 @@ enum npar_halt_when {
 };
 
 struct npar_options {
-    size_t jobs;           /* -j: jobs at once, >= 1 */
-    char separator;        /* '\n', or '\0' with -0 */
-    const char *arg_file;  /* -a FILE, or NULL: stdin */
-    bool keep_order;       /* -k */
-    bool line_buffer;      /* --line-buffer */
-    bool shell;            /* --shell */
-    bool bar;              /* --bar (and stderr is a terminal) */
-    bool dry_run;          /* --dry-run */
+    size_t jobs;          /* -j: jobs at once, >= 1 */
+    char separator;       /* '\n', or '\0' with -0 */
+    const char *arg_file; /* -a FILE, or NULL: stdin */
+    bool keep_order;      /* -k */
+    bool line_buffer;     /* --line-buffer */
+    bool shell;           /* --shell */
+    bool bar;             /* --bar (and stderr is a terminal) */
+    bool dry_run;         /* --dry-run */
     enum npar_halt_when halt_when;
     bool halt_on_success;  /* success=N rather than fail=N */
     size_t halt_count;     /* the N of --halt */
@@ -56,7 +56,7 @@ struct npar_options {
     const char *joblog;    /* --joblog FILE, or NULL */
     char **words;          /* the command template */
     size_t nwords;
-    char ***groups;        /* the ::: groups (NULL: read lines) */
+    char ***groups; /* the ::: groups (NULL: read lines) */
     size_t *group_sizes;
     size_t ngroups;
 };
@@ -101,9 +101,9 @@ struct npar_runner;
  * input side (the caller's thread), run by one task at a time, printed by
  * the thread that prints it, then freed. */
 struct npar_job {
-    size_t seq;       /* 1, 2, ... in input order ({#}) */
-    char **argv;      /* what is spawned (NULL-terminated) */
-    char *command;    /* the command as --dry-run and the joblog show it */
+    size_t seq;    /* 1, 2, ... in input order ({#}) */
+    char **argv;   /* what is spawned (NULL-terminated) */
+    char *command; /* the command as --dry-run and the joblog show it */
     struct npar_runner *runner;
 
     /* The last attempt. */
@@ -115,9 +115,9 @@ struct npar_job {
     nursery_time_t start;   /* nursery_now() at its start */
     int64_t start_epoch_ns; /* the same, as wall-clock time */
     int64_t runtime_ns;
-    size_t received;        /* bytes of stdout and stderr */
-    struct npar_buf out;    /* captured stdout (not with --line-buffer) */
-    struct npar_buf err;    /* captured stderr, npar's notes included */
+    size_t received;     /* bytes of stdout and stderr */
+    struct npar_buf out; /* captured stdout (not with --line-buffer) */
+    struct npar_buf err; /* captured stderr, npar's notes included */
 
     /* While it runs (job.c). */
     pid_t pid;                  /* also its process group */

@@ -26,7 +26,7 @@ struct npar_output {
     nursery_time_t bar_drawn;  /* when it was last drawn */
     struct npar_progress last; /* what it shows */
     FILE *joblog;
-    _Atomic bool broken;       /* a write met EPIPE: nobody reads any more */
+    _Atomic bool broken; /* a write met EPIPE: nobody reads any more */
 };
 
 int npar_output_open(struct npar_output **out, const struct npar_options *o)
@@ -153,8 +153,8 @@ void npar_output_lines(struct npar_output *out, int fd, struct npar_buf *pending
 static void log_job(FILE *log, const struct npar_job *j)
 {
     fprintf(log, "%zu\t:\t%.3f\t%8.3f\t0\t%zu\t%d\t%d\t%s\n", j->seq,
-            (double)j->start_epoch_ns / 1e9, (double)j->runtime_ns / 1e9, j->received,
-            j->exitval, j->signal, j->command);
+            (double)j->start_epoch_ns / 1e9, (double)j->runtime_ns / 1e9, j->received, j->exitval,
+            j->signal, j->command);
     fflush(log);
 }
 

@@ -17,8 +17,9 @@
  * when its scope is cancelled), so every job still ends, is printed and
  * logged.  A job whose task starts after the stop is not run.
  *
- * Signals: the handler only writes the signal's number to a pipe; a task
- * waits on the pipe with nursery_poll() and stops the run.
+ * Signals: SIGINT and SIGTERM are blocked in every thread but that of a
+ * task that waits with nursery_poll() on a pipe, into which the handler
+ * only writes the signal's number; the task then stops the run.
  *
  * Locking: mu guards the live list, the stop and the counts.  Job scopes
  * are cancelled under mu, so a job cannot leave (and close its scope)
@@ -41,16 +42,16 @@ struct npar_runner {
     struct npar_output *output;
     struct npar_input *input; /* read by the thread that starts jobs only */
     nursery_pool_t *pool;
-    size_t next_seq;          /* the last job made, same thread */
+    size_t next_seq; /* the last job made, same thread */
 
     pthread_mutex_t mu;
-    struct npar_job *live;    /* jobs between enter and leave */
-    bool stopping;            /* no job starts any more */
-    bool halted;              /* --halt's condition was met */
-    int signal;               /* the signal that stopped the run, 0 if none */
-    int input_error;          /* errno of a failed read of the inputs */
+    struct npar_job *live; /* jobs between enter and leave */
+    bool stopping;         /* no job starts any more */
+    bool halted;           /* --halt's condition was met */
+    int signal;            /* the signal that stopped the run, 0 if none */
+    int input_error;       /* errno of a failed read of the inputs */
     size_t done, failed, succeeded, killed;
-    size_t total;             /* jobs in all, 0 while not known */
+    size_t total; /* jobs in all, 0 while not known */
     nursery_time_t started;
 };
 
@@ -252,16 +253,34 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+/* The signals npar catches, blocked in every thread but the watcher's. */
+static void caught_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+}
+
 struct signal_watch {
     struct npar_runner *runner;
-    int fd; /* the read end of the signal pipe */
+    int fd;                    /* the read end of the signal pipe */
+    struct sigaction saved[3]; /* SIGINT, SIGTERM and SIGPIPE as they were */
+    sigset_t saved_mask;       /* the calling thread's mask as it was */
 };
 
-/* A task for the whole run: a signal stops it and kills the jobs. */
+/* A task for the whole run: a signal stops it and kills the jobs.  Its
+ * thread is the only one that takes SIGINT and SIGTERM, and only while
+ * it waits in nursery_poll(), so the handler always interrupts a poll()
+ * (which matters to ThreadSanitizer: it holds a signal back until the
+ * thread is in a call it knows to be blocking, and a worker parked on a
+ * futex of the library's would hold it forever). */
 static int wait_for_signals(void *arg, void **value)
 {
     struct signal_watch *w = arg;
     (void)value;
+    sigset_t caught, mask;
+    caught_signals(&caught);
+    pthread_sigmask(SIG_UNBLOCK, &caught, &mask);
     struct pollfd fd = {w->fd, POLLIN, 0};
     size_t ready;
     while (nursery_poll(&fd, 1, NURSERY_FOREVER, &ready) == 0) {
@@ -275,34 +294,42 @@ static int wait_for_signals(void *arg, void **value)
         stop_locked(r, true);
         pthread_mutex_unlock(&r->mu);
     }
+    pthread_sigmask(SIG_SETMASK, &mask, NULL); /* the worker's own again */
     return 0; /* cancelled: the run is over */
 }
 
-/* Catches SIGINT and SIGTERM into the pipe (whose read end is *fd), and
- * ignores SIGPIPE: a closed output is seen as EPIPE (output.c). */
-static int catch_signals(int *fd, struct sigaction saved[3])
+/* Catches SIGINT and SIGTERM into the pipe, blocked in the calling thread
+ * and so in every thread started after this (the pool's, the library's),
+ * and ignores SIGPIPE: a closed output is seen as EPIPE (output.c). */
+static int catch_signals(struct signal_watch *w)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0)
         return errno;
     signal_pipe_w = p[1];
-    *fd = p[0];
+    w->fd = p[0];
+    sigset_t caught;
+    caught_signals(&caught);
+    pthread_sigmask(SIG_BLOCK, &caught, &w->saved_mask);
     struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &saved[0]);
-    sigaction(SIGTERM, &sa, &saved[1]);
+    sigaction(SIGINT, &sa, &w->saved[0]);
+    sigaction(SIGTERM, &sa, &w->saved[1]);
     sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, &saved[2]);
+    sigaction(SIGPIPE, &sa, &w->saved[2]);
     return 0;
 }
 
-static void release_signals(int fd, const struct sigaction saved[3])
+/* As they were: a signal that comes now, after the run, does what it did
+ * before npar caught it. */
+static void release_signals(struct signal_watch *w)
 {
-    sigaction(SIGINT, &saved[0], NULL);
-    sigaction(SIGTERM, &saved[1], NULL);
-    sigaction(SIGPIPE, &saved[2], NULL);
+    sigaction(SIGINT, &w->saved[0], NULL);
+    sigaction(SIGTERM, &w->saved[1], NULL);
+    sigaction(SIGPIPE, &w->saved[2], NULL);
+    pthread_sigmask(SIG_SETMASK, &w->saved_mask, NULL);
     close(signal_pipe_w);
-    close(fd);
+    close(w->fd);
     signal_pipe_w = -1;
 }
 
@@ -378,28 +405,46 @@ static int create_pool(nursery_pool_t **out, size_t jobs)
     return nursery_pool_create(out, &po);
 }
 
-static int run_jobs(struct npar_runner *r)
+static int run_jobs(struct npar_runner *r, struct signal_watch *watch)
 {
-    struct sigaction saved[3];
-    struct signal_watch watch = {r, -1};
-    int rc = catch_signals(&watch.fd, saved);
-    if (rc != 0)
-        return rc;
     nursery_t *top;
     nursery_result_t *watcher = NULL;
-    rc = nursery_open(&top, r->pool);
-    if (rc == 0) {
-        rc = nursery_capture_start_soon(top, wait_for_signals, &watch, NULL, &watcher);
-        if (rc == 0)
-            rc = r->opt->keep_order ? run_in_input_order(r) : run_in_end_order(r);
-        if (watcher != NULL) {
-            nursery_result_cancel(watcher);
-            nursery_result_release(watcher);
-        }
-        nursery_join(top, NURSERY_FOREVER, NULL);
+    int rc = nursery_open(&top, r->pool);
+    if (rc != 0)
+        return rc;
+    rc = nursery_capture_start_soon(top, wait_for_signals, watch, NULL, &watcher);
+    if (rc == 0)
+        rc = r->opt->keep_order ? run_in_input_order(r) : run_in_end_order(r);
+    if (watcher != NULL) {
+        nursery_result_cancel(watcher);
+        nursery_result_release(watcher);
     }
-    release_signals(watch.fd, saved);
+    nursery_join(top, NURSERY_FOREVER, NULL);
     return rc;
+}
+
+/* Signals caught before the pool starts (its threads block them), the
+ * pool, the jobs; the exit status. */
+static int run(struct npar_runner *r)
+{
+    struct signal_watch watch = {.runner = r, .fd = -1};
+    int rc = catch_signals(&watch);
+    if (rc != 0) {
+        fprintf(stderr, "npar: cannot catch signals: %s\n", strerror(rc));
+        return NPAR_EXIT_USAGE;
+    }
+    rc = create_pool(&r->pool, r->opt->jobs);
+    int status;
+    if (rc != 0) {
+        fprintf(stderr, "npar: cannot start threads: %s\n", nursery_strerror(rc));
+        status = NPAR_EXIT_USAGE;
+    } else {
+        rc = run_jobs(r, &watch);
+        status = conclude(r, rc);
+        nursery_pool_destroy(r->pool);
+    }
+    release_signals(&watch);
+    return status;
 }
 
 int npar_run(const struct npar_options *o)
@@ -417,17 +462,7 @@ int npar_run(const struct npar_options *o)
         return NPAR_EXIT_USAGE;
     }
     pthread_mutex_init(&r.mu, NULL);
-    int status;
-    if (o->dry_run) {
-        status = dry_run(&r);
-    } else if ((rc = create_pool(&r.pool, o->jobs)) != 0) {
-        fprintf(stderr, "npar: cannot start threads: %s\n", nursery_strerror(rc));
-        status = NPAR_EXIT_USAGE;
-    } else {
-        rc = run_jobs(&r);
-        status = conclude(&r, rc);
-        nursery_pool_destroy(r.pool);
-    }
+    int status = o->dry_run ? dry_run(&r) : run(&r);
     pthread_mutex_destroy(&r.mu);
     npar_output_close(r.output);
     npar_input_close(r.input);

@@ -35,7 +35,7 @@ static bool parse_replacement(const char *s, struct replacement *r)
         const char *text;
         enum part part;
     } parts[] = {
-        {"}", PART_WHOLE},  {".}", PART_NO_EXT}, {"/}", PART_BASE},
+        {"}", PART_WHOLE}, {".}", PART_NO_EXT},       {"/}", PART_BASE},
         {"//}", PART_DIR}, {"/.}", PART_BASE_NO_EXT},
     };
     if (s[0] != '{')
@@ -81,7 +81,8 @@ static void append_part(struct npar_buf *b, const char *value, enum part part, b
     }
     if (part == PART_NO_EXT || part == PART_BASE_NO_EXT) {
         const char *dot = strrchr(base, '.');
-        if (dot != NULL && dot != base) /* a leading dot is a hidden file's name, not an extension */
+        /* A leading dot is a hidden file's name, not an extension. */
+        if (dot != NULL && dot != base)
             len = (size_t)(dot - start);
     }
     if (!quote) {
@@ -99,12 +100,11 @@ struct expansion {
     char *const *values; /* the job's inputs, one per group */
     size_t n;
     size_t seq;
-    bool quote; /* --shell: quote what is put in */
+    bool quote;    /* --shell: quote what is put in */
     bool replaced; /* a replacement string was seen */
 };
 
-static void append_replacement(struct npar_buf *b, const struct replacement *r,
-                               struct expansion *e)
+static void append_replacement(struct npar_buf *b, const struct replacement *r, struct expansion *e)
 {
     e->replaced = true;
     if (r->seq) {
