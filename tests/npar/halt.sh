@@ -16,9 +16,6 @@
 . "$(dirname "$0")/lib.sh"
 NPAR_LIMIT=30
 
-nl='
-'
-
 # The jobs: role [name].
 cat >job.sh <<'EOF'
 . "$(dirname "$0")/jlib.sh"

@@ -28,6 +28,10 @@ fi
 T=$(mktemp -d "${TMPDIR:-/tmp}/npar-$test_name.XXXXXX") || exit 99
 T=$(cd "$T" && pwd -P) || exit 99
 
+# A newline, for the checks that build multi-line expectations.
+nl='
+'
+
 # cleanup: kills what this test started and is still alive (npar run in the background, the
 # watchdog, and any job or grandchild whose pid a job wrote to $T/pid.* or $T/gpid.*, so that a
 # failing run leaves no `sleep 1000` behind), then removes $T.

@@ -15,9 +15,6 @@
 
 . "$(dirname "$0")/lib.sh"
 
-nl='
-'
-
 # --- grouped: no interleaving ------------------------------------------------------------------
 
 # Four jobs wait for each other (a barrier on marker files) and then each writes 20 lines to

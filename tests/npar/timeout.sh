@@ -15,9 +15,6 @@
 . "$(dirname "$0")/lib.sh"
 NPAR_LIMIT=30
 
-nl='
-'
-
 cat >job.sh <<'EOF'
 . "$(dirname "$0")/jlib.sh"
 case $1 in
