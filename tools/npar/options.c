@@ -191,10 +191,24 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* The option getopt_long() stopped at, as the user wrote it. */
-static const char *bad_option(char **argv)
+/* The option getopt_long() stopped at: by optopt, which names it (a short
+ * option's letter, a long option's value), else as the user wrote it.
+ * Where optind is then differs between C libraries (musl moves it past
+ * the end for an option that lacks its value), so it is checked. */
+static const char *bad_option(int argc, char **argv)
 {
-    return argv[optind - 1];
+    static char name[64];
+    if (optopt > 0 && optopt < 256) {
+        snprintf(name, sizeof name, "-%c", optopt);
+        return name;
+    }
+    for (const struct option *lo = long_options; optopt != 0 && lo->name != NULL; lo++) {
+        if (lo->val == optopt) {
+            snprintf(name, sizeof name, "--%s", lo->name);
+            return name;
+        }
+    }
+    return optind - 1 > 0 && optind - 1 < argc ? argv[optind - 1] : "?";
 }
 
 void npar_options_parse(struct npar_options *o, int argc, char **argv)
@@ -265,11 +279,9 @@ void npar_options_parse(struct npar_options *o, int argc, char **argv)
                    NURSERY_VERSION_PATCH);
             exit(0);
         case ':':
-            usage_error("option '%s' needs a value", bad_option(argv));
+            usage_error("option '%s' needs a value", bad_option(argc, argv));
         default:
-            if (optopt != 0 && optopt < 256)
-                usage_error("unknown option '-%c'", optopt);
-            usage_error("unknown option '%s'", bad_option(argv));
+            usage_error("unknown option '%s'", bad_option(argc, argv));
         }
     }
     if (o->line_buffer && o->keep_order)
