@@ -3,7 +3,7 @@
 # npar's usage errors and informational options.  Each bad command line exits 255, runs no job
 # (the command would leave a marker file), prints nothing on stdout, and says on stderr
 # "npar: ..." naming the bad option or value; usage errors add "Try 'npar --help' for more
-# information.".  Cases: unknown options, -j 0/-1/x, a missing -j value, a missing command,
+# information.".  Cases: unknown options, -j 0/-1/x/1000000, a missing -j value, a missing command,
 # --line-buffer with -k, empty ::: groups, -a with :::, bad --halt/--timeout/--retries values,
 # an unreadable -a file (cannot read ...), a joblog that cannot be created.  --help/-h exit 0
 # with usage on stdout; --version/-V print "npar (libnursery) X.Y.Z".
@@ -32,6 +32,7 @@ bad "-j 0" "-j|jobs|'j'" -j 0 touch ran ::: 1
 bad "--jobs 0" "-j|jobs|'j'" --jobs 0 touch ran ::: 1
 bad "-j -1" "-j|jobs|'j'" -j -1 touch ran ::: 1
 bad "-j x" "-j|jobs|'j'" -j x touch ran ::: 1
+bad "-j above the most" "-j|jobs|'j'" -j 1000000 touch ran ::: 1
 bad "-j 2x" "-j|jobs|'j'" -j 2x touch ran ::: 1
 bad "-j without a value" "-j|jobs|'j'" -j
 bad "no command" 'command|COMMAND' -j 2

@@ -17,6 +17,9 @@
 #include <unistd.h>
 
 #define GROUP_MARK ":::"
+/* Each job at once takes a thread (waiting on its pipes) and, with -k,
+ * two slots of the map's window: beyond this, -j is a mistake. */
+#define MAX_JOBS 100000
 
 static const char usage_text[] =
     "Usage: npar [OPTION]... COMMAND [ARG]... [::: INPUT... [::: INPUT...]...]\n"
@@ -229,6 +232,8 @@ void npar_options_parse(struct npar_options *o, int argc, char **argv)
             if (strcmp(optarg, "0") == 0)
                 usage_error("-j 0: the number of jobs at once must be at least 1");
             o->jobs = parse_count("-j", optarg);
+            if (o->jobs > MAX_JOBS)
+                usage_error("-j %s: at most %d jobs at once", optarg, MAX_JOBS);
             break;
         case '0':
             o->separator = '\0';
