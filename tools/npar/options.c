@@ -82,7 +82,8 @@ static int64_t parse_seconds(const char *option, const char *text)
     double s = strtod(text, &end);
     if (end == text || *end != '\0' || errno != 0 || !(s > 0) || s > 1e9 || isnan(s))
         usage_error("%s needs a positive number of seconds, not '%s'", option, text);
-    return (int64_t)(s * 1e9);
+    int64_t ns = (int64_t)(s * 1e9);
+    return ns > 0 ? ns : 1; /* 0 would mean "none" */
 }
 
 /* never | now,fail=N | soon,fail=N | now,success=N | soon,success=N */
