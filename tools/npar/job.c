@@ -23,7 +23,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -89,7 +88,6 @@ error1:
 static void terminate(void *arg)
 {
     struct npar_job *j = arg;
-    atomic_store(&j->terminating, true);
     kill(-j->pid, SIGTERM);
 }
 
@@ -179,8 +177,10 @@ static void kill_and_reap(struct npar_job *j, struct pipes *p, const struct npar
 }
 
 /* Spawns the job and waits for it in its scope; returns once it is
- * reaped. */
-static void run_spawned(struct npar_job *j, int out[2], int err[2], const struct npar_options *o)
+ * reaped, and whether it was killed: its scope was cancelled (or a wait
+ * failed) before it had ended.  A cancel that comes after it ended kills
+ * nothing, whenever the hook runs. */
+static bool run_spawned(struct npar_job *j, int out[2], int err[2], const struct npar_options *o)
 {
     int rc = spawn(j, out[1], err[1]);
     close(out[1]);
@@ -191,23 +191,25 @@ static void run_spawned(struct npar_job *j, int out[2], int err[2], const struct
         close(err[0]);
         j->exitval = 127; /* as a shell says of a command it cannot run */
         npar_buf_printf(&j->err, "npar: %s: %s\n", j->argv[0], strerror(rc));
-        return;
+        return false;
     }
     nursery_cancel_hook_t *hook = NULL;
     rc = nursery_on_cancel(terminate, j, &hook);
     if (rc == 0)
         rc = collect(j, &p, NURSERY_FOREVER, o->line_buffer);
-    if (rc != 0)
+    bool killed = rc != 0;
+    if (killed)
         kill_and_reap(j, &p, o);
     if (hook != NULL)
         nursery_cancel_hook_remove(hook, NULL);
-    if (atomic_load(&j->terminating))
+    if (killed)
         kill(-j->pid, SIGKILL); /* what is left of its group */
     for (int i = 0; i < 2; i++) {
         if (p.fd[i] >= 0)
             close(p.fd[i]);
         npar_buf_free(&p.pending[i]);
     }
+    return killed;
 }
 
 /* Forgets what an earlier attempt came to. */
@@ -218,7 +220,6 @@ static void reset(struct npar_job *j)
     j->received = 0;
     j->out.len = j->err.len = 0;
     j->pid = -1;
-    atomic_store(&j->terminating, false);
 }
 
 void npar_job_run(struct npar_job *j)
@@ -227,6 +228,7 @@ void npar_job_run(struct npar_job *j)
     reset(j);
     nursery_time_t deadline = o->timeout_ns > 0 ? nursery_after_ns(o->timeout_ns) : NURSERY_FOREVER;
     int out[2], err[2];
+    bool killed = false;
     int rc = nursery_scope_open(&j->scope, deadline, 0);
     if (rc != 0) {
         j->started = true;
@@ -249,7 +251,7 @@ void npar_job_run(struct npar_job *j)
         close(out[1]);
         goto failed;
     }
-    run_spawned(j, out, err, o);
+    killed = run_spawned(j, out, err, o);
     goto leave;
 failed:
     j->exitval = 127;
@@ -261,7 +263,7 @@ close_scope:;
     unsigned outcome = 0;
     nursery_scope_close(j->scope, &outcome);
     j->scope = NULL;
-    if (atomic_load(&j->terminating)) {
+    if (killed) {
         j->timed_out = outcome & NURSERY_SCOPE_DEADLINE_PASSED;
         j->killed = !j->timed_out;
     }

@@ -122,7 +122,6 @@ struct npar_job {
     /* While it runs (job.c). */
     pid_t pid;                  /* also its process group */
     nursery_scope_t *scope;     /* its --timeout scope, cancelled to kill it */
-    _Atomic bool terminating;   /* SIGTERM sent to its group */
     struct npar_job *next_live; /* runner.c's list of live jobs */
     struct npar_job *prev_live;
 };

@@ -294,8 +294,9 @@ static int wait_for_signals(void *arg, void **value)
         stop_locked(r, true);
         pthread_mutex_unlock(&r->mu);
     }
-    pthread_sigmask(SIG_SETMASK, &mask, NULL); /* the worker's own again */
-    return 0; /* cancelled: the run is over */
+    /* Cancelled: the run is over.  The worker's own mask again. */
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+    return 0;
 }
 
 /* Catches SIGINT and SIGTERM into the pipe, blocked in the calling thread
