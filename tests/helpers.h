@@ -235,6 +235,23 @@ static inline nursery_pool_t *test_pool(size_t threads)
     return p;
 }
 
+static inline bool pool_is_quiet(const void *ctx)
+{
+    nursery_pool_stats_t st;
+    return nursery_pool_stats((nursery_pool_t *)ctx, &st) == 0 && st.idle == st.threads &&
+           st.running == 0 && st.queued == 0;
+}
+
+/* Waits until every worker of the pool has parked.  A task's join returns
+ * once the task is reported finished, while its worker may still be giving
+ * the task's memory back: a fork() then leaves that block reachable only
+ * from a thread the child does not have, which valgrind in the child calls
+ * definitely lost.  A fork test calls this first. */
+static inline void wait_pool_quiet(nursery_pool_t *p)
+{
+    ck_assert_msg(poll_until(pool_is_quiet, p), "the pool's workers never all parked");
+}
+
 /* A pool that never grows past `threads` (no compensation threads), so a
  * task that blocks really keeps its worker busy and what is queued behind
  * it stays queued. */

@@ -698,6 +698,10 @@ START_TEST(child_of_fork_uses_library)
     run_count_tasks(NULL, &count, 8);
     run_count_tasks(before, &count, 1);
     ck_assert_int_eq(atomic_load(&count), 9);
+    nursery_pool_t *dflt = NULL;
+    ck_assert_int_eq(nursery_pool_default(&dflt), 0);
+    wait_pool_quiet(dflt);
+    wait_pool_quiet(before);
 
     pid_t pid = fork_child(30);
     if (pid == 0) {
