@@ -30,10 +30,11 @@
 #define NURSERY_H
 
 /* Only what the declarations below use: bool, size_t, int64_t and INT64_MAX, uint64_t,
- * pid_t. */
+ * pid_t, FILE. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -199,6 +200,19 @@ NURSERY_API void nursery_errors_free(nursery_errors_t *group);
  * first use; explicit pools give control over threads and names. */
 typedef struct nursery_pool nursery_pool_t;
 
+typedef struct nursery nursery_t;
+
+/* What a pool's task hooks are told (see nursery_pool_options_t).  Every
+ * pointer is valid only during the call. */
+typedef struct nursery_task_event {
+    const void *task;         /* the task's id: unique among tasks not yet ended */
+    const char *task_name;    /* its name, or NULL */
+    nursery_t *nursery;       /* the nursery it runs in */
+    const char *nursery_name; /* that nursery's name (nursery_set_name()), or "" */
+    int code;                 /* on_task_finish: 0, ECANCELED, or the task's error
+                               * code; on_task_start: 0 */
+} nursery_task_event_t;
+
 /* Pool options.  Zero in any field means "the default". */
 typedef struct nursery_pool_options {
     /* Threads kept running: default, the CPUs this process may run on. */
@@ -218,6 +232,19 @@ typedef struct nursery_pool_options {
      * Below PTHREAD_STACK_MIN, or a size the system refuses, is EINVAL (it
      * is never replaced by another). */
     size_t stack_size;
+    /* Hooks, for progress reports and tracing: called for every task started
+     * in a nursery of this pool (captures started in one included), on the
+     * thread that runs the task (a worker, or a thread that helps while it
+     * waits; see nursery(7)).  on_task_start just before the task's function
+     * is called; on_task_finish once its outcome is known, before its
+     * nursery, its result or a waiter can see it ended, also for a task
+     * cancelled before it ran (code ECANCELED; on_task_start was not called
+     * for it).  Either may be NULL.  A hook must return promptly and must
+     * not wait for other tasks; it may call the non-blocking functions of
+     * this library.  hook_arg is passed to both. */
+    void (*on_task_start)(const nursery_task_event_t *ev, void *hook_arg);
+    void (*on_task_finish)(const nursery_task_event_t *ev, void *hook_arg);
+    void *hook_arg;
 } nursery_pool_options_t;
 
 /* Creates a pool.  `opts` may be NULL for defaults.  Threads start at once,
@@ -264,6 +291,12 @@ typedef struct nursery_pool_stats {
                          * counted before anything can see them finished */
     uint64_t helped;    /* of those, tasks a worker ran inside one of its own
                          * library waits (see nursery(7)) */
+    uint64_t steals;    /* tasks a worker took from another worker's queue */
+    uint64_t threads_created; /* worker threads started since creation */
+    uint64_t threads_retired; /* of those, surplus threads that retired idle */
+    uint64_t parked_ns; /* nanoseconds workers spent parked, idle or in a
+                         * library wait, summed over workers, up to their
+                         * last wake-up */
 } nursery_pool_stats_t;
 
 /* Fills *out.  Returns 0, EINVAL (NULL), or NURSERY_EFORKED (a pool of the
@@ -273,8 +306,6 @@ NURSERY_API int nursery_pool_stats(nursery_pool_t *pool, nursery_pool_stats_t *o
 /* ------------------------------------------------------------------------ */
 /* Nurseries and tasks                                                      */
 /* ------------------------------------------------------------------------ */
-
-typedef struct nursery nursery_t;
 
 /* A task's outcome; see "Results" below. */
 typedef struct nursery_result nursery_result_t;
@@ -1351,6 +1382,75 @@ NURSERY_API int nursery_receiver_stats(const nursery_receiver_t *rx,
  * stay sent. */
 NURSERY_API int nursery_results_to_channel(nursery_result_t *const *results, size_t n,
                                            nursery_sender_t *tx, bool close_on_complete);
+
+/* ------------------------------------------------------------------------ */
+/* Debugging a running program                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Names a nursery, for nursery_dump(), the task hooks and the probes (see
+ * nursery_dump(3)).  Copies up to 31 bytes of `name` (a longer name is cut);
+ * NULL or "" removes the name.  Returns 0; EINVAL (n NULL); NURSERY_EFORKED
+ * (a nursery of the parent of a fork, in the child); NURSERY_ECLOSED (a
+ * joined nursery, through a retained handle), checked in that order.
+ * Thread-safe. */
+NURSERY_API int nursery_set_name(nursery_t *n, const char *name);
+
+/* A nursery's task counts (a snapshot: read one after the other while tasks
+ * run; exact once it is joined). */
+typedef struct nursery_counts {
+    uint64_t started;   /* tasks a start call accepted (also those still
+                         * waiting for a place under nursery_set_limit()) */
+    uint64_t finished;  /* of those, tasks that ended, whatever the outcome */
+    uint64_t failed;    /* of those, tasks that ended with an error other
+                         * than a cancellation (NURSERY_TASK_SUPPRESS_ERROR
+                         * ones included) */
+    uint64_t cancelled; /* of those, tasks that ended cancelled */
+} nursery_counts_t;
+
+/* Fills *out.  Works on an open nursery and on a joined one (through a
+ * retained handle).  Returns 0; EINVAL (n or out NULL); NURSERY_EFORKED (a
+ * nursery of the parent of a fork, in the child).  Thread-safe. */
+NURSERY_API int nursery_counts(nursery_t *n, nursery_counts_t *out);
+
+/* Flags of nursery_dump(). */
+#define NURSERY_DUMP_JSON 0x1u /* one JSON object instead of the text form */
+
+/* Writes everything the library knows about this process to `out`: every
+ * pool (its threads, idle, blocked, queued, its statistics), every open
+ * nursery as a tree under the task or thread that opened it (name, age,
+ * tasks pending, queued, whether it is cancelled and why, its deadline),
+ * and every task that runs (name, running or blocked, for how long, on
+ * which thread, and what it is blocked in: a join, a wait on results, a
+ * channel send or receive, a sleep, a poll, a child wait, a start).
+ * Queued tasks are counted, not listed.  The formats are in
+ * nursery_dump(3).
+ *
+ * Callable from any thread at any time, a task included; the program goes
+ * on meanwhile (the dump takes the library's locks only briefly, one at a
+ * time, never waits for a task, and may show a task that is ending).  Not
+ * async-signal-safe: to dump on a signal, see nursery_dump_on_signal().
+ * At most 32 nested frames (tasks and nurseries) are shown per thread.
+ *
+ * `out` is flushed at the end.  Returns 0; EINVAL (out NULL, or an unknown
+ * flag); ENOMEM (no memory for the snapshot: nothing was written); EIO
+ * (writing to or flushing `out` failed; part may have been written).
+ * Thread-safe. */
+NURSERY_API int nursery_dump(FILE *out, unsigned flags);
+
+/* From now on, signal `signo` makes the library's dump thread (named
+ * "nursery-dump") write nursery_dump() in the text form to stderr; the
+ * signal handler itself only wakes that thread.  It replaces the signal's
+ * handler (installed with SA_RESTART; the disposition it had is restored by
+ * a later call with another signal or 0).  0 stops dumping on signals; the
+ * signal already in place changes nothing.  The environment variable
+ * NURSERY_DUMP_SIGNAL (a number or a name such as QUIT, SIGQUIT or usr1)
+ * does the same when the first pool is created (nursery(7)).  In the child
+ * of a fork(), the handler stays but no dump thread runs (the signal does
+ * nothing) until this is called again there.
+ * Returns 0; EINVAL (not a signal this can catch: SIGKILL, SIGSTOP, a
+ * number out of range); EAGAIN or ENOMEM (the dump thread could not be
+ * started: nothing is changed).  Thread-safe. */
+NURSERY_API int nursery_dump_on_signal(int signo);
 
 #ifdef __cplusplus
 }

@@ -91,11 +91,17 @@ static bool next_help(void *ctx)
     return nursery__watch_help(it->links, it->n, &it->cursor);
 }
 
+static void next_describe(void *ctx, struct blocked_on *b)
+{
+    *b = (struct blocked_on){.kind = BLOCKED_AS_COMPLETED, .object = ctx};
+}
+
 static const struct block_ops next_ops = {
     .ready = next_ready,
     .attach = nursery__watch_attach,
     .detach = nursery__watch_detach,
     .help = next_help,
+    .describe = next_describe,
 };
 
 int nursery_as_completed_next(nursery_as_completed_t *it, size_t *index,

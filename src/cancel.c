@@ -52,6 +52,7 @@
  * set, so what the walk told its subtree stays true.
  */
 #include "internal.h"
+#include "probes.h"
 
 #include <errno.h>
 
@@ -248,6 +249,7 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
 {
     if (atomic_exchange_explicit(&root->cancelled, true, memory_order_acq_rel))
         return;
+    NURSERY_PROBE1(cancel, root);
     struct cancel_node *node = root;
     pthread_mutex_lock(&root->mu);
     nursery__waitq_wake_all(&root->waiters);
@@ -368,14 +370,26 @@ static void detach_nothing(void *ctx)
     (void)ctx;
 }
 
+/* ctx: what the sleep stands for (nursery__sleep_as), or NULL. */
+static void sleep_describe(void *ctx, struct blocked_on *b)
+{
+    *b = ctx ? *(const struct blocked_on *)ctx : (struct blocked_on){.kind = BLOCKED_SLEEP};
+}
+
 static const struct block_ops sleep_ops = {
     .ready = never_ready,
     .attach = attach_nothing,
     .detach = detach_nothing,
+    .describe = sleep_describe,
 };
+
+int nursery__sleep_as(nursery_time_t deadline, const struct blocked_on *what)
+{
+    int rc = nursery__block(&sleep_ops, (void *)what, deadline, 0);
+    return rc == ETIMEDOUT ? 0 : rc;
+}
 
 int nursery_sleep(nursery_time_t deadline)
 {
-    int rc = nursery__block(&sleep_ops, NULL, deadline, 0);
-    return rc == ETIMEDOUT ? 0 : rc;
+    return nursery__sleep_as(deadline, NULL);
 }

@@ -260,11 +260,19 @@ static void op_detach(void *ctx)
     pthread_mutex_unlock(&op->ch->mu);
 }
 
+static void op_describe(void *ctx, struct blocked_on *b)
+{
+    struct chan_op *op = ctx;
+    *b = (struct blocked_on){.kind = op->sending ? BLOCKED_SEND : BLOCKED_RECV,
+                             .object = op->ch};
+}
+
 static const struct block_ops op_block_ops = {
     .ready = op_ready,
     .attach = op_attach,
     .detach = op_detach,
     .help = NULL,
+    .describe = op_describe,
 };
 
 /* Waits for a queued record.  `done`, read under the lock, decides: a

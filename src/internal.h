@@ -69,11 +69,14 @@ HIDDEN void nursery__cond_init_monotonic(pthread_cond_t *cv);
 /* ---- context.c: the calling thread, and the side of a fork() ----------- */
 
 /* What the calling thread is doing, for cancellation and helping. */
+struct trace_thread;
+
 struct thread_ctx {
     struct cancel_node *node;    /* innermost cancel node, NULL outside tasks, bodies, scopes */
     uint64_t cancels_delivered;  /* ECANCELED returned by cancellation points (scope.c) */
     struct task *task;           /* the task this thread runs now, or NULL */
     struct worker *worker;       /* this thread's worker record on a pool thread */
+    struct trace_thread *trace;  /* what nursery_dump() sees of this thread (trace.h) */
     nursery_error_t *last_error; /* owned reference, see nursery_last_error() */
 };
 
@@ -172,6 +175,35 @@ HIDDEN void nursery__waitq_add_notify(struct waitq *q, struct wait_link *link,
 HIDDEN void nursery__waitq_remove(struct wait_link *link);
 HIDDEN void nursery__waitq_wake_all(struct waitq *q);
 
+/* What a thread parked in the library waits for, as nursery_dump() names it
+ * (dump.c has the names, in this order). */
+enum blocked_kind {
+    BLOCKED_NONE,
+    BLOCKED_JOIN,         /* object: the nursery */
+    BLOCKED_START,        /* object: the nursery */
+    BLOCKED_ROOM,         /* object: the nursery */
+    BLOCKED_RESULT,       /* object: the result */
+    BLOCKED_WAIT,         /* object: the first result; count: how many */
+    BLOCKED_AS_COMPLETED, /* object: the iterator */
+    BLOCKED_MAP,          /* object: the map */
+    BLOCKED_SEND,         /* object: the channel */
+    BLOCKED_RECV,         /* object: the channel */
+    BLOCKED_SLEEP,
+    BLOCKED_POLL,         /* arg: the first fd; count: how many */
+    BLOCKED_CHILD,        /* arg: the pid */
+};
+
+struct blocked_on {
+    int kind; /* enum blocked_kind */
+    const void *object;
+    int_fast64_t arg;
+    int_fast64_t count;
+};
+
+/* nursery_sleep(), shown to nursery_dump() as waiting in `what` (NULL: a
+ * sleep). */
+HIDDEN int nursery__sleep_as(nursery_time_t deadline, const struct blocked_on *what);
+
 /* What a blocking call waits for.  attach registers the waiter on the
  * objects (under their locks); ready tells whether the wait is over (it may
  * lock); detach unregisters; help, if not NULL, runs queued work the waiter
@@ -182,6 +214,8 @@ struct block_ops {
     void (*attach)(void *ctx, struct waiter *w);
     void (*detach)(void *ctx);
     bool (*help)(void *ctx);
+    /* What nursery_dump() shows the thread waiting for, while it is parked. */
+    void (*describe)(void *ctx, struct blocked_on *b);
     /* A join: what it waits for runs on the pool's other workers, so a
      * worker parked in it keeps no CPU idle (see monitor.c). */
     bool joins;
@@ -475,15 +509,22 @@ struct nursery {
     pthread_t opener;
     bool opened_by_worker;     /* the opener (and so the joiner) is a worker of pool */
     unsigned generation;       /* fork generation at open (see context.c) */
-    uint64_t credits;          /* opener's body only: starts already counted in pending */
+    _Atomic uint64_t credits;  /* written by the opener's body only: starts already
+                                * counted in pending (read by nursery_counts) */
     nursery_error_t *body_error; /* opener only: the last error the body failed with by
                                   * nursery_fail(), borrowed, so that nursery_run does
                                   * not count it twice */
-    /* Written on every start and end: a cache line of its own, by padding
-     * (an aligned allocation per nursery costs more than it saves). */
-    char pad_before_pending[64];
+    /* pending is written on every start and end: its cache line holds
+     * nothing that is read on every start, by padding (an aligned allocation
+     * per nursery costs more than it saves), only fields written with it or
+     * seldom used, so that the nursery stays 1032 bytes (see nursery_open). */
+    char pad_before_pending[40];
+    _Atomic uint64_t counted;  /* added to pending by starts, credits included */
+    atomic_size_t failed_tasks; /* tasks that ended with an error, not a cancellation */
+    nursery_time_t opened_at;  /* nursery__coarse_now(), for nursery_dump() */
     _Atomic uint64_t pending;  /* tasks started, not finished, | NURSERY_CLOSED */
-    char pad_after_pending[56];
+    char name[32];             /* nursery_set_name() (mu) */
+    char pad_after_pending[24];
     atomic_int refs;           /* opener until join, plus nursery_retain() */
     atomic_size_t cancelled_tasks; /* tasks that ended only cancelled */
     atomic_size_t daemons;     /* NURSERY_TASK_DAEMON tasks pending */
@@ -511,6 +552,9 @@ HIDDEN void nursery__task_end(nursery_t *n, unsigned task_flags);
 /* Records a task's failure (err borrowed) or cancellation. */
 HIDDEN void nursery__task_failed(nursery_t *n, nursery_error_t *err);
 HIDDEN void nursery__task_cancelled(nursery_t *n);
+HIDDEN void nursery__task_counted_failure(nursery_t *n);
+/* Copies n's name (sizeof(n->name) bytes) under its lock. */
+HIDDEN void nursery__name_copy(nursery_t *n, char *buf);
 /* Delivers a task's end to a nursery_start() caller still waiting for
  * started(); err is borrowed (NULL: returned without started). */
 HIDDEN void nursery__start_slot_end(struct start_slot *slot, int code, nursery_error_t *err,

@@ -17,6 +17,7 @@
  * waitpid(WNOHANG) at growing intervals, sleeping cancellably between.
  */
 #include "internal.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -159,7 +160,7 @@ static size_t count_ready(const struct pollfd *fds, size_t n)
  * cannot be cancelled) until a descriptor of the caller's is ready, the
  * deadline or cancellation. */
 static int poll_loop(struct pollfd *all, size_t n, nursery_time_t deadline, size_t *ready,
-                     struct wake *w)
+                     struct wake *w, const struct blocked_on *what)
 {
     bool blocked = false;
     int rc;
@@ -192,17 +193,21 @@ static int poll_loop(struct pollfd *all, size_t n, nursery_time_t deadline, size
              * and what this worker's deque holds, on other threads. */
             nursery__pool_block_enter(false);
             nursery__pool_park_mark(1);
+            nursery__trace_block(what, nursery__coarse_now(), deadline);
             blocked = true;
         }
     }
     if (blocked) {
+        nursery__trace_unblock();
         nursery__pool_park_mark(-1);
         nursery__pool_block_leave(false);
     }
     return rc;
 }
 
-int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadline, size_t *ready)
+/* nursery_poll(), shown to nursery_dump() as waiting in `what`. */
+static int poll_as(struct pollfd *fds, size_t n, nursery_time_t deadline, size_t *ready,
+                   const struct blocked_on *what)
 {
     if (ready)
         *ready = 0;
@@ -230,7 +235,7 @@ int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadline, size_t *
     struct cancel_hook hook;
     if (w)
         nursery__cancel_hook_add(&hook, wake_fire, w);
-    int rc = poll_loop(all, n, deadline, ready, w);
+    int rc = poll_loop(all, n, deadline, ready, w, what);
     if (w) {
         nursery__cancel_hook_remove(&hook);
         wake_drain(w);
@@ -241,6 +246,13 @@ int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadline, size_t *
     if (all != local)
         free(all);
     return rc;
+}
+
+int nursery_poll(struct pollfd *fds, size_t n, nursery_time_t deadline, size_t *ready)
+{
+    struct blocked_on what = {
+        .kind = BLOCKED_POLL, .arg = fds && n ? fds[0].fd : -1, .count = (int_fast64_t)n};
+    return poll_as(fds, n, deadline, ready, &what);
 }
 
 /* ---- nursery_child_wait ------------------------------------------------- */
@@ -272,10 +284,11 @@ static int wait_pidfd(pid_t pid, int *status, nursery_time_t deadline)
     if (fd < 0)
         return ENOSYS;
     int rc;
+    struct blocked_on what = {.kind = BLOCKED_CHILD, .arg = pid};
     do {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         size_t ready;
-        rc = nursery_poll(&p, 1, deadline, &ready);
+        rc = poll_as(&p, 1, deadline, &ready, &what);
         if (rc == 0)
             rc = try_reap(pid, status);
     } while (rc == EAGAIN);
@@ -293,9 +306,10 @@ static int wait_pidfd(pid_t pid, int *status, nursery_time_t deadline)
 static int wait_looking(pid_t pid, int *status, nursery_time_t deadline)
 {
     nursery_time_t interval = CHILD_POLL_FIRST_NS;
+    struct blocked_on what = {.kind = BLOCKED_CHILD, .arg = pid};
     for (;;) {
         nursery_time_t next = nursery_after_ns(interval);
-        int rc = nursery_sleep(next < deadline ? next : deadline);
+        int rc = nursery__sleep_as(next < deadline ? next : deadline, &what);
         if (rc)
             return rc;
         rc = try_reap(pid, status);

@@ -197,11 +197,17 @@ static bool help_an_item(void *ctx)
     return nursery__watch_help(m->links, m->nslots, &m->cursor);
 }
 
+static void map_describe(void *ctx, struct blocked_on *b)
+{
+    *b = (struct blocked_on){.kind = BLOCKED_MAP, .object = ctx};
+}
+
 static const struct block_ops item_ops = {
     .ready = batch_ended,
     .attach = nursery__watch_attach,
     .detach = nursery__watch_detach,
     .help = help_an_item,
+    .describe = map_describe,
 };
 
 static int map_body(nursery_t *n, void *arg)

@@ -26,6 +26,8 @@
  * why nurseries are joined by their opener, innermost first.
  */
 #include "internal.h"
+#include "probes.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -41,11 +43,24 @@
  * uses credits, and join gives back what is left before it waits. */
 #define START_CREDITS 64
 
+/* credits is the body's own (a load and a store, no locked instruction);
+ * it is atomic for nursery_counts(), which reads it from anywhere. */
+static uint64_t credits_left(nursery_t *n)
+{
+    return atomic_load_explicit(&n->credits, memory_order_relaxed);
+}
+
+static void set_credits(nursery_t *n, uint64_t credits)
+{
+    atomic_store_explicit(&n->credits, credits, memory_order_relaxed);
+}
+
 int nursery__task_begin(nursery_t *n)
 {
     bool body = nursery__ctx.node == &n->node;
-    if (body && n->credits > 0) {
-        n->credits--;
+    uint64_t credits = body ? credits_left(n) : 0;
+    if (credits > 0) {
+        set_credits(n, credits - 1);
         return 0;
     }
     uint64_t count = body ? START_CREDITS : 1;
@@ -54,16 +69,19 @@ int nursery__task_begin(nursery_t *n)
         atomic_fetch_sub_explicit(&n->pending, count, memory_order_relaxed);
         return NURSERY_ECLOSED;
     }
+    atomic_fetch_add_explicit(&n->counted, count, memory_order_relaxed);
     if (body)
-        n->credits = count - 1;
+        set_credits(n, count - 1);
     return 0;
 }
 
 static void return_credits(nursery_t *n)
 {
-    if (n->credits) {
-        atomic_fetch_sub_explicit(&n->pending, n->credits, memory_order_relaxed);
-        n->credits = 0;
+    uint64_t credits = credits_left(n);
+    if (credits) {
+        atomic_fetch_sub_explicit(&n->pending, credits, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&n->counted, credits, memory_order_relaxed);
+        set_credits(n, 0);
     }
 }
 
@@ -135,6 +153,11 @@ void nursery__task_failed(nursery_t *n, nursery_error_t *err)
 void nursery__task_cancelled(nursery_t *n)
 {
     atomic_fetch_add_explicit(&n->cancelled_tasks, 1, memory_order_relaxed);
+}
+
+void nursery__task_counted_failure(nursery_t *n)
+{
+    atomic_fetch_add_explicit(&n->failed_tasks, 1, memory_order_relaxed);
 }
 
 /* Whether t may go to the pool now under the nursery's limit; if not, it
@@ -263,7 +286,10 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     pthread_mutex_init(&n->mu, NULL);
     nursery__waitq_init(&n->joiners);
     nursery__errors_init(&n->errors, release_group);
+    n->opened_at = nursery__coarse_now();
     nursery__ctx.node = &n->node;
+    nursery__trace_nursery_push(n);
+    NURSERY_PROBE2(nursery__open, n, n->opener_task);
     *out = n;
     return 0;
 }
@@ -309,6 +335,11 @@ static bool join_help(void *ctx)
     return nursery__pool_help(((struct join_wait *)ctx)->n);
 }
 
+static void join_describe(void *ctx, struct blocked_on *b)
+{
+    *b = (struct blocked_on){.kind = BLOCKED_JOIN, .object = ((struct join_wait *)ctx)->n};
+}
+
 void nursery__wake_joiner(nursery_t *n)
 {
     pthread_mutex_lock(&n->mu);
@@ -321,6 +352,7 @@ static const struct block_ops join_ops = {
     .attach = nursery__wait_one_attach,
     .detach = nursery__wait_one_detach,
     .help = join_help,
+    .describe = join_describe,
     .joins = true,
 };
 
@@ -360,6 +392,7 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
     nursery__hb_acquire(n); /* every task's end (nursery__task_end) */
 
     nursery__ctx.node = n->outer;
+    nursery__trace_nursery_pop();
     nursery__cancel_node_detach(&n->node); /* before the outer node can go */
     if (atomic_load_explicit(&n->node.deadline, memory_order_relaxed) != NURSERY_FOREVER)
         nursery__timer_disarm(&n->expiry); /* waits while it fires */
@@ -371,6 +404,7 @@ int nursery_join(nursery_t *n, nursery_time_t deadline, nursery_errors_t **error
          : outer_cancelled ? nursery__cancel_delivered()
          : atomic_load_explicit(&n->expired, memory_order_relaxed) ? NURSERY_EEXPIRED
                                                                    : 0;
+    NURSERY_PROBE3(nursery__join, n, n->name, rc);
     hand_over_errors(n, errors);
     nursery__pool_nursery_closed(n->pool);
     nursery_release(n);
@@ -484,6 +518,60 @@ void nursery_release(nursery_t *n)
     nursery__cancel_node_fini(&n->node);
     pthread_mutex_destroy(&n->mu);
     free(n);
+}
+
+/* ---- names and counts -------------------------------------------------- */
+
+int nursery_set_name(nursery_t *n, const char *name)
+{
+    if (!n)
+        return EINVAL;
+    if (nursery__forked(n->generation))
+        return NURSERY_EFORKED;
+    pthread_mutex_lock(&n->mu);
+    int rc = is_closed(n) ? NURSERY_ECLOSED : 0;
+    if (rc == 0) {
+        size_t len = name ? strnlen(name, sizeof(n->name) - 1) : 0;
+        memcpy(n->name, name ? name : "", len);
+        n->name[len] = '\0';
+    }
+    pthread_mutex_unlock(&n->mu);
+    return rc;
+}
+
+void nursery__name_copy(nursery_t *n, char *buf)
+{
+    pthread_mutex_lock(&n->mu);
+    memcpy(buf, n->name, sizeof(n->name));
+    pthread_mutex_unlock(&n->mu);
+}
+
+int nursery_counts(nursery_t *n, nursery_counts_t *out)
+{
+    if (!n || !out)
+        return EINVAL;
+    if (nursery__forked(n->generation))
+        return NURSERY_EFORKED;
+    /* counted first: starts after it only make pending larger, which can
+     * only make finished smaller (it is clamped at 0), never too large. */
+    uint64_t counted = atomic_load_explicit(&n->counted, memory_order_acquire);
+    uint64_t credits = credits_left(n);
+    uint64_t pending = atomic_load_explicit(&n->pending, memory_order_acquire) & ~NURSERY_CLOSED;
+    uint64_t started = counted > credits ? counted - credits : 0;
+    uint64_t finished = counted > pending ? counted - pending : 0;
+    if (finished > started)
+        finished = started;
+    /* Counted before the task's end is: a task counted here may not be in
+     * finished yet, so they are kept "of those" (exact once joined). */
+    uint64_t failed = atomic_load_explicit(&n->failed_tasks, memory_order_relaxed);
+    uint64_t cancelled = atomic_load_explicit(&n->cancelled_tasks, memory_order_relaxed);
+    if (failed > finished)
+        failed = finished;
+    if (cancelled > finished - failed)
+        cancelled = finished - failed;
+    *out = (nursery_counts_t){
+        .started = started, .finished = finished, .failed = failed, .cancelled = cancelled};
+    return 0;
 }
 
 /* ---- failing: tasks and bodies ----------------------------------------- */
@@ -644,10 +732,16 @@ static void room_detach(void *ctx)
     nursery__wait_one_detach(&rw->one);
 }
 
+static void room_describe(void *ctx, struct blocked_on *b)
+{
+    *b = (struct blocked_on){.kind = BLOCKED_ROOM, .object = ((struct room_wait *)ctx)->n};
+}
+
 static const struct block_ops room_ops = {
     .ready = room_ready,
     .attach = room_attach,
     .detach = room_detach,
+    .describe = room_describe,
 };
 
 /* Checks of nursery_start_limited and nursery_try_start before a place is
@@ -806,11 +900,18 @@ static void slot_detach(void *ctx)
     nursery__wait_one_detach(&sw->one);
 }
 
+static void slot_describe(void *ctx, struct blocked_on *b)
+{
+    *b = (struct blocked_on){.kind = BLOCKED_START,
+                             .object = ((struct slot_wait *)ctx)->task->nursery};
+}
+
 static const struct block_ops slot_ops = {
     .ready = slot_ready,
     .attach = slot_attach,
     .detach = slot_detach,
     .help = slot_help,
+    .describe = slot_describe,
 };
 
 /* The caller gave up (deadline or cancellation).  Unless the task started

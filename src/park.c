@@ -15,6 +15,7 @@
  * struct waiter).
  */
 #include "internal.h"
+#include "trace.h"
 
 #include <errno.h>
 
@@ -213,6 +214,20 @@ static int wait_outcome(const struct block_ops *ops, void *ctx, nursery_time_t d
     return -1;
 }
 
+/* Shows nursery_dump() what the thread is about to park in (since its
+ * first park in this wait: helping in between does not restart it). */
+static void show_parked(const struct block_ops *ops, void *ctx, int_fast64_t *since,
+                        nursery_time_t deadline)
+{
+    if (!ops->describe)
+        return;
+    struct blocked_on b = {0};
+    ops->describe(ctx, &b);
+    if (*since == 0)
+        *since = nursery__coarse_now();
+    nursery__trace_block(&b, *since, deadline);
+}
+
 int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline, int flags)
 {
     bool cancellable = !(flags & BLOCK_UNCANCELLABLE);
@@ -244,6 +259,7 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
         cancel_watch_begin(&cw, &w);
 
     bool replaced = false;
+    int_fast64_t parked_since = 0;
     nursery_time_t grace_end = nursery__ctx.worker ? nursery_after_ns(BLOCK_GRACE_NS) : 0;
     /* Registered before looking: a change after this look signals w. */
     while ((rc = wait_outcome(ops, ctx, deadline, cancellable)) < 0) {
@@ -257,9 +273,11 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
             replaced = true;
         }
         nursery__pool_park_mark(1);
+        show_parked(ops, ctx, &parked_since, deadline);
         nursery__waiter_park(&w, replaced || !nursery__ctx.worker || deadline < grace_end
                                      ? deadline
                                      : grace_end);
+        nursery__trace_unblock();
         nursery__pool_park_mark(-1);
     }
     if (replaced)

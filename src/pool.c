@@ -54,6 +54,8 @@
  * forgotten in the child and created anew on first use.
  */
 #include "pool.h"
+#include "probes.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -73,9 +75,18 @@
 #define SPIN_PAUSES 16
 #define STEAL_VICTIMS 16
 
+/* The counters of a worker record that only its thread writes (readers
+ * take a snapshot): a load and a store, not a locked read-modify-write,
+ * which costs several of these on every task. */
+#define OWNER_ADD(counter, delta, order)                                                  \
+    atomic_store_explicit((counter),                                                      \
+                          atomic_load_explicit((counter), memory_order_relaxed) + (delta), \
+                          (order))
+
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(nursery_pool_t *) default_pool;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_once_t dump_env_once = PTHREAD_ONCE_INIT;
 static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 /* The parent's default pool, in a child: kept only so that leak checkers
@@ -173,6 +184,7 @@ static void wake_one_locked(nursery_pool_t *p)
         list_remove(&w->idle_link);
         w->parked = false;
         atomic_fetch_sub_explicit(&p->sleepers, 1, memory_order_relaxed);
+        NURSERY_PROBE1(wake, atomic_load_explicit(&w->tid, memory_order_relaxed));
         nursery__waiter_signal(&w->park);
     }
 }
@@ -306,8 +318,11 @@ static struct task *steal(nursery_pool_t *p, struct worker *self, const void *ke
         if (v == self)
             continue;
         struct task *t = deque_steal(&v->dq, key);
-        if (t)
+        if (t) {
+            OWNER_ADD(&self->steals, 1, memory_order_relaxed);
+            NURSERY_PROBE2(steal, atomic_load_explicit(&self->tid, memory_order_relaxed), t);
             return t;
+        }
     }
     return NULL;
 }
@@ -419,6 +434,7 @@ int nursery__pool_spawn_locked(nursery_pool_t *p)
         atomic_store_explicit(&p->nworkers, n + 1, memory_order_release);
     }
     p->threads++;
+    p->threads_created++;
     return 0;
 }
 
@@ -468,6 +484,7 @@ static void exit_locked(nursery_pool_t *p, struct worker *self)
     atomic_store(&self->live, false);
     if (!p->stopping) {
         /* A surplus thread: nobody will join it. */
+        p->threads_retired++;
         self->joinable = false;
         pthread_detach(self->thread);
     }
@@ -496,10 +513,13 @@ static bool worker_idle(nursery_pool_t *p, struct worker *self)
      * Then this look, which reads every deque, is left to it: a thousand
      * threads going idle at once would otherwise read a million. */
     int rc = 0;
-    if (atomic_load_explicit(&p->spinning, memory_order_seq_cst) > 0 || !work_visible(p))
+    if (atomic_load_explicit(&p->spinning, memory_order_seq_cst) > 0 || !work_visible(p)) {
+        NURSERY_PROBE1(park, atomic_load_explicit(&self->tid, memory_order_relaxed));
+        nursery_time_t since = nursery_now();
         rc = nursery__waiter_park(&self->park,
                                   surplus ? nursery_after_ns(RETIRE_NS) : NURSERY_FOREVER);
-    else
+        OWNER_ADD(&self->parked_ns, (uint64_t)(nursery_now() - since), memory_order_relaxed);
+    } else
         sched_yield(); /* work we could not take is held by a thread between
                         * two steps (a drainer, a producer): with more threads
                         * than CPUs it may be preempted and need this CPU */
@@ -658,14 +678,6 @@ bool nursery__pool_help(nursery_t *n)
     return true;
 }
 
-/* The counters of a worker record that only its thread writes (readers
- * take a snapshot): a load and a store, not a locked read-modify-write,
- * which costs several of these on every task. */
-#define OWNER_ADD(counter, delta, order)                                                  \
-    atomic_store_explicit((counter),                                                      \
-                          atomic_load_explicit((counter), memory_order_relaxed) + (delta), \
-                          (order))
-
 void nursery__pool_task_starting(void)
 {
     struct worker *self = nursery__ctx.worker;
@@ -716,6 +728,10 @@ void nursery__pool_park_mark(int delta)
     if (!w)
         return;
     atomic_fetch_add_explicit(&w->waiting, delta, memory_order_relaxed);
+    if (delta > 0)
+        w->parked_at = nursery_now();
+    else
+        OWNER_ADD(&w->parked_ns, (uint64_t)(nursery_now() - w->parked_at), memory_order_relaxed);
     /* Going to sleep with tasks in our deque: someone else must take them. */
     if (delta > 0 && deque_size(&w->dq) > 0)
         spread_work(w->pool);
@@ -804,6 +820,13 @@ static void pool_free(nursery_pool_t *p)
     free(p);
 }
 
+/* Registered pools only (trace.c), once their threads are gone. */
+static void pool_free_registered(nursery_pool_t *p)
+{
+    nursery__trace_pool_remove(p);
+    pool_free(p);
+}
+
 /* Stops the monitor and every worker and waits until they have all exited
  * (mu not held). */
 static void stop_workers(nursery_pool_t *p)
@@ -855,6 +878,10 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
     p->stack_size = opts->stack_size;
     p->generation = nursery__generation();
     snprintf(p->name, sizeof(p->name), "%s", opts->name ? opts->name : "nursery");
+    p->on_task_start = opts->on_task_start;
+    p->on_task_finish = opts->on_task_finish;
+    p->hook_arg = opts->hook_arg;
+    p->hooked = p->on_task_start || p->on_task_finish;
 
     int rc = 0;
     pthread_mutex_lock(&p->mu);
@@ -868,6 +895,8 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
         pool_free(p);
         return rc;
     }
+    nursery__trace_pool_add(p);
+    pthread_once(&dump_env_once, nursery__dump_signal_from_env);
     *out = p;
     return 0;
 }
@@ -883,7 +912,7 @@ int nursery_pool_destroy(nursery_pool_t *p)
     if (nurseries_open(p))
         return EBUSY;
     stop_workers(p);
-    pool_free(p);
+    pool_free_registered(p);
     return 0;
 }
 
@@ -900,7 +929,7 @@ static void retire_default_at_exit(void)
     if (p && !nursery__pool_is_forked(p) && !current_worker(p) && !nurseries_open(p)) {
         atomic_store_explicit(&default_pool, NULL, memory_order_relaxed);
         stop_workers(p);
-        pool_free(p);
+        pool_free_registered(p);
     }
     pthread_mutex_unlock(&default_mu);
 }
@@ -957,9 +986,18 @@ int nursery_pool_stats(nursery_pool_t *p, nursery_pool_stats_t *out)
         out->running += (size_t)atomic_load_explicit(&w->running, memory_order_relaxed);
         out->completed += atomic_load_explicit(&w->completed, memory_order_relaxed);
         out->helped += atomic_load_explicit(&w->helped, memory_order_relaxed);
+        out->steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
+        out->parked_ns += atomic_load_explicit(&w->parked_ns, memory_order_relaxed);
     }
+    out->threads_created = p->threads_created;
+    out->threads_retired = p->threads_retired;
     pthread_mutex_unlock(&p->mu);
     return 0;
+}
+
+bool nursery__pool_is_default(const nursery_pool_t *p)
+{
+    return p == atomic_load_explicit(&default_pool, memory_order_acquire);
 }
 
 size_t nursery__cpu_count(void)

@@ -30,6 +30,9 @@ struct worker {
     int wait_depth;              /* library waits in progress, nested; owner only */
     atomic_uint_fast64_t completed; /* tasks run, by this record's threads */
     atomic_uint_fast64_t helped;    /* of which run inside one of its own waits */
+    atomic_uint_fast64_t steals;    /* tasks taken from other workers' deques */
+    atomic_uint_fast64_t parked_ns; /* time parked, idle or in a library wait */
+    nursery_time_t parked_at;    /* owner only: when it last parked */
     atomic_size_t open_nurseries; /* opened by this record's threads, not yet joined */
     struct waiter *nudge;        /* (mu) a start waiting for its task, to signal when the
                                   * pool cannot grow (nursery__pool_watch_saturation) */
@@ -52,6 +55,11 @@ struct nursery_pool {
     char name[12];                /* thread name prefix */
     size_t stack_size;            /* 0: system default */
     struct monitor *monitor;      /* see monitor.c */
+    bool hooked;                  /* on_task_start or on_task_finish is set */
+    void (*on_task_start)(const nursery_task_event_t *ev, void *arg);
+    void (*on_task_finish)(const nursery_task_event_t *ev, void *arg);
+    void *hook_arg;
+    struct list registry_link;    /* in trace.c's registry of pools */
 
     _Alignas(64) pthread_mutex_t mu;
     pthread_cond_t exit_cv;       /* destroy waits here for threads == 0 */
@@ -60,6 +68,8 @@ struct nursery_pool {
     atomic_int sleepers;          /* workers on idle, read without mu */
     atomic_size_t spinning;       /* workers looking for work before sleeping */
     size_t threads;               /* (mu) live worker threads */
+    uint64_t threads_created;     /* (mu) since creation */
+    uint64_t threads_retired;     /* (mu) surplus threads that left idle */
     atomic_size_t blocked;        /* workers parked in a library wait */
     atomic_size_t blocked_joiners; /* of which in a join (see the monitor) */
     bool stopping;                /* (mu) set by destroy */
@@ -80,6 +90,12 @@ struct nursery_pool {
 HIDDEN int nursery__pool_spawn_locked(nursery_pool_t *p);
 HIDDEN size_t nursery__pool_queued_estimate(nursery_pool_t *p);
 HIDDEN void nursery__pool_nudge_locked(nursery_pool_t *p);
+
+/* Whether p is the default pool (for nursery_dump). */
+HIDDEN bool nursery__pool_is_default(const nursery_pool_t *p);
+
+/* dump.c: NURSERY_DUMP_SIGNAL, looked at when the first pool is created. */
+HIDDEN void nursery__dump_signal_from_env(void);
 
 /* monitor.c */
 HIDDEN int nursery__monitor_start(nursery_pool_t *p);

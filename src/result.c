@@ -373,11 +373,17 @@ static bool result_wait_help(void *ctx)
     return nursery__result_help(((struct result_wait *)ctx)->r);
 }
 
+static void result_describe(void *ctx, struct blocked_on *b)
+{
+    *b = (struct blocked_on){.kind = BLOCKED_RESULT, .object = ((struct result_wait *)ctx)->r};
+}
+
 static const struct block_ops result_ops = {
     .ready = result_ready,
     .attach = nursery__wait_one_attach,
     .detach = nursery__wait_one_detach,
     .help = result_wait_help,
+    .describe = result_describe,
 };
 
 int nursery_result_wait(nursery_result_t *r, nursery_time_t deadline)

@@ -21,6 +21,9 @@
  * destroyed, and the pool's statistics count the tasks.
  */
 #include "internal.h"
+#include "pool.h"
+#include "probes.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -95,11 +98,33 @@ nursery_error_t *nursery__outcome_error(int code)
     return nursery__error_from_code(code);
 }
 
+/* The pool's task hooks (nursery_pool_options_t), when it has them. */
+static void call_hook(struct task *t, bool start, int code)
+{
+    nursery_pool_t *p = t->nursery->pool;
+    void (*hook)(const nursery_task_event_t *, void *) =
+        start ? p->on_task_start : p->on_task_finish;
+    if (!hook)
+        return;
+    char name[sizeof(t->nursery->name)];
+    nursery__name_copy(t->nursery, name);
+    nursery_task_event_t ev = {.task = t,
+                               .task_name = t->name,
+                               .nursery = t->nursery,
+                               .nursery_name = name,
+                               .code = code};
+    hook(&ev, p->hook_arg);
+}
+
 static void task_finish(struct task *t, int code, void *value, nursery_error_t *err)
 {
     nursery_t *n = t->nursery;
     unsigned flags = t->flags; /* a capture's task may be gone once it is complete */
     bool cancelled = code == ECANCELED && nursery__cancel_node_cancelled(&t->node);
+
+    NURSERY_PROBE3(task__finish, t, t->name, code);
+    if (n && unlikely(n->pool->hooked))
+        call_hook(t, false, code);
 
     if (err)
         nursery__error_set_task_name(err, t->name);
@@ -108,10 +133,13 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
     struct start_slot *start = t->start;
     t->start = NULL;
     if (n && !start) {
-        if (cancelled)
+        if (cancelled) {
             nursery__task_cancelled(n);
-        else if (code && !(t->flags & NURSERY_TASK_SUPPRESS_ERROR))
-            nursery__task_failed(n, err);
+        } else if (code) {
+            nursery__task_counted_failure(n);
+            if (!(t->flags & NURSERY_TASK_SUPPRESS_ERROR))
+                nursery__task_failed(n, err);
+        }
         if (flags & NURSERY_TASK_MAIN)
             nursery__cancel_node_cancel(&n->node);
     }
@@ -163,6 +191,7 @@ void nursery__task_run(struct task *t)
     nursery__ctx.task = t;
     nursery__ctx.last_error = NULL;
     nursery__pool_task_starting();
+    nursery__trace_task_push(t);
 
     void *value = NULL;
     int code;
@@ -175,6 +204,9 @@ void nursery__task_run(struct task *t)
     } else {
         unsigned generation =
             atomic_load_explicit(&nursery__fork_generation, memory_order_relaxed);
+        NURSERY_PROBE3(task__start, t, t->name, t->nursery);
+        if (t->nursery && unlikely(t->nursery->pool->hooked))
+            call_hook(t, true, 0);
         code = t->fn(t->arg, &value);
         if (unlikely(nursery__forked(generation))) {
             returned_in_fork_child(&saved, code);
@@ -186,6 +218,7 @@ void nursery__task_run(struct task *t)
     if (code)
         value = NULL;
 
+    nursery__trace_task_pop();
     nursery__set_last_error(NULL);
     nursery__ctx.node = saved.node;
     nursery__ctx.task = saved.task;

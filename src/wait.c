@@ -157,11 +157,20 @@ static bool set_help(void *ctx)
     return nursery__watch_help(ws->links, ws->n, &ws->cursor);
 }
 
+static void set_describe(void *ctx, struct blocked_on *b)
+{
+    struct wait_set *ws = ctx;
+    *b = (struct blocked_on){.kind = BLOCKED_WAIT,
+                             .object = ws->n ? ws->links[0].result : NULL,
+                             .count = (int_fast64_t)ws->n};
+}
+
 static const struct block_ops set_ops = {
     .ready = set_ready,
     .attach = nursery__watch_attach,
     .detach = nursery__watch_detach,
     .help = set_help,
+    .describe = set_describe,
 };
 
 /* Sleeps on every result until the condition holds (which it does not

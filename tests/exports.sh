@@ -30,10 +30,11 @@ status=0
 # Reads "value type name" lines (nm's output; an archive's member headers and blank lines have
 # fewer fields) and prints the names of global code and data (T text, D/G data, B/S bss,
 # R read-only, V/W weak, i indirect function, C common), symbol versions (name@VERSION) cut
-# off, without the linker's own markers and the sanitizers' instrumentation.
+# off, without the linker's own markers, the sanitizers' instrumentation, and <sys/sdt.h>'s
+# _.stapsdt.base (the USDT probes' anchor: no C name can be spelled like it).
 globals() {
     awk 'NF >= 3 && $2 ~ /^[TDGBSRVWiC]$/ { sub(/@.*/, "", $3); print $3 }' |
-        grep -v -x -e _init -e _fini -e _edata -e _end -e __bss_start |
+        grep -v -x -e _init -e _fini -e _edata -e _end -e __bss_start -e _.stapsdt.base |
         grep -v -e '^__odr_asan' -e '^__asan_' -e '^___asan' -e '^__tsan_' -e '^__ubsan_' |
         sort -u
 }
