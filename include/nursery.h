@@ -234,8 +234,10 @@ typedef struct nursery_pool_options {
     size_t stack_size;
     /* Hooks, for progress reports and tracing: called for every task started
      * in a nursery of this pool (captures started in one included), on the
-     * thread that runs the task (a worker, or a thread that helps while it
-     * waits; see nursery(7)).  on_task_start just before the task's function
+     * thread that runs the task (a worker, a thread that helps while it
+     * waits, see nursery(7), or, for a queued capture that
+     * nursery_result_cancel() ends, the cancelling thread).  on_task_start
+     * just before the task's function
      * is called; on_task_finish once its outcome is known, before its
      * nursery, its result or a waiter can see it ended, also for a task
      * cancelled before it ran (code ECANCELED; on_task_start was not called

@@ -52,14 +52,15 @@ struct snap_thread {
     bool worker;
     bool blocked; /* the thread itself (no task of its own is running) */
     struct blocked_copy wait;
-    int hidden;   /* frames deeper than TRACE_FRAMES */
+    int hidden; /* frames deeper than TRACE_FRAMES */
 };
 
 struct snap_nursery {
     const void *id, *task; /* task: the one that opened it, NULL for a thread's body */
     size_t thread;
     char name[sizeof(((nursery_t *)0)->name)];
-    nursery_time_t age, deadline;
+    int_fast64_t opened_at; /* nursery__coarse_now() */
+    nursery_time_t deadline;
     uint64_t pending;
     nursery_counts_t counts;
     int why;
@@ -77,10 +78,10 @@ struct snap_task {
     bool printed;
 };
 
-#define VEC(type)     \
-    struct {          \
-        type *items;  \
-        size_t n, cap; \
+#define VEC(type)                                                                                  \
+    struct {                                                                                       \
+        type *items;                                                                               \
+        size_t n, cap;                                                                             \
     }
 
 struct snapshot {
@@ -114,7 +115,7 @@ static void *vec_push(struct snapshot *s, void **items, size_t *n, size_t *cap, 
     return item;
 }
 
-#define PUSH(s, vec) \
+#define PUSH(s, vec)                                                                               \
     vec_push((s), (void **)&(s)->vec.items, &(s)->vec.n, &(s)->vec.cap, sizeof(*(s)->vec.items))
 
 static void snapshot_free(struct snapshot *s)
@@ -160,10 +161,9 @@ static void take_pool(struct snapshot *s, nursery_pool_t *p)
         sw->thread = thread_id(w->thread);
         snprintf(sw->name, sizeof(sw->name), "%s-%zu", p->name, w->id);
         sw->tid = atomic_load_explicit(&w->tid, memory_order_relaxed);
-        sw->state = w->parked ? WORKER_IDLE
-                    : atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0
-                        ? WORKER_BLOCKED
-                        : WORKER_RUNNING;
+        sw->state = w->parked                                                     ? WORKER_IDLE
+                    : atomic_load_explicit(&w->waiting, memory_order_relaxed) > 0 ? WORKER_BLOCKED
+                                                                                  : WORKER_RUNNING;
     }
     pthread_mutex_unlock(&p->mu);
 }
@@ -184,19 +184,17 @@ static void take_nursery(struct snapshot *s, nursery_t *n, const void *task, siz
     memcpy(sn->name, n->name, sizeof(sn->name));
     bool failed = n->errors.count > 0 || n->errors.dropped > 0;
     pthread_mutex_unlock(&n->mu);
-    sn->age = s->coarse_now - n->opened_at;
-    nursery_time_t deadline = atomic_load_explicit(&n->node.deadline, memory_order_relaxed);
-    sn->deadline = deadline == NURSERY_FOREVER ? NURSERY_FOREVER : deadline - s->now;
+    sn->opened_at = n->opened_at;
+    sn->deadline = atomic_load_explicit(&n->node.deadline, memory_order_relaxed);
     sn->pending = atomic_load_explicit(&n->pending, memory_order_relaxed) & ~NURSERY_CLOSED;
     uint64_t credits = atomic_load_explicit(&n->credits, memory_order_relaxed);
     sn->pending = sn->pending > credits ? sn->pending - credits : 0;
     nursery_counts(n, &sn->counts);
     if (nursery__cancel_node_cancelled(&n->node))
-        sn->why = atomic_load_explicit(&n->expired, memory_order_relaxed) ? WHY_DEADLINE
-                  : failed                                                ? WHY_FAILED
-                  : atomic_load_explicit(&n->node.cancelled, memory_order_relaxed)
-                      ? WHY_CANCELLED
-                      : WHY_OUTER;
+        sn->why = atomic_load_explicit(&n->expired, memory_order_relaxed)          ? WHY_DEADLINE
+                  : failed                                                         ? WHY_FAILED
+                  : atomic_load_explicit(&n->node.cancelled, memory_order_relaxed) ? WHY_CANCELLED
+                                                                                   : WHY_OUTER;
 }
 
 /* The record's frames, its nurseries included: under its lock. */
@@ -217,7 +215,7 @@ static void take_thread(struct snapshot *s, struct trace_thread *tt)
 #endif
 
     pthread_mutex_lock(&tt->mu);
-    int depth = atomic_load_explicit(&tt->depth, memory_order_acquire);
+    int depth = atomic_load_explicit(&tt->depth, memory_order_seq_cst); /* see trace.c */
     st->hidden = depth > TRACE_FRAMES ? depth - TRACE_FRAMES : 0;
     for (int i = 0; i < depth && i < TRACE_FRAMES; i++)
         if (nursery__trace_frame_read(&tt->frames[i], &frames[nframes]))
@@ -265,8 +263,6 @@ static int take_snapshot(struct snapshot *s)
 {
     memset(s, 0, sizeof(*s));
     nursery__trace_lock();
-    s->now = nursery_now();
-    s->coarse_now = nursery__coarse_now();
     struct list *pos;
     list_for_each(pos, nursery__trace_pools())
         take_pool(s, list_entry(pos, nursery_pool_t, registry_link));
@@ -276,6 +272,9 @@ static int take_snapshot(struct snapshot *s)
         if (!tt->gone)
             take_thread(s, tt);
     }
+    /* After every time read above, so that no duration is negative. */
+    s->now = nursery_now();
+    s->coarse_now = nursery__coarse_now();
     nursery__trace_unlock();
     for (size_t i = 0; i < s->tasks.n; i++)
         for (size_t j = 0; j < s->nurseries.n; j++)
@@ -291,12 +290,18 @@ static int take_snapshot(struct snapshot *s)
 /* ---- writing ----------------------------------------------------------- */
 
 static const char *const blocked_names[] = {
-    [BLOCKED_NONE] = "none",     [BLOCKED_JOIN] = "join",
-    [BLOCKED_START] = "start",   [BLOCKED_ROOM] = "room",
-    [BLOCKED_RESULT] = "result", [BLOCKED_WAIT] = "wait",
-    [BLOCKED_AS_COMPLETED] = "as_completed", [BLOCKED_MAP] = "map",
-    [BLOCKED_SEND] = "send",     [BLOCKED_RECV] = "recv",
-    [BLOCKED_SLEEP] = "sleep",   [BLOCKED_POLL] = "poll",
+    [BLOCKED_NONE] = "none",
+    [BLOCKED_JOIN] = "join",
+    [BLOCKED_START] = "start",
+    [BLOCKED_ROOM] = "room",
+    [BLOCKED_RESULT] = "result",
+    [BLOCKED_WAIT] = "wait",
+    [BLOCKED_AS_COMPLETED] = "as_completed",
+    [BLOCKED_MAP] = "map",
+    [BLOCKED_SEND] = "send",
+    [BLOCKED_RECV] = "recv",
+    [BLOCKED_SLEEP] = "sleep",
+    [BLOCKED_POLL] = "poll",
     [BLOCKED_CHILD] = "child",
 };
 static const char *const task_states[] = {"running", "blocked", "helping"};
@@ -376,15 +381,15 @@ static void text_nursery(FILE *f, struct snapshot *s, size_t i, int level)
     fprintf(f,
             " age=%.3fs pending=%" PRIu64 " queued=%" PRIu64 " started=%" PRIu64
             " finished=%" PRIu64 " failed=%" PRIu64 " cancelled=%" PRIu64 " cancel=%s",
-            seconds(n->age), n->pending, n->pending > n->running ? n->pending - n->running : 0,
-            n->counts.started, n->counts.finished, n->counts.failed, n->counts.cancelled,
-            n->why ? "yes" : "no");
+            seconds(s->coarse_now - n->opened_at), n->pending,
+            n->pending > n->running ? n->pending - n->running : 0, n->counts.started,
+            n->counts.finished, n->counts.failed, n->counts.cancelled, n->why ? "yes" : "no");
     if (n->why)
         fprintf(f, " why=%s", why_names[n->why]);
     if (n->deadline == NURSERY_FOREVER)
         fputs(" deadline=none\n", f);
     else
-        fprintf(f, " deadline=%.3fs\n", seconds(n->deadline));
+        fprintf(f, " deadline=%.3fs\n", seconds(n->deadline - s->now));
     for (size_t t = 0; t < s->tasks.n; t++)
         if (s->tasks.items[t].nursery == n->id)
             text_task(f, s, t, level + 1);
@@ -435,8 +440,8 @@ static void text_pool(FILE *f, const struct snap_pool *p)
             " threads=%zu idle=%zu blocked=%zu queued=%zu running=%zu completed=%" PRIu64
             " helped=%" PRIu64 " steals=%" PRIu64 " created=%" PRIu64 " retired=%" PRIu64
             " parked=%.3fs\n",
-            st->threads, st->idle, st->blocked, st->queued, st->running, st->completed,
-            st->helped, st->steals, st->threads_created, st->threads_retired,
+            st->threads, st->idle, st->blocked, st->queued, st->running, st->completed, st->helped,
+            st->steals, st->threads_created, st->threads_retired,
             seconds((int_fast64_t)st->parked_ns));
     for (size_t i = 0; i < p->nworkers; i++) {
         const struct snap_worker *w = &p->workers[i];
@@ -585,11 +590,12 @@ static void write_json(FILE *f, const struct snapshot *s)
         fprintf(f, ",\"thread\":\"%#" PRIxPTR "\"", s->threads.items[n->thread].id);
         json_id(f, "task", n->task);
         fprintf(f,
-                ",\"age\":%.3f,\"pending\":%" PRIu64 ",\"queued\":%" PRIu64
-                ",\"started\":%" PRIu64 ",\"finished\":%" PRIu64 ",\"failed\":%" PRIu64
-                ",\"cancelled\":%" PRIu64 ",\"cancel\":%s",
-                seconds(n->age), n->pending, n->pending > n->running ? n->pending - n->running : 0,
-                n->counts.started, n->counts.finished, n->counts.failed, n->counts.cancelled,
+                ",\"age\":%.3f,\"pending\":%" PRIu64 ",\"queued\":%" PRIu64 ",\"started\":%" PRIu64
+                ",\"finished\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"cancelled\":%" PRIu64
+                ",\"cancel\":%s",
+                seconds(s->coarse_now - n->opened_at), n->pending,
+                n->pending > n->running ? n->pending - n->running : 0, n->counts.started,
+                n->counts.finished, n->counts.failed, n->counts.cancelled,
                 n->why ? "true" : "false");
         if (n->why)
             fprintf(f, ",\"why\":\"%s\"", why_names[n->why]);
@@ -598,7 +604,7 @@ static void write_json(FILE *f, const struct snapshot *s)
         if (n->deadline == NURSERY_FOREVER)
             fputs(",\"deadline\":null}", f);
         else
-            fprintf(f, ",\"deadline\":%.3f}", seconds(n->deadline));
+            fprintf(f, ",\"deadline\":%.3f}", seconds(n->deadline - s->now));
     }
     fputs("],\n \"tasks\":[", f);
     for (size_t i = 0; i < s->tasks.n; i++) {
@@ -642,14 +648,14 @@ int nursery_dump(FILE *out, unsigned flags)
  * dumps.  sig_mu orders the calls that install and remove the handler and
  * start and stop the thread. */
 static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
-static atomic_int wake_fd = -1;     /* the pipe's write end, for the handler */
-static int read_fd = -1;            /* (sig_mu) its read end, the dump thread's */
-static unsigned pipe_generation;    /* (sig_mu) the fork generation the pipe is of */
-static pthread_t dumper;            /* (sig_mu) the dump thread, while running */
-static bool dumper_running;         /* (sig_mu) in this process (not a fork's parent) */
-static atomic_bool dumper_quit;     /* tells it to end */
-static int installed;               /* (sig_mu) the signal handled, or 0 */
-static struct sigaction previous;   /* (sig_mu) what it did before */
+static atomic_int wake_fd = -1;   /* the pipe's write end, for the handler */
+static int read_fd = -1;          /* (sig_mu) its read end, the dump thread's */
+static unsigned pipe_generation;  /* (sig_mu) the fork generation the pipe is of */
+static pthread_t dumper;          /* (sig_mu) the dump thread, while running */
+static bool dumper_running;       /* (sig_mu) in this process (not a fork's parent) */
+static atomic_bool dumper_quit;   /* tells it to end */
+static int installed;             /* (sig_mu) the signal handled, or 0 */
+static struct sigaction previous; /* (sig_mu) what it did before */
 static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 static void on_signal(int signo)
@@ -805,12 +811,12 @@ static int signal_from_name(const char *name)
         const char *name;
         int signo;
     } names[] = {
-        {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"ILL", SIGILL},
-        {"TRAP", SIGTRAP}, {"ABRT", SIGABRT}, {"BUS", SIGBUS},   {"FPE", SIGFPE},
-        {"USR1", SIGUSR1}, {"SEGV", SIGSEGV}, {"USR2", SIGUSR2}, {"PIPE", SIGPIPE},
-        {"ALRM", SIGALRM}, {"TERM", SIGTERM}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT},
-        {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU}, {"URG", SIGURG},
-        {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
+        {"HUP", SIGHUP},     {"INT", SIGINT},   {"QUIT", SIGQUIT},     {"ILL", SIGILL},
+        {"TRAP", SIGTRAP},   {"ABRT", SIGABRT}, {"BUS", SIGBUS},       {"FPE", SIGFPE},
+        {"USR1", SIGUSR1},   {"SEGV", SIGSEGV}, {"USR2", SIGUSR2},     {"PIPE", SIGPIPE},
+        {"ALRM", SIGALRM},   {"TERM", SIGTERM}, {"CHLD", SIGCHLD},     {"CONT", SIGCONT},
+        {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},     {"URG", SIGURG},
+        {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
         {"WINCH", SIGWINCH}, {"SYS", SIGSYS},
 #ifdef SIGIO
         {"IO", SIGIO},

@@ -3,16 +3,20 @@
  * trace.c - the threads' records of what they do, and the registries of
  * records and pools that nursery_dump() walks (see trace.h).
  *
- * Why a dump may read the nurseries it finds in a record's frames.  A
- * nursery frame is pushed (at open) and popped (at join, before the
- * nursery can be freed) under the record's mutex, which the dump holds
- * while it reads.  Suppose it reads depth d (acquire), then slot i < d, and
- * finds a nursery N there, stable under the slot's seqlock.  Had N's frame
- * been popped, that pop came before the dump took the mutex, leaving depth
- * at i; a depth above i then means a push at slot i since, which wrote the
- * slot before it stored the depth the dump read: the slot would hold that
- * push's frame or a later one.  Later ones are task frames (a nursery push
- * needs the mutex), so N is still open until the dump lets go.
+ * Why a dump may read the nurseries it finds in a record's frames.  Dumps
+ * count themselves in `dumping` (seq_cst) before they read any record, and
+ * read a record's frames holding its mutex.  A join pops the nursery's
+ * frame (a seq_cst store of the depth), then, if a dump is counted, takes
+ * and drops the record's mutex, and only then may free the nursery.
+ * Suppose a dump reads depth d (seq_cst) and finds nursery N, stable under
+ * the seqlock, in slot i < d.  If N's pop saw a dump counted, it waits for
+ * the mutex the dump holds, or it got the mutex first and the dump sees its
+ * pop.  If it saw none, the pop comes before the dump's count in the single
+ * order of seq_cst operations, so the dump's depth load sees the pop (depth
+ * i) or a later push, and a push at slot i writes the slot before it stores
+ * the depth: the slot would not hold N's old frame.  Either way N is open,
+ * or it is not freed, until the dump lets go of the mutex.  No lock is
+ * taken on the way of a task, an open or a join while nobody dumps.
  *
  * fork(): the registry's lock is taken around fork(), so the child never
  * inherits a dump half done; records of threads that did not survive are
@@ -31,6 +35,7 @@
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct list threads = {&threads, &threads}; /* (registry_mu) */
 static struct list pools = {&pools, &pools};       /* (registry_mu) */
+static atomic_int dumping;                         /* dumps reading the records now */
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key; /* its destructor unregisters the thread's record */
 static bool key_ok;
@@ -50,10 +55,12 @@ int_fast64_t nursery__coarse_now(void)
 void nursery__trace_lock(void)
 {
     pthread_mutex_lock(&registry_mu);
+    atomic_fetch_add_explicit(&dumping, 1, memory_order_seq_cst);
 }
 
 void nursery__trace_unlock(void)
 {
+    atomic_fetch_sub_explicit(&dumping, 1, memory_order_seq_cst);
     pthread_mutex_unlock(&registry_mu);
 }
 
@@ -173,7 +180,7 @@ static void write_end(atomic_uint *seq, unsigned s)
 }
 
 void nursery__trace_frame_write(struct trace_frame *f, int kind, const void *object,
-                                const void *parent, const char *name)
+                                const void *parent, const char *name, int_fast64_t since)
 {
     uint64_t words[TRACE_NAME_WORDS] = {0};
     size_t len = 0;
@@ -185,7 +192,7 @@ void nursery__trace_frame_write(struct trace_frame *f, int kind, const void *obj
     atomic_store_explicit(&f->kind, kind, memory_order_relaxed);
     atomic_store_explicit(&f->object, object, memory_order_relaxed);
     atomic_store_explicit(&f->parent, parent, memory_order_relaxed);
-    atomic_store_explicit(&f->since, nursery__coarse_now(), memory_order_relaxed);
+    atomic_store_explicit(&f->since, since, memory_order_relaxed);
     /* Only the words the name uses, and the one that ends it. */
     for (size_t i = 0; i <= len / 8 && i < TRACE_NAME_WORDS; i++)
         atomic_store_explicit(&f->name[i], words[i], memory_order_relaxed);
@@ -224,12 +231,11 @@ void nursery__trace_nursery_push(const nursery_t *n)
     struct trace_thread *tt = nursery__trace_self();
     if (!tt)
         return;
-    pthread_mutex_lock(&tt->mu);
     int d = atomic_load_explicit(&tt->depth, memory_order_relaxed);
     if (d < TRACE_FRAMES)
-        nursery__trace_frame_write(&tt->frames[d], FRAME_NURSERY, n, n->opener_task, NULL);
+        nursery__trace_frame_write(&tt->frames[d], FRAME_NURSERY, n, n->opener_task, NULL,
+                                   n->opened_at);
     atomic_store_explicit(&tt->depth, d + 1, memory_order_release);
-    pthread_mutex_unlock(&tt->mu);
 }
 
 void nursery__trace_nursery_pop(void)
@@ -237,10 +243,14 @@ void nursery__trace_nursery_pop(void)
     struct trace_thread *tt = nursery__ctx.trace;
     if (!tt)
         return;
-    pthread_mutex_lock(&tt->mu);
     atomic_store_explicit(&tt->depth, atomic_load_explicit(&tt->depth, memory_order_relaxed) - 1,
-                          memory_order_release);
-    pthread_mutex_unlock(&tt->mu);
+                          memory_order_seq_cst);
+    /* A dump may be reading the nursery: it is done with it when it lets
+     * go of the mutex (see the top of the file). */
+    if (atomic_load_explicit(&dumping, memory_order_seq_cst) > 0) {
+        pthread_mutex_lock(&tt->mu);
+        pthread_mutex_unlock(&tt->mu);
+    }
 }
 
 /* ---- what a parked thread waits for ------------------------------------ */

@@ -11,10 +11,9 @@
  * task, so they take no lock: each frame is a small seqlock (the writer
  * makes `seq` odd, writes, makes it even again; a reader retries when it
  * saw it odd or changed), every field an atomic, and a reader never follows
- * a task pointer, it only prints it.  Nursery frames are pushed and popped
- * under the record's mutex, which a dump holds while it reads the record:
- * then every nursery frame it sees is open, and it reads the nursery
- * itself (see the proof in trace.c).
+ * a task pointer, it only prints it.  A nursery a dump finds in a frame
+ * is not freed while the dump holds the record's mutex (trace.c says why),
+ * so it reads the nursery itself.
  */
 #ifndef NURSERY_TRACE_H
 #define NURSERY_TRACE_H
@@ -29,33 +28,33 @@ enum frame_kind { FRAME_TASK = 1, FRAME_NURSERY = 2 };
 struct trace_frame {
     atomic_uint seq;
     atomic_int kind;
-    _Atomic(const void *) object;   /* the task or the nursery */
-    _Atomic(const void *) parent;   /* a task's nursery; a nursery's opening task or NULL */
-    _Atomic int_fast64_t since;     /* nursery__coarse_now() at the push */
+    _Atomic(const void *) object; /* the task or the nursery */
+    _Atomic(const void *) parent; /* a task's nursery; a nursery's opening task or NULL */
+    _Atomic int_fast64_t since;   /* nursery__coarse_now() at the push */
     _Atomic uint64_t name[TRACE_NAME_WORDS]; /* a task's name; a nursery's is read live */
 };
 
 /* What a parked thread waits for (enum blocked_kind in internal.h). */
 struct trace_blocked {
     atomic_uint seq;
-    atomic_int kind;                /* BLOCKED_NONE when not parked */
+    atomic_int kind; /* BLOCKED_NONE when not parked */
     _Atomic(const void *) object;
-    _Atomic int_fast64_t arg;       /* an fd or a pid, by kind */
+    _Atomic int_fast64_t arg; /* an fd or a pid, by kind */
     _Atomic int_fast64_t count;
     _Atomic int_fast64_t since;
-    _Atomic int_fast64_t until;     /* the wait's deadline */
+    _Atomic int_fast64_t until; /* the wait's deadline */
 };
 
 struct trace_thread {
-    pthread_mutex_t mu;       /* nursery frames' pushes and pops; a dump reading them */
-    atomic_int depth;         /* frames pushed, also those past TRACE_FRAMES */
+    pthread_mutex_t mu; /* held by a dump reading the record (trace.c) */
+    atomic_int depth;   /* frames pushed, also those past TRACE_FRAMES */
     struct trace_frame frames[TRACE_FRAMES];
     struct trace_blocked blocked;
-    pthread_t thread;         /* fixed */
-    int tid;                  /* the kernel's id, 0 if unknown; fixed */
-    bool worker;              /* a pool's worker thread; fixed */
-    bool gone;                /* its thread is the parent's, in a fork child (registry mu) */
-    struct list link;         /* in the registry (registry mu) */
+    pthread_t thread; /* fixed */
+    int tid;          /* the kernel's id, 0 if unknown; fixed */
+    bool worker;      /* a pool's worker thread; fixed */
+    bool gone;        /* its thread is the parent's, in a fork child (registry mu) */
+    struct list link; /* in the registry (registry mu) */
 };
 
 /* The calling thread's record, made on first use; NULL without memory. */
@@ -70,7 +69,7 @@ static inline struct trace_thread *nursery__trace_self(void)
 HIDDEN int_fast64_t nursery__coarse_now(void);
 
 HIDDEN void nursery__trace_frame_write(struct trace_frame *f, int kind, const void *object,
-                                       const void *parent, const char *name);
+                                       const void *parent, const char *name, int_fast64_t since);
 
 /* A task begins or ends running on this thread (task.c): no lock. */
 static inline void nursery__trace_task_push(const struct task *t)
@@ -80,7 +79,8 @@ static inline void nursery__trace_task_push(const struct task *t)
         return;
     int d = atomic_load_explicit(&tt->depth, memory_order_relaxed);
     if (likely(d < TRACE_FRAMES))
-        nursery__trace_frame_write(&tt->frames[d], FRAME_TASK, t, t->nursery, t->name);
+        nursery__trace_frame_write(&tt->frames[d], FRAME_TASK, t, t->nursery, t->name,
+                                   nursery__coarse_now());
     /* release: a reader that sees the new depth sees the frame. */
     atomic_store_explicit(&tt->depth, d + 1, memory_order_release);
 }
@@ -94,8 +94,8 @@ static inline void nursery__trace_task_pop(void)
                               memory_order_release);
 }
 
-/* A nursery is opened or joined by this thread (nursery.c): under the
- * record's mutex. */
+/* A nursery is opened or joined by this thread (nursery.c); n->opened_at
+ * is set. */
 HIDDEN void nursery__trace_nursery_push(const nursery_t *n);
 HIDDEN void nursery__trace_nursery_pop(void);
 
