@@ -10,6 +10,7 @@ dist_man_MANS = \
 	man/nursery_cancelled.3 \
 	man/nursery_capture_start_soon.3 \
 	man/nursery_channel_create.3 \
+	man/nursery_dump.3 \
 	man/nursery_error_create.3 \
 	man/nursery_future_create.3 \
 	man/nursery_gather.3 \
@@ -43,7 +44,9 @@ dist_man_MANS = \
 	man/nursery_channel_try_send.3 \
 	man/nursery_checkpoint.3 \
 	man/nursery_child_wait.3 \
+	man/nursery_counts.3 \
 	man/nursery_current_deadline.3 \
+	man/nursery_dump_on_signal.3 \
 	man/nursery_error_code.3 \
 	man/nursery_error_message.3 \
 	man/nursery_error_payload.3 \
@@ -98,6 +101,7 @@ dist_man_MANS = \
 	man/nursery_sender_close.3 \
 	man/nursery_sender_free.3 \
 	man/nursery_sender_stats.3 \
+	man/nursery_set_name.3 \
 	man/nursery_sleep.3 \
 	man/nursery_start.3 \
 	man/nursery_start_limited.3 \
