@@ -341,116 +341,269 @@ static void put_string(FILE *f, const char *str, bool json)
     fputc('"', f);
 }
 
-static void indent(FILE *f, int level)
+/* ---- one writer for both forms ----------------------------------------- */
+
+/* A text line is "kind id key=value ...", indented by its level; a JSON
+ * object is {"id":"...","key":value,...}.  The put_ functions write one
+ * field: the separator and the key, then the value as the form spells it
+ * (a duration with an "s" in text; yes/no or true/false; an absent value
+ * left out of a line, null in JSON). */
+struct writer {
+    FILE *f;
+    bool json;
+    const struct snapshot *s;
+};
+
+static void put_key(struct writer *w, const char *key)
 {
-    for (int i = 0; i < level; i++)
-        fputs("  ", f);
+    fprintf(w->f, w->json ? ",\"%s\":" : " %s=", key);
 }
 
-/* The fields of a wait, text form. */
-static void text_wait(FILE *f, const struct snapshot *s, const struct blocked_copy *w)
+static void put_null(struct writer *w, const char *key)
 {
-    fprintf(f, " for=%.3fs blocked_in=%s", seconds(s->coarse_now - w->since),
-            blocked_name(w->kind));
-    if (w->object)
-        fprintf(f, " object=%p", w->object);
-    if (w->kind == BLOCKED_WAIT || w->kind == BLOCKED_POLL)
-        fprintf(f, " count=%" PRIdFAST64, w->count);
-    if (w->kind == BLOCKED_POLL)
-        fprintf(f, " fd=%" PRIdFAST64, w->arg);
-    if (w->kind == BLOCKED_CHILD)
-        fprintf(f, " pid=%" PRIdFAST64, w->arg);
-    if (w->until != NURSERY_FOREVER)
-        fprintf(f, " until=%.3fs", seconds(w->until - s->now));
+    if (w->json) {
+        put_key(w, key);
+        fputs("null", w->f);
+    }
 }
 
-static void text_task(FILE *f, struct snapshot *s, size_t i, int level);
+static void put_u64(struct writer *w, const char *key, uint64_t value)
+{
+    put_key(w, key);
+    fprintf(w->f, "%" PRIu64, value);
+}
 
-static void text_nursery(FILE *f, struct snapshot *s, size_t i, int level)
+static void put_i64(struct writer *w, const char *key, int_fast64_t value)
+{
+    put_key(w, key);
+    fprintf(w->f, "%" PRIdFAST64, value);
+}
+
+static void put_seconds(struct writer *w, const char *key, int_fast64_t ns)
+{
+    put_key(w, key);
+    fprintf(w->f, w->json ? "%.3f" : "%.3fs", seconds(ns));
+}
+
+static void put_word(struct writer *w, const char *key, const char *word)
+{
+    put_key(w, key);
+    fprintf(w->f, w->json ? "\"%s\"" : "%s", word);
+}
+
+static void put_bool(struct writer *w, const char *key, bool value)
+{
+    put_key(w, key);
+    fputs(w->json ? (value ? "true" : "false") : (value ? "yes" : "no"), w->f);
+}
+
+static void put_name(struct writer *w, const char *key, const char *name)
+{
+    if (!name[0]) {
+        put_null(w, key);
+        return;
+    }
+    put_key(w, key);
+    put_string(w->f, name, w->json);
+}
+
+static void put_id(struct writer *w, const char *key, const void *id)
+{
+    if (!id) {
+        put_null(w, key);
+        return;
+    }
+    put_key(w, key);
+    fprintf(w->f, w->json ? "\"%p\"" : "%p", id);
+}
+
+static void put_thread(struct writer *w, const char *key, uintptr_t id)
+{
+    put_key(w, key);
+    fprintf(w->f, w->json ? "\"%#" PRIxPTR "\"" : "%#" PRIxPTR, id);
+}
+
+static void put_tid(struct writer *w, int tid)
+{
+    if (tid)
+        put_i64(w, "tid", tid);
+    else
+        put_null(w, "tid");
+}
+
+/* A line or an object begins: its id first (a pointer or a thread's). */
+static void begin(struct writer *w, int level, const char *kind, const char *id_format, ...)
+    NURSERY_PRINTF(4, 5);
+
+static void begin(struct writer *w, int level, const char *kind, const char *id_format, ...)
+{
+    if (w->json) {
+        fputs("{\"id\":\"", w->f);
+    } else {
+        for (int i = 0; i < level; i++)
+            fputs("  ", w->f);
+        fprintf(w->f, "%s ", kind);
+    }
+    va_list ap;
+    va_start(ap, id_format);
+    vfprintf(w->f, id_format, ap);
+    va_end(ap);
+    if (w->json)
+        fputc('"', w->f);
+}
+
+static void end(struct writer *w)
+{
+    fputc(w->json ? '}' : '\n', w->f);
+}
+
+/* ---- what each kind of entry says --------------------------------------- */
+
+static void put_wait(struct writer *w, const struct blocked_copy *b)
+{
+    put_seconds(w, "for", w->s->coarse_now - b->since);
+    put_word(w, "blocked_in", blocked_name(b->kind));
+    put_id(w, "object", b->object);
+    if (b->kind == BLOCKED_WAIT || b->kind == BLOCKED_POLL)
+        put_i64(w, "count", b->count);
+    if (b->kind == BLOCKED_POLL)
+        put_i64(w, "fd", b->arg);
+    if (b->kind == BLOCKED_CHILD)
+        put_i64(w, "pid", b->arg);
+    if (b->until != NURSERY_FOREVER)
+        put_seconds(w, "until", b->until - w->s->now);
+}
+
+static void put_pool(struct writer *w, const struct snap_pool *p)
+{
+    begin(w, 0, "pool", "%p", p->id);
+    put_name(w, "name", p->name);
+    put_bool(w, "default", p->is_default);
+    if (p->forked || w->json)
+        put_bool(w, "forked", p->forked);
+    if (!p->forked) {
+        const nursery_pool_stats_t *st = &p->stats;
+        put_u64(w, "threads", st->threads);
+        put_u64(w, "idle", st->idle);
+        put_u64(w, "blocked", st->blocked);
+        put_u64(w, "queued", st->queued);
+        put_u64(w, "running", st->running);
+        put_u64(w, "completed", st->completed);
+        put_u64(w, "helped", st->helped);
+        put_u64(w, "steals", st->steals);
+        put_u64(w, "created", st->threads_created);
+        put_u64(w, "retired", st->threads_retired);
+        put_seconds(w, "parked", (int_fast64_t)st->parked_ns);
+    }
+    if (w->json)
+        fputs(",\"workers\":[", w->f);
+    else
+        end(w);
+    for (size_t i = 0; i < p->nworkers; i++) {
+        const struct snap_worker *wk = &p->workers[i];
+        if (w->json && i)
+            fputc(',', w->f);
+        begin(w, 1, "worker", "%#" PRIxPTR, wk->thread);
+        put_name(w, "name", wk->name);
+        put_tid(w, wk->tid);
+        put_word(w, "state", worker_states[wk->state]);
+        end(w);
+    }
+    if (w->json) {
+        fputc(']', w->f);
+        end(w);
+    }
+}
+
+static void put_thread_entry(struct writer *w, const struct snap_thread *th)
+{
+    begin(w, 0, "thread", "%#" PRIxPTR, th->id);
+    put_name(w, "name", th->name);
+    put_tid(w, th->tid);
+    if (w->json)
+        put_bool(w, "worker", th->worker);
+    put_word(w, "state", th->blocked ? "blocked" : "running");
+    if (th->blocked)
+        put_wait(w, &th->wait);
+    if (th->hidden || w->json)
+        put_i64(w, "hidden", th->hidden);
+    end(w);
+}
+
+static void put_nursery(struct writer *w, const struct snap_nursery *n, int level)
+{
+    const struct snapshot *s = w->s;
+    begin(w, level, "nursery", "%p", n->id);
+    put_name(w, "name", n->name);
+    if (w->json) { /* in text, where it stands in the tree says it */
+        put_thread(w, "thread", s->threads.items[n->thread].id);
+        put_id(w, "task", n->task);
+    }
+    put_seconds(w, "age", s->coarse_now - n->opened_at);
+    put_u64(w, "pending", n->pending);
+    put_u64(w, "queued", n->pending > n->running ? n->pending - n->running : 0);
+    put_u64(w, "started", n->counts.started);
+    put_u64(w, "finished", n->counts.finished);
+    put_u64(w, "failed", n->counts.failed);
+    put_u64(w, "cancelled", n->counts.cancelled);
+    put_bool(w, "cancel", n->why != WHY_NONE);
+    if (n->why)
+        put_word(w, "why", why_names[n->why]);
+    else
+        put_null(w, "why");
+    if (n->deadline != NURSERY_FOREVER)
+        put_seconds(w, "deadline", n->deadline - s->now);
+    else if (w->json)
+        put_null(w, "deadline");
+    else
+        put_word(w, "deadline", "none");
+    end(w);
+}
+
+static void put_task(struct writer *w, const struct snap_task *t, int level)
+{
+    const struct snap_thread *th = &w->s->threads.items[t->thread];
+    begin(w, level, "task", "%p", t->id);
+    put_name(w, "name", t->name);
+    if (w->json)
+        put_id(w, "nursery", t->nursery);
+    put_word(w, "state", task_states[t->state]);
+    if (t->state == TASK_SHOWN_BLOCKED)
+        put_wait(w, &t->wait);
+    else
+        put_seconds(w, "for", w->s->coarse_now - t->since);
+    put_thread(w, "thread", th->id);
+    put_name(w, "thread_name", th->name);
+    put_tid(w, th->tid);
+    end(w);
+}
+
+/* ---- the text form: a tree ----------------------------------------------- */
+
+static void text_task(struct writer *w, struct snapshot *s, size_t i, int level);
+
+static void text_nursery(struct writer *w, struct snapshot *s, size_t i, int level)
 {
     struct snap_nursery *n = &s->nurseries.items[i];
     if (n->printed)
         return;
     n->printed = true;
-    indent(f, level);
-    fprintf(f, "nursery %p", n->id);
-    if (n->name[0]) {
-        fputs(" name=", f);
-        put_string(f, n->name, false);
-    }
-    fprintf(f,
-            " age=%.3fs pending=%" PRIu64 " queued=%" PRIu64 " started=%" PRIu64
-            " finished=%" PRIu64 " failed=%" PRIu64 " cancelled=%" PRIu64 " cancel=%s",
-            seconds(s->coarse_now - n->opened_at), n->pending,
-            n->pending > n->running ? n->pending - n->running : 0, n->counts.started,
-            n->counts.finished, n->counts.failed, n->counts.cancelled, n->why ? "yes" : "no");
-    if (n->why)
-        fprintf(f, " why=%s", why_names[n->why]);
-    if (n->deadline == NURSERY_FOREVER)
-        fputs(" deadline=none\n", f);
-    else
-        fprintf(f, " deadline=%.3fs\n", seconds(n->deadline - s->now));
+    put_nursery(w, n, level);
     for (size_t t = 0; t < s->tasks.n; t++)
         if (s->tasks.items[t].nursery == n->id)
-            text_task(f, s, t, level + 1);
+            text_task(w, s, t, level + 1);
 }
 
-static void text_task(FILE *f, struct snapshot *s, size_t i, int level)
+static void text_task(struct writer *w, struct snapshot *s, size_t i, int level)
 {
     struct snap_task *t = &s->tasks.items[i];
     if (t->printed)
         return;
     t->printed = true;
-    const struct snap_thread *th = &s->threads.items[t->thread];
-    indent(f, level);
-    fprintf(f, "task %p", t->id);
-    if (t->name[0]) {
-        fputs(" name=", f);
-        put_string(f, t->name, false);
-    }
-    fprintf(f, " state=%s", task_states[t->state]);
-    if (t->state == TASK_SHOWN_BLOCKED)
-        text_wait(f, s, &t->wait);
-    else
-        fprintf(f, " for=%.3fs", seconds(s->coarse_now - t->since));
-    fprintf(f, " thread=%#" PRIxPTR, th->id);
-    if (th->name[0]) {
-        fputs(" thread_name=", f);
-        put_string(f, th->name, false);
-    }
-    if (th->tid)
-        fprintf(f, " tid=%d", th->tid);
-    fputc('\n', f);
+    put_task(w, t, level);
     for (size_t n = 0; n < s->nurseries.n; n++)
         if (s->nurseries.items[n].task == t->id)
-            text_nursery(f, s, n, level + 1);
-}
-
-static void text_pool(FILE *f, const struct snap_pool *p)
-{
-    fprintf(f, "pool %p name=", p->id);
-    put_string(f, p->name, false);
-    fprintf(f, " default=%s", p->is_default ? "yes" : "no");
-    if (p->forked) {
-        fputs(" forked=yes\n", f);
-        return;
-    }
-    const nursery_pool_stats_t *st = &p->stats;
-    fprintf(f,
-            " threads=%zu idle=%zu blocked=%zu queued=%zu running=%zu completed=%" PRIu64
-            " helped=%" PRIu64 " steals=%" PRIu64 " created=%" PRIu64 " retired=%" PRIu64
-            " parked=%.3fs\n",
-            st->threads, st->idle, st->blocked, st->queued, st->running, st->completed, st->helped,
-            st->steals, st->threads_created, st->threads_retired,
-            seconds((int_fast64_t)st->parked_ns));
-    for (size_t i = 0; i < p->nworkers; i++) {
-        const struct snap_worker *w = &p->workers[i];
-        fprintf(f, "  worker %#" PRIxPTR " name=", w->thread);
-        put_string(f, w->name, false);
-        if (w->tid)
-            fprintf(f, " tid=%d", w->tid);
-        fprintf(f, " state=%s\n", worker_states[w->state]);
-    }
+            text_nursery(w, s, n, level + 1);
 }
 
 static bool task_known(const struct snapshot *s, const void *id)
@@ -463,165 +616,64 @@ static bool task_known(const struct snapshot *s, const void *id)
 
 static void write_text(FILE *f, struct snapshot *s)
 {
+    struct writer w = {.f = f, .json = false, .s = s};
     fprintf(f, "dump pid=%ld pools=%zu threads=%zu nurseries=%zu tasks=%zu\n", (long)getpid(),
             s->pools.n, s->threads.n, s->nurseries.n, s->tasks.n);
     for (size_t i = 0; i < s->pools.n; i++)
-        text_pool(f, &s->pools.items[i]);
+        put_pool(&w, &s->pools.items[i]);
     /* The roots: threads that are not workers, with the nurseries their
      * own code opened. */
     for (size_t i = 0; i < s->threads.n; i++) {
-        const struct snap_thread *th = &s->threads.items[i];
-        if (th->worker)
+        if (s->threads.items[i].worker)
             continue;
-        fprintf(f, "thread %#" PRIxPTR, th->id);
-        if (th->name[0]) {
-            fputs(" name=", f);
-            put_string(f, th->name, false);
-        }
-        if (th->tid)
-            fprintf(f, " tid=%d", th->tid);
-        fprintf(f, " state=%s", th->blocked ? "blocked" : "running");
-        if (th->blocked)
-            text_wait(f, s, &th->wait);
-        if (th->hidden)
-            fprintf(f, " hidden=%d", th->hidden);
-        fputc('\n', f);
+        put_thread_entry(&w, &s->threads.items[i]);
         for (size_t n = 0; n < s->nurseries.n; n++)
             if (s->nurseries.items[n].thread == i && !s->nurseries.items[n].task)
-                text_nursery(f, s, n, 1);
+                text_nursery(&w, s, n, 1);
     }
     /* What the tree did not reach: nurseries whose opening task is not in
      * the snapshot, tasks whose nursery is not (being joined as the dump
      * ran, or deeper than the frames kept). */
     for (size_t n = 0; n < s->nurseries.n; n++)
         if (!s->nurseries.items[n].printed && !task_known(s, s->nurseries.items[n].task))
-            text_nursery(f, s, n, 0);
+            text_nursery(&w, s, n, 0);
     for (size_t t = 0; t < s->tasks.n; t++)
-        text_task(f, s, t, 0);
+        text_task(&w, s, t, 0);
     for (size_t n = 0; n < s->nurseries.n; n++)
-        text_nursery(f, s, n, 0);
+        text_nursery(&w, s, n, 0);
 }
 
-/* ---- JSON -------------------------------------------------------------- */
+/* ---- the JSON form: flat lists ------------------------------------------- */
 
-static void json_id(FILE *f, const char *key, const void *id)
+/* ",\n  " between the entries of a list. */
+static void list_item(struct writer *w, size_t i)
 {
-    if (id)
-        fprintf(f, ",\"%s\":\"%p\"", key, id);
-    else
-        fprintf(f, ",\"%s\":null", key);
-}
-
-static void json_tid(FILE *f, int tid)
-{
-    if (tid)
-        fprintf(f, ",\"tid\":%d", tid);
-    else
-        fputs(",\"tid\":null", f);
-}
-
-static void json_wait(FILE *f, const struct snapshot *s, const struct blocked_copy *w)
-{
-    fprintf(f, ",\"state\":\"blocked\",\"for\":%.3f,\"blocked_in\":\"%s\"",
-            seconds(s->coarse_now - w->since), blocked_name(w->kind));
-    json_id(f, "object", w->object);
-    if (w->kind == BLOCKED_WAIT || w->kind == BLOCKED_POLL)
-        fprintf(f, ",\"count\":%" PRIdFAST64, w->count);
-    if (w->kind == BLOCKED_POLL)
-        fprintf(f, ",\"fd\":%" PRIdFAST64, w->arg);
-    if (w->kind == BLOCKED_CHILD)
-        fprintf(f, ",\"pid\":%" PRIdFAST64, w->arg);
-    if (w->until != NURSERY_FOREVER)
-        fprintf(f, ",\"until\":%.3f", seconds(w->until - s->now));
-}
-
-static void json_pool(FILE *f, const struct snap_pool *p)
-{
-    fprintf(f, "{\"id\":\"%p\",\"name\":", p->id);
-    put_string(f, p->name, true);
-    fprintf(f, ",\"default\":%s,\"forked\":%s", p->is_default ? "true" : "false",
-            p->forked ? "true" : "false");
-    if (!p->forked) {
-        const nursery_pool_stats_t *st = &p->stats;
-        fprintf(f,
-                ",\"threads\":%zu,\"idle\":%zu,\"blocked\":%zu,\"queued\":%zu,\"running\":%zu,"
-                "\"completed\":%" PRIu64 ",\"helped\":%" PRIu64 ",\"steals\":%" PRIu64
-                ",\"created\":%" PRIu64 ",\"retired\":%" PRIu64 ",\"parked\":%.3f",
-                st->threads, st->idle, st->blocked, st->queued, st->running, st->completed,
-                st->helped, st->steals, st->threads_created, st->threads_retired,
-                seconds((int_fast64_t)st->parked_ns));
-    }
-    fputs(",\"workers\":[", f);
-    for (size_t i = 0; i < p->nworkers; i++) {
-        const struct snap_worker *w = &p->workers[i];
-        fprintf(f, "%s{\"id\":\"%#" PRIxPTR "\",\"name\":", i ? "," : "", w->thread);
-        put_string(f, w->name, true);
-        json_tid(f, w->tid);
-        fprintf(f, ",\"state\":\"%s\"}", worker_states[w->state]);
-    }
-    fputs("]}", f);
+    if (i)
+        fputs(",\n  ", w->f);
 }
 
 static void write_json(FILE *f, const struct snapshot *s)
 {
+    struct writer w = {.f = f, .json = true, .s = s};
     fprintf(f, "{\"pid\":%ld,\n \"pools\":[", (long)getpid());
     for (size_t i = 0; i < s->pools.n; i++) {
-        fputs(i ? ",\n  " : "", f);
-        json_pool(f, &s->pools.items[i]);
+        list_item(&w, i);
+        put_pool(&w, &s->pools.items[i]);
     }
     fputs("],\n \"threads\":[", f);
     for (size_t i = 0; i < s->threads.n; i++) {
-        const struct snap_thread *th = &s->threads.items[i];
-        fprintf(f, "%s{\"id\":\"%#" PRIxPTR "\",\"name\":", i ? ",\n  " : "", th->id);
-        put_string(f, th->name, true);
-        json_tid(f, th->tid);
-        fprintf(f, ",\"worker\":%s,\"hidden\":%d", th->worker ? "true" : "false", th->hidden);
-        if (th->blocked)
-            json_wait(f, s, &th->wait);
-        else
-            fputs(",\"state\":\"running\"", f);
-        fputc('}', f);
+        list_item(&w, i);
+        put_thread_entry(&w, &s->threads.items[i]);
     }
     fputs("],\n \"nurseries\":[", f);
     for (size_t i = 0; i < s->nurseries.n; i++) {
-        const struct snap_nursery *n = &s->nurseries.items[i];
-        fprintf(f, "%s{\"id\":\"%p\",\"name\":", i ? ",\n  " : "", n->id);
-        put_string(f, n->name, true);
-        fprintf(f, ",\"thread\":\"%#" PRIxPTR "\"", s->threads.items[n->thread].id);
-        json_id(f, "task", n->task);
-        fprintf(f,
-                ",\"age\":%.3f,\"pending\":%" PRIu64 ",\"queued\":%" PRIu64 ",\"started\":%" PRIu64
-                ",\"finished\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"cancelled\":%" PRIu64
-                ",\"cancel\":%s",
-                seconds(s->coarse_now - n->opened_at), n->pending,
-                n->pending > n->running ? n->pending - n->running : 0, n->counts.started,
-                n->counts.finished, n->counts.failed, n->counts.cancelled,
-                n->why ? "true" : "false");
-        if (n->why)
-            fprintf(f, ",\"why\":\"%s\"", why_names[n->why]);
-        else
-            fputs(",\"why\":null", f);
-        if (n->deadline == NURSERY_FOREVER)
-            fputs(",\"deadline\":null}", f);
-        else
-            fprintf(f, ",\"deadline\":%.3f}", seconds(n->deadline - s->now));
+        list_item(&w, i);
+        put_nursery(&w, &s->nurseries.items[i], 0);
     }
     fputs("],\n \"tasks\":[", f);
     for (size_t i = 0; i < s->tasks.n; i++) {
-        const struct snap_task *t = &s->tasks.items[i];
-        fprintf(f, "%s{\"id\":\"%p\",\"name\":", i ? ",\n  " : "", t->id);
-        if (t->name[0])
-            put_string(f, t->name, true);
-        else
-            fputs("null", f);
-        json_id(f, "nursery", t->nursery);
-        fprintf(f, ",\"thread\":\"%#" PRIxPTR "\"", s->threads.items[t->thread].id);
-        if (t->state == TASK_SHOWN_BLOCKED)
-            json_wait(f, s, &t->wait);
-        else
-            fprintf(f, ",\"state\":\"%s\",\"for\":%.3f", task_states[t->state],
-                    seconds(s->coarse_now - t->since));
-        fputc('}', f);
+        list_item(&w, i);
+        put_task(&w, &s->tasks.items[i], 0);
     }
     fputs("]}\n", f);
 }
@@ -649,6 +701,7 @@ int nursery_dump(FILE *out, unsigned flags)
  * start and stop the thread. */
 static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int wake_fd = -1;   /* the pipe's write end, for the handler */
+static atomic_int wake_pid;       /* the process whose pipe it is */
 static int read_fd = -1;          /* (sig_mu) its read end, the dump thread's */
 static unsigned pipe_generation;  /* (sig_mu) the fork generation the pipe is of */
 static pthread_t dumper;          /* (sig_mu) the dump thread, while running */
@@ -663,6 +716,10 @@ static void on_signal(int signo)
     (void)signo;
     int saved = errno;
     int fd = atomic_load_explicit(&wake_fd, memory_order_relaxed);
+    /* In a fork child, the pipe is still the parent's: its dump thread
+     * would read the byte and dump the parent. */
+    if (atomic_load_explicit(&wake_pid, memory_order_relaxed) != (int)getpid())
+        fd = -1;
     if (fd >= 0 && write(fd, "", 1) < 0) {
         /* full: a dump is due already */
     }
@@ -699,6 +756,7 @@ static int make_pipe_locked(void)
     for (int i = 0; i < 2; i++)
         fcntl(fds[i], F_SETFD, FD_CLOEXEC);
     fcntl(fds[1], F_SETFL, O_NONBLOCK);
+    atomic_store(&wake_pid, (int)getpid());
     atomic_store(&wake_fd, fds[1]);
     read_fd = fds[0];
     pipe_generation = nursery__generation();

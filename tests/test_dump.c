@@ -2886,6 +2886,60 @@ START_TEST(dump_signal_from_the_environment)
 }
 END_TEST
 
+/* ---- In the child of a fork ------------------------------------------------------ */
+
+/* Whether the dump of the child's text (a memory stream) has `needle`. */
+static bool child_dump_has(const char *text, const char *needle)
+{
+    return text && strstr(text, needle) != NULL;
+}
+
+/* The parent's pool, nursery and blocked task are there in the child's
+ * memory, and their locks may be held by threads that are not: the dump
+ * must not take them.  The pool is shown as forked, the parent's nursery
+ * and task not at all, and the dump returns at once (the child's alarm
+ * would kill it otherwise). */
+START_TEST(dump_in_fork_child_leaves_the_parents_objects)
+{
+    nursery_pool_t *p = test_pool(2);
+    struct gated g;
+    gated_init(&g, 1);
+    nursery_t *n = NULL;
+    ck_assert_int_eq(nursery_open(&n, p), 0);
+    ck_assert_int_eq(nursery_set_name(n, "parent_nursery"), 0);
+    nursery_task_options_t o = {.name = "parent_task"};
+    ck_assert_int_eq(nursery_start_soon(n, gated_task, &g, &o), 0);
+    ck_assert(latch_wait(&g.running));
+
+    pid_t pid = fork_child(10);
+    if (pid == 0) {
+        int rc;
+        size_t len;
+        char *text = dump_capture(0, &rc, &len);
+        nursery_counts_t c;
+        int step = 0;
+        if (rc != 0)
+            step = 1;
+        else if (!child_dump_has(text, "dump pid=") || !child_dump_has(text, " forked=yes"))
+            step = 2;
+        else if (child_dump_has(text, "parent_nursery") || child_dump_has(text, "parent_task"))
+            step = 3;
+        else if (nursery_counts(n, &c) != NURSERY_EFORKED ||
+                 nursery_set_name(n, "x") != NURSERY_EFORKED)
+            step = 4;
+        free(text);
+        _exit(step);
+    }
+    assert_child_passed(pid);
+
+    gate_open(g.gate);
+    ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
+    ck_assert_int_eq(atomic_load(&g.rc), 0);
+    gated_fini(&g);
+    destroy_pool(p);
+}
+END_TEST
+
 /* ---- The suite ------------------------------------------------------------------ */
 
 static Suite *dump_suite(void)
@@ -2908,6 +2962,7 @@ static Suite *dump_suite(void)
     ADD_CASE(s, dump_on_signal_rejects_signals_it_cannot_catch, 30);
     ADD_CASE(s, dump_on_signal_writes_to_stderr_and_restores_the_handler, 60);
     ADD_CASE(s, dump_signal_from_the_environment, 60);
+    ADD_CASE(s, dump_in_fork_child_leaves_the_parents_objects, 60);
     return s;
 }
 
