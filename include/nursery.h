@@ -1432,6 +1432,10 @@ NURSERY_API int nursery_counts(nursery_t *n, nursery_counts_t *out);
  * time, never waits for a task, and may show a task that is ending).  Not
  * async-signal-safe: to dump on a signal, see nursery_dump_on_signal().
  * At most 32 nested frames (tasks and nurseries) are shown per thread.
+ * The dump knows the pools' workers and the threads that have opened a
+ * nursery or run nursery_capture_run(): another thread's waits, and a
+ * queued capture that such a thread cancels, are not shown (recording one
+ * would take memory where the library promises to take none).
  *
  * `out` is flushed at the end.  Returns 0; EINVAL (out NULL, or an unknown
  * flag); ENOMEM (no memory for the snapshot: nothing was written); EIO

@@ -567,6 +567,7 @@ static void *worker_main(void *arg)
 #endif
     set_thread_name(self);
     nursery__ctx.worker = self;
+    nursery__trace_register();
     /* What starting a thread costs (its stack's first pages, its name) is
      * no sign of its blocking: the monitor counts from here (monitor.c).
      * Without a clock of its own, never: the monitor leaves it alone. */

@@ -14,6 +14,7 @@
  * its lock, and releasing it does nothing.
  */
 #include "internal.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -95,6 +96,7 @@ int nursery_capture_run(nursery_result_t *r)
     int idle = TASK_IDLE;
     if (!atomic_compare_exchange_strong(&r->task.state, &idle, TASK_RUNNING))
         return EALREADY;
+    nursery__trace_register(); /* a task runs here: the dump must see this thread */
     atomic_store_explicit(&r->task.node.parent, nursery__ctx.node, memory_order_relaxed);
     nursery__task_run(&r->task);
     if (forked(r)) /* it called fork() and returned in the child */

@@ -135,14 +135,16 @@ static void make_key(void)
              pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
 }
 
-struct trace_thread *nursery__trace_self_slow(void)
+void nursery__trace_register(void)
 {
+    if (likely(nursery__ctx.trace))
+        return;
     pthread_once(&key_once, make_key);
     if (!key_ok)
-        return NULL;
+        return;
     struct trace_thread *tt = calloc(1, sizeof(*tt));
     if (!tt)
-        return NULL;
+        return;
     pthread_mutex_init(&tt->mu, NULL);
     tt->thread = pthread_self();
 #ifdef __linux__
@@ -152,13 +154,12 @@ struct trace_thread *nursery__trace_self_slow(void)
     if (pthread_setspecific(key, tt) != 0) {
         pthread_mutex_destroy(&tt->mu);
         free(tt);
-        return NULL;
+        return;
     }
     pthread_mutex_lock(&registry_mu);
     list_push_back(&threads, &tt->link);
     pthread_mutex_unlock(&registry_mu);
     nursery__ctx.trace = tt;
-    return tt;
 }
 
 /* ---- frames ------------------------------------------------------------ */
@@ -228,7 +229,8 @@ bool nursery__trace_frame_read(struct trace_frame *f, struct frame_copy *out)
 
 void nursery__trace_nursery_push(const nursery_t *n)
 {
-    struct trace_thread *tt = nursery__trace_self();
+    nursery__trace_register();
+    struct trace_thread *tt = nursery__ctx.trace;
     if (!tt)
         return;
     int d = atomic_load_explicit(&tt->depth, memory_order_relaxed);
@@ -257,7 +259,7 @@ void nursery__trace_nursery_pop(void)
 
 void nursery__trace_block(const struct blocked_on *b, int_fast64_t since, nursery_time_t until)
 {
-    struct trace_thread *tt = nursery__trace_self();
+    struct trace_thread *tt = nursery__ctx.trace;
     if (!tt)
         return;
     struct trace_blocked *r = &tt->blocked;

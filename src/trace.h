@@ -46,6 +46,9 @@ struct trace_blocked {
 };
 
 struct trace_thread {
+    /* First: the registry's pointers then point at the block itself, and a
+     * leak checker finds a live thread's record reachable. */
+    struct list link; /* in the registry (registry mu) */
     pthread_mutex_t mu; /* held by a dump reading the record (trace.c) */
     atomic_int depth;   /* frames pushed, also those past TRACE_FRAMES */
     struct trace_frame frames[TRACE_FRAMES];
@@ -54,16 +57,13 @@ struct trace_thread {
     int tid;          /* the kernel's id, 0 if unknown; fixed */
     bool worker;      /* a pool's worker thread; fixed */
     bool gone;        /* its thread is the parent's, in a fork child (registry mu) */
-    struct list link; /* in the registry (registry mu) */
 };
 
-/* The calling thread's record, made on first use; NULL without memory. */
-HIDDEN struct trace_thread *nursery__trace_self_slow(void);
-static inline struct trace_thread *nursery__trace_self(void)
-{
-    struct trace_thread *tt = nursery__ctx.trace;
-    return likely(tt) ? tt : nursery__trace_self_slow();
-}
+/* Gives the calling thread a record if it has none: where the library may
+ * allocate anyway (a worker's start, nursery_open), never in a wait or a
+ * task's start, which promise not to.  A thread without one (it never
+ * opened a nursery, or there was no memory) is not in the dump. */
+HIDDEN void nursery__trace_register(void);
 
 /* CLOCK_MONOTONIC read cheaply, to a few milliseconds: the frames' times. */
 HIDDEN int_fast64_t nursery__coarse_now(void);
@@ -74,7 +74,7 @@ HIDDEN void nursery__trace_frame_write(struct trace_frame *f, int kind, const vo
 /* A task begins or ends running on this thread (task.c): no lock. */
 static inline void nursery__trace_task_push(const struct task *t)
 {
-    struct trace_thread *tt = nursery__trace_self();
+    struct trace_thread *tt = nursery__ctx.trace;
     if (unlikely(!tt))
         return;
     int d = atomic_load_explicit(&tt->depth, memory_order_relaxed);
