@@ -186,10 +186,8 @@ static void take_nursery(struct snapshot *s, nursery_t *n, const void *task, siz
     pthread_mutex_unlock(&n->mu);
     sn->opened_at = n->opened_at;
     sn->deadline = atomic_load_explicit(&n->node.deadline, memory_order_relaxed);
-    sn->pending = atomic_load_explicit(&n->pending, memory_order_relaxed) & ~NURSERY_CLOSED;
-    uint64_t credits = atomic_load_explicit(&n->credits, memory_order_relaxed);
-    sn->pending = sn->pending > credits ? sn->pending - credits : 0;
     nursery_counts(n, &sn->counts);
+    sn->pending = sn->counts.started - sn->counts.finished; /* finished <= started */
     if (nursery__cancel_node_cancelled(&n->node))
         sn->why = atomic_load_explicit(&n->expired, memory_order_relaxed)          ? WHY_DEADLINE
                   : failed                                                         ? WHY_FAILED

@@ -882,7 +882,6 @@ int nursery_pool_create(nursery_pool_t **out, const nursery_pool_options_t *opts
     p->on_task_start = opts->on_task_start;
     p->on_task_finish = opts->on_task_finish;
     p->hook_arg = opts->hook_arg;
-    p->hooked = p->on_task_start || p->on_task_finish;
 
     int rc = 0;
     pthread_mutex_lock(&p->mu);

@@ -55,7 +55,6 @@ struct nursery_pool {
     char name[12];                /* thread name prefix */
     size_t stack_size;            /* 0: system default */
     struct monitor *monitor;      /* see monitor.c */
-    bool hooked;                  /* on_task_start or on_task_finish is set */
     void (*on_task_start)(const nursery_task_event_t *ev, void *arg);
     void (*on_task_finish)(const nursery_task_event_t *ev, void *arg);
     void *hook_arg;

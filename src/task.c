@@ -98,14 +98,10 @@ nursery_error_t *nursery__outcome_error(int code)
     return nursery__error_from_code(code);
 }
 
-/* The pool's task hooks (nursery_pool_options_t), when it has them. */
-static void call_hook(struct task *t, bool start, int code)
+/* One of the pool's task hooks (nursery_pool_options_t). */
+static void call_hook(struct task *t, void (*hook)(const nursery_task_event_t *, void *),
+                      int code)
 {
-    nursery_pool_t *p = t->nursery->pool;
-    void (*hook)(const nursery_task_event_t *, void *) =
-        start ? p->on_task_start : p->on_task_finish;
-    if (!hook)
-        return;
     char name[sizeof(t->nursery->name)];
     nursery__name_copy(t->nursery, name);
     nursery_task_event_t ev = {.task = t,
@@ -113,7 +109,7 @@ static void call_hook(struct task *t, bool start, int code)
                                .nursery = t->nursery,
                                .nursery_name = name,
                                .code = code};
-    hook(&ev, p->hook_arg);
+    hook(&ev, t->nursery->pool->hook_arg);
 }
 
 static void task_finish(struct task *t, int code, void *value, nursery_error_t *err)
@@ -123,8 +119,8 @@ static void task_finish(struct task *t, int code, void *value, nursery_error_t *
     bool cancelled = code == ECANCELED && nursery__cancel_node_cancelled(&t->node);
 
     NURSERY_PROBE3(task__finish, t, t->name, code);
-    if (n && unlikely(n->pool->hooked))
-        call_hook(t, false, code);
+    if (n && unlikely(n->pool->on_task_finish))
+        call_hook(t, n->pool->on_task_finish, code);
 
     if (err)
         nursery__error_set_task_name(err, t->name);
@@ -205,8 +201,8 @@ void nursery__task_run(struct task *t)
         unsigned generation =
             atomic_load_explicit(&nursery__fork_generation, memory_order_relaxed);
         NURSERY_PROBE3(task__start, t, t->name, t->nursery);
-        if (t->nursery && unlikely(t->nursery->pool->hooked))
-            call_hook(t, true, 0);
+        if (t->nursery && unlikely(t->nursery->pool->on_task_start))
+            call_hook(t, t->nursery->pool->on_task_start, 0);
         code = t->fn(t->arg, &value);
         if (unlikely(nursery__forked(generation))) {
             returned_in_fork_child(&saved, code);
