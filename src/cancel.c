@@ -9,23 +9,37 @@
  * nursery's node.  A node is cancelled when it or any ancestor is (up to
  * a shielded one).
  *
- * Attaching.  Nodes that may have parked threads below them (a thread
- * parked under them, nurseries opened under them) are attached: linked in
- * their parent's `children`, parent first (a node attaches its unattached
- * ancestors before itself).  Queued and running tasks that never wait stay
- * unattached, so cancelling never has to visit thousands of them.
+ * Attaching.  Nodes that have a thread parked under them, or a hook, are
+ * attached: linked in their parent's `children`, parent first (a node
+ * attaches its unattached ancestors before itself).  Everything else stays
+ * unattached until then: queued and running tasks, and the nurseries and
+ * scopes they open, so that a fork point (open, two starts, join) takes no
+ * lock of the tree, and cancelling never visits thousands of tasks.
  *
  * Cancelling sets the node's own flag, then walks its attached subtree and,
  * at each node, under that node's lock, sets `inherited` and signals the
  * threads parked there.  So an attached node knows of its ancestors'
  * cancellation, and cancelled() stops at the first attached node it meets
- * on its way up (or at a flag): a check costs one or two steps whatever the
- * depth of the tree.  A node attaching under a parent copies the parent's
- * flags under the parent's lock: either the walk has been there (the copy
- * sees it) or it has not (the walk will see the new child).  A thread
- * attaches and links its waiter before it checks the flags, so a
+ * on its way up (or at a flag).  A node attaching under a parent copies the
+ * parent's flags under the parent's lock: either the walk has been there
+ * (the copy sees it) or it has not (the walk will see the new child).  A
+ * thread attaches and links its waiter before it checks the flags, so a
  * cancellation either finds the waiter or is seen by the check, and no
  * wake-up is lost.
+ *
+ * The epoch.  What keeps checks short under unattached nodes is a count of
+ * the changes that can cancel a node without touching it: `cancel_epoch`
+ * goes up when a walk begins and again when it ends, and when a node moves
+ * (reparent).  A nursery's or scope's node opened unattached looks at its
+ * ancestors once, at open: if one is cancelled it copies that into
+ * `inherited`, else it notes the epoch in `clean_at`.  While the epoch has
+ * not moved, nothing above it can have been cancelled since, and
+ * cancelled() stops there.  A check made during a walk may stop at a mark
+ * taken before the walk reached the nodes above (the walk is not done
+ * yet); the rise at the walk's end makes every such mark stale.  So a check
+ * costs a few steps when nothing was cancelled since the open, and at most
+ * MAX_UNATTACHED (plus the tasks in between) otherwise: a node opened
+ * under a longer unattached way up attaches at once.
  *
  * The walk holds one lock at a time and uses constant stack, whatever the
  * depth.  To let go of a parent's lock while it visits a child's subtree,
@@ -56,10 +70,24 @@
 
 #include <errno.h>
 
+/* Unattached nodes a nursery's or scope's node may have above it: the
+ * bound on a check's walk up when the epoch moved, and on attaching. */
+#define MAX_UNATTACHED 64
+
+/* Starts at 1: a node's clean_at of 0 never matches. */
+static _Atomic uint64_t cancel_epoch = 1;
+
+static void epoch_advance(void)
+{
+    atomic_fetch_add_explicit(&cancel_epoch, 1, memory_order_acq_rel);
+}
+
 void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent)
 {
     n->kind = NODE_TASK;
     n->shield = false;
+    n->hops = 0;
+    n->clean_at = 0;
     atomic_init(&n->deadline, NURSERY_FOREVER);
     list_init(&n->hooks);
     atomic_init(&n->parent, parent);
@@ -72,11 +100,6 @@ void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent
     list_init(&n->children);
     list_init(&n->sibling);
     nursery__waitq_init(&n->waiters);
-}
-
-void nursery__cancel_node_shield(struct cancel_node *n)
-{
-    n->shield = true;
 }
 
 static struct cancel_node *parent_of(struct cancel_node *n)
@@ -93,12 +116,15 @@ static bool flagged(struct cancel_node *n)
 
 bool nursery__cancel_node_cancelled(struct cancel_node *n)
 {
+    uint64_t epoch = atomic_load_explicit(&cancel_epoch, memory_order_acquire);
     for (; n; n = parent_of(n)) {
         if (flagged(n))
             return true;
         /* An attached node has heard of every cancellation above it; a
-         * shielded one hears of none. */
-        if (atomic_load_explicit(&n->attached, memory_order_acquire) || n->shield)
+         * shielded one hears of none; one whose mark is current has had
+         * none above it since it was opened. */
+        if (atomic_load_explicit(&n->attached, memory_order_acquire) || n->shield ||
+            n->clean_at == epoch)
             return false;
     }
     return false;
@@ -126,6 +152,43 @@ static bool anchored(struct cancel_node *n)
 {
     return !parent_of(n) || n->shield ||
            atomic_load_explicit(&n->attached, memory_order_acquire) || flagged(n);
+}
+
+/* Unattached nodes from x up to the first that can take children, counted
+ * up to MAX_UNATTACHED: a nursery's or scope's node opened unattached knows
+ * its count as of then. */
+static unsigned unattached_above(struct cancel_node *x)
+{
+    unsigned hops = 0;
+    for (; x && !anchored(x) && hops < MAX_UNATTACHED; x = parent_of(x)) {
+        if (x->kind != NODE_TASK)
+            return hops + x->hops;
+        hops++;
+    }
+    return hops;
+}
+
+void nursery__cancel_node_open(struct cancel_node *n, struct cancel_node *parent, int kind,
+                               bool shield)
+{
+    nursery__cancel_node_init(n, parent);
+    n->kind = (unsigned char)kind;
+    n->shield = shield;
+    if (!parent || shield)
+        return; /* a root */
+    unsigned hops = unattached_above(parent);
+    if (hops >= MAX_UNATTACHED) {
+        nursery__cancel_node_attach(n);
+        return;
+    }
+    /* The epoch before the look: a walk that ends after it makes the mark
+     * stale (see the top of the file). */
+    uint64_t epoch = atomic_load_explicit(&cancel_epoch, memory_order_acquire);
+    n->hops = hops + 1;
+    if (nursery__cancel_node_cancelled(parent))
+        atomic_store_explicit(&n->inherited, true, memory_order_relaxed);
+    else
+        n->clean_at = epoch;
 }
 
 void nursery__cancel_node_attach(struct cancel_node *n)
@@ -203,6 +266,8 @@ void nursery__cancel_node_reparent(struct cancel_node *n, struct cancel_node *pa
         pthread_mutex_unlock(&old->mu);
     }
     atomic_store_explicit(&n->parent, parent, memory_order_release);
+    /* The marks of nodes opened under n looked at its old ancestors. */
+    epoch_advance();
     nursery__cancel_node_attach(n);
 }
 
@@ -250,6 +315,7 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
     if (atomic_exchange_explicit(&root->cancelled, true, memory_order_acq_rel))
         return;
     NURSERY_PROBE1(cancel, root);
+    epoch_advance();
     struct cancel_node *node = root;
     pthread_mutex_lock(&root->mu);
     nursery__waitq_wake_all(&root->waiters);
@@ -287,6 +353,8 @@ void nursery__cancel_node_cancel(struct cancel_node *root)
         node = parent;
     }
     pthread_mutex_unlock(&root->mu);
+    /* Every mark taken while the walk went on is stale now. */
+    epoch_advance();
 }
 
 /* ---- cancel hooks ------------------------------------------------------ */

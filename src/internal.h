@@ -300,7 +300,11 @@ struct cancel_node {
     unsigned char kind;                   /* NODE_*: what the node is the scope of; set by
                                            * its owner right after init (NODE_TASK) */
     bool shield;                          /* a walk from above stops here; set at init */
+    unsigned char hops;                   /* a nursery's or scope's node opened unattached:
+                                           * it and the unattached nodes above it then */
     _Atomic nursery_time_t deadline;      /* for nursery_current_deadline() */
+    uint64_t clean_at;                    /* the cancel epoch at which its ancestors were
+                                           * seen not cancelled; 0: never (cancel.c) */
     _Atomic(struct cancel_node *) parent; /* changed by its owner thread, only while it is
                                            * not attached */
     atomic_bool cancelled;                /* cancelled itself: set once, never cleared */
@@ -334,8 +338,11 @@ struct cancel_hook {
 };
 
 HIDDEN void nursery__cancel_node_init(struct cancel_node *n, struct cancel_node *parent);
-/* A shielded node (a NURSERY_SCOPE_SHIELD scope); call right after init. */
-HIDDEN void nursery__cancel_node_shield(struct cancel_node *n);
+/* Inits the node of a nursery or a scope (kind NODE_NURSERY or NODE_SCOPE)
+ * opened under parent (NULL: a root), shielded or not.  It is attached
+ * only when the way up to an attached node is long (see cancel.c). */
+HIDDEN void nursery__cancel_node_open(struct cancel_node *n, struct cancel_node *parent,
+                                      int kind, bool shield);
 /* Detaches from the parent (waiting while a cancel walks its subtree): its
  * parent may go after this.  The node must have no attached children. */
 HIDDEN void nursery__cancel_node_detach(struct cancel_node *n);
@@ -518,7 +525,7 @@ struct nursery {
      * nothing that is read on every start, by padding (an aligned allocation
      * per nursery costs more than it saves), only fields written with it or
      * seldom used, so that the nursery stays 1032 bytes (see nursery_open). */
-    char pad_before_pending[40];
+    char pad_before_pending[32];
     _Atomic uint64_t counted;  /* added to pending by starts, credits included */
     atomic_size_t failed_tasks; /* tasks that ended with an error, not a cancellation */
     nursery_time_t opened_at;  /* nursery__coarse_now(), for nursery_dump() */

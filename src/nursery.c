@@ -273,9 +273,7 @@ int nursery_open(nursery_t **out, nursery_pool_t *pool)
     n->opener_task = nursery__ctx.task;
     n->opener = pthread_self();
     n->opened_by_worker = nursery__pool_is_current(pool);
-    nursery__cancel_node_init(&n->node, n->outer);
-    n->node.kind = NODE_NURSERY;
-    nursery__cancel_node_attach(&n->node);
+    nursery__cancel_node_open(&n->node, n->outer, NODE_NURSERY, false);
     atomic_init(&n->pending, 0);
     atomic_init(&n->refs, 1);
     atomic_init(&n->cancelled_tasks, 0);

@@ -113,10 +113,7 @@ int nursery_scope_open(nursery_scope_t **out, nursery_time_t deadline, unsigned 
     atomic_init(&s->cancel_called, false);
     atomic_init(&s->expired, false);
     pthread_mutex_init(&s->mu, NULL);
-    nursery__cancel_node_init(&s->node, s->outer);
-    s->node.kind = NODE_SCOPE;
-    if (flags & NURSERY_SCOPE_SHIELD)
-        nursery__cancel_node_shield(&s->node);
+    nursery__cancel_node_open(&s->node, s->outer, NODE_SCOPE, flags & NURSERY_SCOPE_SHIELD);
     int rc = deadline == NURSERY_FOREVER ? 0 : set_deadline(s, deadline);
     if (rc) {
         nursery__timer_disarm(&s->expiry);

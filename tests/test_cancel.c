@@ -700,6 +700,162 @@ START_TEST(cancel_of_40000_nested_nurseries_runs_on_a_1m_stack)
 }
 END_TEST
 
+/* ---- cancellation of code that never waits ------------------------------- */
+
+/* Nothing here parks: no node is attached by a wait, so what carries the
+ * cancellation down is the check itself (cancel.c's epoch). */
+struct polling {
+    nursery_pool_t *pool;
+    int depth;            /* nurseries the nesting task opens, one in the other */
+    latch_t polling;      /* the innermost task is polling */
+    int open_rc, join_rc; /* of every open and join (the last one that differs) */
+    int seen;             /* 1: the innermost task saw the cancellation */
+    int started_inside;   /* 1: a task started after that ran */
+};
+
+/* Polls with nursery_cancelled() and nursery_checkpoint() only: no wait. */
+static int poll_cancelled_task(void *arg, void **value)
+{
+    (void)value;
+    struct polling *p = arg;
+    latch_count_down(&p->polling);
+    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
+    while (!nursery_cancelled() && nursery_now() < give_up)
+        ;
+    p->seen = nursery_cancelled() && nursery_checkpoint() == ECANCELED;
+    return 0;
+}
+
+static int mark_started_task(void *arg, void **value)
+{
+    (void)value;
+    ((struct polling *)arg)->started_inside = 1;
+    return 0;
+}
+
+static int nest_task(void *arg, void **value)
+{
+    (void)value;
+    struct polling *p = arg;
+    nursery_t **n = calloc((size_t)p->depth, sizeof(*n));
+    task_expect(n != NULL);
+    if (!n)
+        return ENOMEM;
+    for (int i = 0; i < p->depth; i++)
+        if ((p->open_rc = nursery_open(&n[i], p->pool)) != 0)
+            break;
+    if (p->open_rc == 0) {
+        task_expect_eq(nursery_start_soon(n[p->depth - 1], poll_cancelled_task, p, NULL), 0);
+        /* A nursery opened once the cancellation is seen is cancelled at
+         * once, and so is a task started in it. */
+        while (!nursery_cancelled())
+            ;
+        nursery_t *late = NULL;
+        task_expect_eq(nursery_open(&late, p->pool), 0);
+        task_expect(nursery_cancelled());
+        task_expect_eq(nursery_start_soon(late, mark_started_task, p, NULL), 0);
+        task_expect_eq(nursery_join(late, NURSERY_FOREVER, NULL), ECANCELED);
+        for (int i = p->depth - 1; i >= 0; i--) {
+            int rc = nursery_join(n[i], NURSERY_FOREVER, NULL);
+            if (rc != ECANCELED)
+                p->join_rc = rc;
+        }
+    }
+    free(n);
+    return 0;
+}
+
+static void cancel_reaches_polling_tasks(int depth)
+{
+    struct polling p = {.pool = test_pool(2), .depth = depth, .join_rc = ECANCELED};
+    latch_init(&p.polling, 1);
+    nursery_t *outer = NULL;
+    ck_assert_int_eq(nursery_open(&outer, p.pool), 0);
+    ck_assert_int_eq(nursery_start_soon(outer, nest_task, &p, NULL), 0);
+    ck_assert(latch_wait(&p.polling));
+    ck_assert_int_eq(nursery_cancel(outer), 0);
+    ck_assert_int_eq(nursery_join(outer, NURSERY_FOREVER, NULL), 0);
+    ck_assert_tasks_ok();
+    ck_assert_int_eq(p.open_rc, 0);
+    ck_assert_int_eq(p.join_rc, ECANCELED);
+    ck_assert_int_eq(p.seen, 1);
+    ck_assert_int_eq(p.started_inside, 0);
+    latch_destroy(&p.polling);
+    ck_assert_int_eq(nursery_pool_destroy(p.pool), 0);
+}
+
+START_TEST(cancel_reaches_polling_task_under_nested_nurseries)
+{
+    cancel_reaches_polling_tasks(4);
+}
+END_TEST
+
+/* Deeper than the library lets a way up stay unattached. */
+START_TEST(cancel_reaches_polling_task_under_300_nested_nurseries)
+{
+    cancel_reaches_polling_tasks(300);
+}
+END_TEST
+
+/* A task opens and joins nurseries in a loop while the test cancels the
+ * outer one: every check made after nursery_cancel() returned, in a
+ * nursery opened before or after, must see it. */
+struct open_race {
+    nursery_pool_t *pool;
+    latch_t running;
+    atomic_bool cancel_returned;
+    int checks_after; /* checks made after the cancel returned */
+    int missed;       /* of which said "not cancelled" */
+};
+
+static int open_loop_task(void *arg, void **value)
+{
+    (void)value;
+    struct open_race *r = arg;
+    latch_count_down(&r->running);
+    nursery_time_t give_up = nursery_after_ms(TEST_HANG_MS);
+    while (r->checks_after < 100 && nursery_now() < give_up) {
+        bool after = atomic_load_explicit(&r->cancel_returned, memory_order_acquire);
+        nursery_t *n = NULL;
+        if (nursery_open(&n, r->pool) != 0)
+            break;
+        bool seen = nursery_cancelled();
+        bool after_open = atomic_load_explicit(&r->cancel_returned, memory_order_acquire);
+        bool seen_late = nursery_cancelled();
+        nursery_join(n, NURSERY_FOREVER, NULL);
+        if (after) {
+            r->checks_after++;
+            r->missed += !seen;
+        }
+        if (after_open) {
+            r->checks_after++;
+            r->missed += !seen_late;
+        }
+    }
+    return 0;
+}
+
+START_TEST(cancel_racing_nested_opens_is_never_missed)
+{
+    for (int round = 0; round < 50; round++) {
+        struct open_race r = {.pool = test_pool(2)};
+        latch_init(&r.running, 1);
+        atomic_init(&r.cancel_returned, false);
+        nursery_t *outer = NULL;
+        ck_assert_int_eq(nursery_open(&outer, r.pool), 0);
+        ck_assert_int_eq(nursery_start_soon(outer, open_loop_task, &r, NULL), 0);
+        ck_assert(latch_wait(&r.running));
+        ck_assert_int_eq(nursery_cancel(outer), 0);
+        atomic_store_explicit(&r.cancel_returned, true, memory_order_release);
+        ck_assert_int_eq(nursery_join(outer, NURSERY_FOREVER, NULL), 0);
+        ck_assert_int_ge(r.checks_after, 100);
+        ck_assert_int_eq(r.missed, 0);
+        latch_destroy(&r.running);
+        ck_assert_int_eq(nursery_pool_destroy(r.pool), 0);
+    }
+}
+END_TEST
+
 /* ---- time --------------------------------------------------------------- */
 
 static nursery_time_t mono_ns(void)
@@ -786,6 +942,9 @@ static Suite *cancel_suite(void)
     tcase_add_test(tc, cancel_outer_reaches_nested_bodies_and_tasks);
     tcase_add_test(tc, cancel_from_foreign_thread_wakes_task);
     tcase_add_test(tc, cancel_of_joined_retained_nursery_is_eclosed);
+    tcase_add_test(tc, cancel_reaches_polling_task_under_nested_nurseries);
+    tcase_add_test(tc, cancel_reaches_polling_task_under_300_nested_nurseries);
+    tcase_add_test(tc, cancel_racing_nested_opens_is_never_missed);
 
     tc = tcase_with_timeout(s, "deep", 60);
     tcase_add_test(tc, cancel_of_4000_nested_nurseries_runs_on_a_64k_stack);
