@@ -19,7 +19,8 @@
  * pool's maximum; at the maximum it nudges the workers waiting for a task to
  * start (pool.c).  Whatever the CPUs say, it adds a thread when every worker
  * has been blocked in a library wait (past the grace period) while work is
- * queued: nothing would take that work otherwise.  CPU-bound work keeps the
+ * queued, at two ticks in a row with no task run in between: nothing would
+ * take that work otherwise.  CPU-bound work keeps the
  * CPUs busy and never adds threads, and the monitor looks less and less
  * often (TICK_NS doubling to MAX_TICK_NS) while nothing shows a sign of
  * blocking.  The extra threads retire when idle (pool.c).
@@ -48,6 +49,8 @@ struct monitor {
     nursery_time_t read_at;   /* monitor only: when it was read */
     int64_t interval;         /* (mu) the time between ticks: TICK_NS, longer while nothing
                                * looks blocked */
+    bool parked_seen;   /* monitor only: every worker was parked at the last tick */
+    uint64_t completed_seen; /* monitor only: tasks the workers had run by then */
     bool asleep;        /* (mu) waiting for a kick, not ticking */
     bool stopping;      /* (mu) */
 };
@@ -182,6 +185,26 @@ static size_t stuck_in_library(nursery_pool_t *p)
     return blocked > joiners ? blocked - joiners : 0;
 }
 
+/* Whether every worker is blocked in a library wait while work is
+ * queued, and was at the last tick too with no task run since: nothing
+ * runs that would ever take that work (a joiner looks only for tasks of
+ * its own).  One look is not enough: a worker just woken counts as
+ * blocked until it gets a CPU, which a busy machine may take a while to
+ * give it. */
+static bool all_parked(nursery_pool_t *p, bool watch, size_t threads)
+{
+    struct monitor *m = p->monitor;
+    bool parked = watch && atomic_load_explicit(&p->blocked, memory_order_relaxed) >= threads;
+    uint64_t completed = 0;
+    size_t n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+    for (size_t i = 0; parked && i < n; i++)
+        completed += atomic_load_explicit(&p->workers[i]->completed, memory_order_relaxed);
+    bool still = parked && m->parked_seen && completed == m->completed_seen;
+    m->parked_seen = parked;
+    m->completed_seen = completed;
+    return still;
+}
+
 /* One tick.  Returns false when nothing runs or waits (mu held on entry and
  * exit, released while looking). */
 static bool tick_locked(nursery_pool_t *p)
@@ -199,13 +222,11 @@ static bool tick_locked(nursery_pool_t *p)
     size_t busy;
     size_t candidates = look_at_workers(p, watch, &busy);
     size_t blocked = stuck_in_library(p);
-    /* Every worker blocked in a library wait while work is queued: nothing
-     * runs that would ever take that work (a joiner looks only for tasks of
-     * its own), whatever the reasons above say. */
-    bool all_parked = watch && atomic_load_explicit(&p->blocked, memory_order_relaxed) >= threads;
+    /* Whatever the reasons above say. */
+    bool stuck_all = all_parked(p, watch, threads);
     /* The process clock costs a read of every thread: only while some
      * worker shows a sign of blocking. */
-    bool signs = watch && (candidates > 0 || blocked > 0 || all_parked);
+    bool signs = watch && (candidates > 0 || blocked > 0 || m->parked_seen);
     size_t stuck = signs && !cpus_busy(p) ? blocked + count_stalled(p) : 0;
     if (!signs)
         m->process_cpu = -1;
@@ -222,7 +243,7 @@ static bool tick_locked(nursery_pool_t *p)
         add = stuck >= busy ? 2 * stuck : stuck;
         add = add < queued ? add : queued;
     }
-    if (all_parked && add == 0)
+    if (stuck_all && add == 0)
         add = 1;
     if (add && list_empty(&p->idle)) {
         if (may_grow) {
@@ -247,6 +268,7 @@ static void *monitor_main(void *arg)
         if (m->asleep) {
             pthread_cond_wait(&m->cv, &p->mu);
             m->process_cpu = -1; /* a fresh start: no tick to compare with */
+            m->parked_seen = false;
             continue;
         }
         struct timespec ts = nursery__timespec(nursery_after_ns(m->interval));

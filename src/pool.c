@@ -645,6 +645,25 @@ static void put_aside(nursery_pool_t *p, struct task *t)
     nursery_release(n);
 }
 
+/* Runs t, removed from a queue by a helper in a join of n, if it is work
+ * of n; else puts it aside.  Returns whether it ran (or someone else had
+ * claimed it: the entry is dropped). */
+static bool help_with(nursery_pool_t *p, struct task *t, nursery_t *n)
+{
+    nursery_result_t *r = t->result;
+    if (!nursery__task_claim(t)) {
+        nursery_result_release(r); /* someone else ran it: drop the entry */
+        return true;
+    }
+    if (!descends_from(t, n)) {
+        put_aside(p, t);
+        return false;
+    }
+    nursery__task_run(t);
+    nursery_result_release(r);
+    return true;
+}
+
 bool nursery__pool_help(nursery_t *n)
 {
     nursery_pool_t *p = n->pool;
@@ -653,30 +672,24 @@ bool nursery__pool_help(nursery_t *n)
         return false;
     /* Restricted: only work of this nursery, its children's and so on.
      * First this worker's own newest entry - usually a task it started in
-     * n - then the oldest work of others, kept only if it descends from n. */
-    bool own = true;
+     * n; one that is not ours may hide ours below it: it is put aside, and
+     * we look again. */
     struct task *t = deque_take(&self->dq);
-    if (!t) {
-        own = false;
-        /* One injected task, not a batch: a helper that finds it foreign
-         * parks, and must not hold other tasks in its deque meanwhile. */
-        if (!(t = steal(p, self, NULL)) && !(t = take_injected(p, self, false)))
-            return false;
-    }
-    nursery_result_t *r = t->result;
-    if (!nursery__task_claim(t)) {
-        nursery_result_release(r); /* someone else ran it: drop the entry */
-        return true;
-    }
-    if (!descends_from(t, n)) {
-        /* Not ours.  From our own deque it may hide ours below it: put it
-         * aside and look again; from elsewhere, stop and wait. */
-        put_aside(p, t);
-        return own;
-    }
-    nursery__task_run(t);
-    nursery_result_release(r);
-    return true;
+    if (t)
+        return help_with(p, t, n) || true;
+    /* Then the oldest work of another worker: if it is not ours, what that
+     * worker holds below it is newer work of the same task, so we stop. */
+    if ((t = steal(p, self, NULL)))
+        return help_with(p, t, n);
+    /* Then the injection queue, one task at a time (a helper that parks
+     * must not hold other tasks in its deque), through the whole queue:
+     * ours may wait behind tasks that helpers put aside, which go back to
+     * its tail. */
+    for (size_t left = atomic_load_explicit(&p->injected, memory_order_relaxed);
+         left > 0 && (t = take_injected(p, self, false)); left--)
+        if (help_with(p, t, n))
+            return true;
+    return false;
 }
 
 void nursery__pool_task_starting(void)
