@@ -209,6 +209,17 @@ HIDDEN int nursery__sleep_as(nursery_time_t deadline, const struct blocked_on *w
  * lock); detach unregisters; help, if not NULL, runs queued work the waiter
  * is waiting for and returns true if it ran something (it is called only
  * in pool workers). */
+/* A pause in a loop that waits for another CPU (less power, and room for
+ * a hyperthread sibling). */
+static inline void nursery__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 struct block_ops {
     bool (*ready)(void *ctx);
     void (*attach)(void *ctx, struct waiter *w);

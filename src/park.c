@@ -228,6 +228,27 @@ static void show_parked(const struct block_ops *ops, void *ctx, int_fast64_t *si
     nursery__trace_block(&b, *since, deadline);
 }
 
+/* How long a worker in a join keeps looking for work of the nursery
+ * before it parks: what it waits for is most often CPU work on another
+ * worker that ends soon or starts tasks it can take, and parking costs a
+ * wake-up, tens of microseconds on each side.  Bounded, so that a join
+ * waiting for blocked tasks costs next to no CPU. */
+#define JOIN_SPIN_NS INT64_C(50000)
+
+/* Whether a helper in a join should look again rather than park: until
+ * *spin_end (set at the first call). */
+static bool spin_a_little(nursery_time_t *spin_end)
+{
+    nursery_time_t now = nursery_now();
+    if (*spin_end == 0)
+        *spin_end = now + JOIN_SPIN_NS;
+    if (now >= *spin_end)
+        return false;
+    for (int i = 0; i < 16; i++)
+        nursery__cpu_relax();
+    return true;
+}
+
 int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadline, int flags)
 {
     bool cancellable = !(flags & BLOCK_UNCANCELLABLE);
@@ -243,8 +264,9 @@ int nursery__block(const struct block_ops *ops, void *ctx, nursery_time_t deadli
      * is set up until there is nothing left to help with.  The deadline and
      * cancellation are looked at between the tasks it runs. */
     int rc;
+    nursery_time_t spin_end = 0;
     while ((rc = wait_outcome(ops, ctx, deadline, cancellable)) < 0)
-        if (!may_help || !ops->help(ctx))
+        if (!may_help || (!ops->help(ctx) && !(ops->joins && spin_a_little(&spin_end))))
             break;
     if (rc >= 0) {
         nursery__pool_wait_depth(-1);

@@ -340,15 +340,6 @@ static struct task *find_work(nursery_pool_t *p, struct worker *self)
     return t;
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Looks for work a little longer before sleeping: a worker that parks pays
  * a wake-up (tens of microseconds) when work comes right back, and so does
  * the thread that starts it.  Bounded, so an idle pool costs no CPU. */
@@ -360,7 +351,7 @@ static struct task *find_work_spinning(nursery_pool_t *p, struct worker *self)
     if (atomic_fetch_add_explicit(&p->spinning, 1, memory_order_relaxed) < limit) {
         for (int round = 0; round < SPIN_ROUNDS && !t; round++) {
             for (int i = 0; i < SPIN_PAUSES; i++)
-                cpu_relax();
+                nursery__cpu_relax();
             t = find_work(p, self);
         }
     }
