@@ -35,9 +35,6 @@
 /* How long a test polls the dump for a state it waits for: 10 s, times
  * CK_TIMEOUT_MULTIPLIER (raised for the sanitizer and valgrind runs). */
 #define DUMP_WAIT_MS (10000 * timeout_multiplier())
-/* How long a test polls the pool statistics (surplus threads retire after
- * 250 ms idle). */
-#define STATS_WAIT_MS 60000
 /* A deadline that does not pass during a test: one hour. */
 #define HOUR_MS INT64_C(3600000)
 
@@ -2466,9 +2463,7 @@ START_TEST(stats_count_retired_surplus_threads)
     ck_assert_int_eq(nursery_join(n, NURSERY_FOREVER, NULL), 0);
 
     /* The surplus retires after 250 ms idle. */
-    nursery_time_t give_up = nursery_after_ms(STATS_WAIT_MS);
-    while (!back_to_one_thread(p) && nursery_now() < give_up)
-        pause_ms(10);
+    poll_until(back_to_one_thread, p);
     ck_assert_int_eq(nursery_pool_stats(p, &st), 0);
     ck_assert_msg(st.threads == 1 && st.threads_retired > 0,
                   "after the tasks ended: %zu threads, %llu created, %llu retired", st.threads,
